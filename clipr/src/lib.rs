@@ -1,0 +1,1 @@
+//! clipr (skeleton; filled by its issue).

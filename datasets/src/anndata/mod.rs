@@ -1,0 +1,4 @@
+//! AnnData in memory and on disk (`.h5ad`).
+mod types;
+
+pub use types::*;

@@ -1,0 +1,10 @@
+//! datasets: AnnData (.h5ad) I/O, perturbation screens, screen simulators and
+//! molecule batches.
+pub mod anndata;
+pub mod error;
+pub mod molbatch;
+pub mod screen;
+pub mod simulate;
+
+pub use anndata::AnnData;
+pub use error::{DatasetsError, Result};

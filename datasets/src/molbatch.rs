@@ -1,0 +1,1 @@
+//! Molecule batches for Morph: padded tensors, vocabularies (filled by issue 6).

@@ -1,0 +1,1 @@
+//! Perturbation screens over AnnData (filled by issue 2).

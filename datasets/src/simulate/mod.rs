@@ -1,0 +1,1 @@
+//! Screen simulators with a known causal truth (filled by issue 2).

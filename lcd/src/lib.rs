@@ -1,0 +1,1 @@
+//! lcd (skeleton; filled by its issue).

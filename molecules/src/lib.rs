@@ -1,0 +1,1 @@
+//! molecules (skeleton; filled by its issue).

@@ -1,0 +1,1 @@
+//! morph (skeleton; filled by its issue).
