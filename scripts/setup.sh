@@ -31,4 +31,4 @@ if [ ! -f "$STAMP" ] || ! cmp -s "$REQ" "$STAMP"; then
   .venv/bin/pip install -q --disable-pip-version-check -r "$REQ"
   cp "$REQ" "$STAMP"
 fi
-echo "[setup] ok: $(.venv/bin/python -c 'import anndata, h5py, rdkit; print("anndata", anndata.__version__, "h5py", h5py.__version__, "rdkit", rdkit.__version__)')"
+echo "[setup] ok: $(.venv/bin/python -c 'import importlib.metadata as m; print(*(f"{p} {m.version(p)}" for p in ("anndata", "h5py", "scanpy", "rdkit")))')"
