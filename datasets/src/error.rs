@@ -18,4 +18,8 @@ pub enum DatasetsError {
     Screen(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    RunDir(String),
+    #[error("{dir}: stopped by signal {signal} at step {step}; checkpoint written, continue with --resume")]
+    Interrupted { dir: PathBuf, step: u64, signal: i32 },
 }

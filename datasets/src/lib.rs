@@ -5,6 +5,7 @@ pub mod error;
 pub mod molbatch;
 pub mod screen;
 pub mod simulate;
+pub mod train;
 
 pub use anndata::AnnData;
 pub use error::{DatasetsError, Result};

@@ -66,10 +66,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Process exit code for an error: 1 for ordinary failures. (SLURM requeue
-/// codes are added by the training-loop mechanism.)
-pub fn exit_code(_err: &anyhow::Error) -> u8 {
-    1
+/// Process exit code for an error: [`datasets::train::EXIT_REQUEUE`] (75) when
+/// a training run stopped on a signal after checkpointing (batch scripts
+/// requeue on it), 1 for every other failure.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    let interrupted = err
+        .chain()
+        .any(|e| matches!(e.downcast_ref::<datasets::DatasetsError>(), Some(datasets::DatasetsError::Interrupted { .. })));
+    if interrupted {
+        datasets::train::EXIT_REQUEUE
+    } else {
+        1
+    }
 }
 
 /// Write `bytes` to `path` atomically: a temp file in the same directory,
