@@ -47,9 +47,9 @@ pub trait PerturbableDrift: Sync {
 pub struct IntegrateOptions {
     /// Stop a row when `max_i |f_i(x)| <= tol`.
     pub tol: f64,
-    /// Local error tolerances of the adaptive step (absolute, relative).
+    /// Accepted local error per step: `max(atol, rel · h · max|f|)`.
     pub atol: f64,
-    pub rtol: f64,
+    pub rel: f64,
     /// Give up after this many attempted steps.
     pub max_steps: usize,
     /// Initial step size.
@@ -58,7 +58,7 @@ pub struct IntegrateOptions {
 
 impl Default for IntegrateOptions {
     fn default() -> Self {
-        IntegrateOptions { tol: 1e-9, atol: 1e-8, rtol: 1e-6, max_steps: 200_000, h0: 1e-2 }
+        IntegrateOptions { tol: 1e-9, atol: 1e-15, rel: 0.05, max_steps: 200_000, h0: 1e-2 }
     }
 }
 
@@ -72,7 +72,7 @@ pub fn integrate_to_fixed_point<D: PerturbableDrift + ?Sized>(
     perts: &[Targets],
     opts: &IntegrateOptions,
 ) -> Result<Array2<f64>> {
-    let (k, d) = x0.dim();
+    let k = x0.nrows();
     if perts.len() != k {
         return Err(CliprError::Shape {
             context: "integrate_to_fixed_point".into(),
@@ -107,11 +107,11 @@ pub fn integrate_to_fixed_point<D: PerturbableDrift + ?Sized>(
         let err = (&k1 * (-5.0 / 72.0) + &k2 * (1.0 / 12.0) + &k3 * (1.0 / 9.0) + &k4 * (-1.0 / 8.0)) * &ha;
         let mut still = Vec::with_capacity(active.len());
         for (m, &r) in active.iter().enumerate() {
-            let mut e = 0.0f64;
-            for j in 0..d {
-                let sc = opts.atol + opts.rtol * xa[[m, j]].abs().max(xn[[m, j]].abs());
-                e = e.max(err[[m, j]].abs() / sc);
-            }
+            // Local error relative to the size of the step itself (`rel · h · |f|`):
+            // scale-free, and it rejects steps beyond the stability limit even
+            // when |f| is already tiny (an x-relative tolerance would not).
+            let sc = opts.atol.max(opts.rel * ha[[m, 0]] * max_abs(k1.row(m)));
+            let e = max_abs(err.row(m)) / sc;
             if !e.is_finite() || !xn.row(m).iter().all(|v| v.is_finite()) {
                 h[r] *= 0.2;
                 if h[r] < 1e-14 {

@@ -27,9 +27,6 @@ pub enum CliprError {
     /// Errors from the model backend (LCD / candle).
     #[error("model {context}: {message}")]
     Model { context: String, message: String },
-    /// Errors from the datasets crate (h5ad I/O, simulators).
-    #[error(transparent)]
-    Datasets(#[from] datasets::DatasetsError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     /// Export failures (plotting, formatting).

@@ -14,8 +14,16 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod optim;
+pub mod model;
+pub mod params;
+pub mod sampler;
+pub mod stage1;
+pub mod storage;
+pub mod synthetic;
+pub mod stage2;
 pub mod rng;
 pub mod zip;
 
 pub use config::LcdConfig;
+pub use model::LcdModel;
 pub use error::{LcdError, Result};

@@ -1,1 +1,28 @@
-//! molecules (skeleton; filled by its issue).
+//! molecules: the chemistry core of cellmol.
+//!
+//! - [`Molecule`] / [`ConformerSet`]: atoms, charges, isotopes, positions
+//!   `[n_atoms, 3]`, a petgraph bond graph with [`BondOrder`] weights, data fields.
+//! - [`sdf`]: SDF/MOL V2000 + V3000 reader (streaming and parallel) and writer.
+//! - [`xyz`]: multi-record XYZ.
+//!
+//! See `design/molecules.md` for the protocols these implement.
+pub mod bonds;
+#[cfg(feature = "rdkit")]
+pub mod chem;
+pub mod element;
+pub mod error;
+pub mod io;
+pub mod metrics;
+pub mod molecule;
+pub mod qm9;
+pub mod sdf;
+pub mod stability;
+pub mod verify;
+pub mod xyz;
+
+pub use element::Element;
+pub use error::{MolError, Result};
+pub use io::{read_molecules_path, write_molecules_path};
+pub use molecule::{BondOrder, BondStereo, ConformerSet, Molecule};
+pub use sdf::{read_sdf_path, read_sdf_path_with, write_sdf, write_sdf_path, SdfBatch, SdfReadOptions, SdfReader};
+pub use xyz::{read_xyz_path, write_xyz, write_xyz_path};

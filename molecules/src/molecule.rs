@@ -101,7 +101,7 @@ impl BondStereo {
 /// `elements`, `charges`, `isotopes`, `radicals` all have length `n_atoms`,
 /// `positions` is `[n_atoms, 3]`, the graph has exactly `n_atoms` nodes and
 /// `bond_stereo` is empty or has one entry per edge (by `EdgeIndex`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Molecule {
     /// First header line of an SDF record / XYZ comment line.
     pub title: String,
@@ -123,6 +123,21 @@ pub struct Molecule {
     pub properties: Vec<(String, String)>,
     /// Whether the coordinates are 3D (SDF header dimension code, else any z != 0).
     pub is_3d: bool,
+}
+
+impl PartialEq for Molecule {
+    /// Equal when every field matches and the bond lists (in edge order) match.
+    fn eq(&self, o: &Self) -> bool {
+        self.title == o.title
+            && self.elements == o.elements
+            && self.charges == o.charges
+            && self.isotopes == o.isotopes
+            && self.radicals == o.radicals
+            && self.positions == o.positions
+            && self.properties == o.properties
+            && self.is_3d == o.is_3d
+            && self.bond_list().eq(o.bond_list())
+    }
 }
 
 impl Default for Molecule {

@@ -10,6 +10,7 @@ pub mod lcd;
 pub mod mol;
 pub mod morph;
 pub mod simulate;
+pub mod slurm;
 
 /// cellmol: perturbation screens (LCD, CLIPR), 3D molecule generation (Morph)
 /// and verifier-based flow expansion, with AnnData and SDF I/O.
@@ -45,6 +46,9 @@ pub enum Command {
     /// Verifier-based flow expansion (Flow Expander, ActFlow).
     #[command(subcommand)]
     Expand(expand::ExpandCommand),
+    /// Write (and optionally submit) SLURM batch scripts for training and analysis.
+    #[command(subcommand)]
+    Slurm(slurm::SlurmCommand),
 }
 
 /// Options every command can see.
@@ -63,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Clipr(cmd) => clipr::run(cmd, global),
         Command::Morph(cmd) => morph::run(cmd, global),
         Command::Expand(cmd) => expand::run(cmd, global),
+        Command::Slurm(cmd) => slurm::run(cmd, global),
     }
 }
 

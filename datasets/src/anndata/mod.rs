@@ -1,4 +1,20 @@
 //! AnnData in memory and on disk (`.h5ad`).
+//!
+//! - [`read_h5ad`] / [`write_h5ad`]: whole-file I/O for every element type of
+//!   the anndata on-disk format (modern encodings and the legacy layout).
+//! - [`H5adReader`]: backed access; reads `obs`/`var` and selected rows /
+//!   columns of `X` or a layer without loading the whole matrix, and iterates
+//!   over row chunks.
+mod backed;
+mod h5util;
+mod legacy;
+mod ops;
+mod read;
+mod sparse;
 mod types;
+mod write;
 
+pub use backed::{ChunkIter, H5adReader};
+pub use read::read_h5ad;
 pub use types::*;
+pub use write::write_h5ad;

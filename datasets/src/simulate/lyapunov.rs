@@ -120,7 +120,8 @@ mod tests {
             let (sigma, res) = solve_lyapunov_identity(&a).expect("solve");
             assert!(res <= 1e-8, "d={d}: residual {res}");
             // Symmetric positive definite.
-            assert!(ndarray_linalg::Cholesky::cholesky(&sigma, ndarray_linalg::UPLO::Lower).is_ok());
+            use ndarray_linalg::Cholesky;
+            assert!(sigma.cholesky(ndarray_linalg::UPLO::Lower).is_ok());
         }
     }
 

@@ -278,7 +278,7 @@ pub(crate) fn parse_data_fields(lines: &mut Lines<'_>, m: &mut Molecule, ctx: Ct
         let name = match memchr::memchr(b'<', line) {
             Some(s) => {
                 let rest = &line[s + 1..];
-                let e = memchr::memrchr(b'>', rest)
+                let e = memchr::memchr(b'>', rest)
                     .ok_or_else(|| ctx.err(ln, format!("data header '{}' lacks a closing '>'", show(line))))?;
                 &rest[..e]
             }

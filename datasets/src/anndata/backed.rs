@@ -1,0 +1,453 @@
+//! Backed (partial) reading of `.h5ad` files: open, read `obs`/`var`, then
+//! read selected rows (cells) and columns (genes) of `X` or a layer without
+//! loading the whole matrix.
+//!
+//! CSR: the `indptr` is read whole; the needed `data`/`indices` slices are
+//! found from it, sorted, coalesced into contiguous ranges (gaps shorter than
+//! [`GAP`] elements are read through, which is cheaper than one more HDF5
+//! call) and read as hyperslabs straight into Vecs. CSC is symmetric on
+//! columns. Dense: contiguous row blocks as hyperslabs. `iter_chunks` walks
+//! the cells in row blocks for files larger than memory.
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::Path;
+
+use hdf5::{Dataset, File, Group};
+
+use super::h5util::{encoding, join, read_dense, Ctx};
+use super::legacy;
+use super::ops::gather;
+use super::read::{self, check_unique, open_file, read_frame_member, root_mode, Elem, Mode};
+use super::sparse::{read_data_ranges, read_index_ranges, SparseMeta};
+use super::types::*;
+use crate::error::Result;
+
+/// Gaps (in stored elements) up to this size are read through when coalescing.
+pub const GAP: usize = 32 * 1024;
+
+/// A matrix element of the file, resolved but not read.
+enum Stored {
+    Dense(Dataset, String),
+    Sparse(SparseMeta),
+}
+
+/// Backed handle on an `.h5ad` file.
+pub struct H5adReader {
+    file: File,
+    ctx: Ctx,
+    mode: Mode,
+    legacy_uns: Option<BTreeMap<String, Value>>,
+    pub obs: DataFrame,
+    pub var: DataFrame,
+}
+
+impl H5adReader {
+    /// Open the file and read `obs` and `var` (nothing else).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let (file, ctx) = open_file(path.as_ref())?;
+        let mode = root_mode(&ctx, &file)?;
+        let mut uns = BTreeMap::new();
+        let mut legacy_uns = None;
+        if mode == Mode::Legacy && file.link_exists("uns") {
+            if let Elem::Value(Value::Dict(d)) = read::read_elem(&ctx, &file, "/", "uns", mode)? {
+                uns = d;
+            }
+        }
+        let obs = read_frame_member(&ctx, &file, "obs", mode, &mut uns)?;
+        let var = read_frame_member(&ctx, &file, "var", mode, &mut uns)?;
+        if mode == Mode::Legacy {
+            legacy_uns = Some(uns);
+        }
+        check_unique(&ctx, "/obs", &obs.index)?;
+        Ok(H5adReader { file, ctx, mode, legacy_uns, obs, var })
+    }
+
+    pub fn n_obs(&self) -> usize {
+        self.obs.n_rows()
+    }
+    pub fn n_vars(&self) -> usize {
+        self.var.n_rows()
+    }
+    pub fn file(&self) -> &Path {
+        &self.ctx.file
+    }
+
+    /// Names of the layers in the file.
+    pub fn layer_names(&self) -> Result<Vec<String>> {
+        if !self.file.link_exists("layers") {
+            return Ok(Vec::new());
+        }
+        let g = self.ctx.h5("/layers", "opening group", self.file.group("layers"))?;
+        self.ctx.h5("/layers", "listing members", g.member_names())
+    }
+
+    fn resolve(&self, elem: &str) -> Result<Stored> {
+        let path = join("/", elem);
+        let root: &Group = &self.file;
+        if !root.link_exists(elem) {
+            return Err(self.ctx.fmt(&path, "a matrix element", "nothing"));
+        }
+        if let Ok(ds) = root.dataset(elem) {
+            if self.mode == Mode::Strict {
+                match encoding(&self.ctx, &ds, &path)? {
+                    Some((t, _)) if t == "array" => {}
+                    Some((t, _)) => return Err(self.ctx.fmt(&path, "encoding-type `array`", format!("`{t}`"))),
+                    None => return Err(self.ctx.fmt(&path, "attribute `encoding-type`", "no encoding-type")),
+                }
+            }
+            if ds.ndim() != 2 {
+                return Err(self.ctx.fmt(&path, "a 2-D array", format!("shape {:?}", ds.shape())));
+            }
+            return Ok(Stored::Dense(ds, path));
+        }
+        let g = self.ctx.h5(&path, "opening group", root.group(elem))?;
+        let kind = match encoding(&self.ctx, &g, &path)? {
+            Some((t, _)) => t,
+            None if self.mode == Mode::Legacy => legacy::infer_group_encoding(&self.ctx, &g, &path)?,
+            None => return Err(self.ctx.fmt(&path, "attribute `encoding-type`", "no encoding-type")),
+        };
+        let format = match kind.as_str() {
+            "csr_matrix" => SparseFormat::Csr,
+            "csc_matrix" => SparseFormat::Csc,
+            other => return Err(self.ctx.fmt(&path, "csr_matrix, csc_matrix or array", format!("`{other}`"))),
+        };
+        Ok(Stored::Sparse(SparseMeta::open(&self.ctx, &g, &path, format)?))
+    }
+
+    /// Encoding (`array`, `csr_matrix`, `csc_matrix`) and shape of an element.
+    pub fn matrix_info(&self, elem: &str) -> Result<(&'static str, (usize, usize))> {
+        Ok(match self.resolve(elem)? {
+            Stored::Dense(ds, _) => ("array", (ds.shape()[0], ds.shape()[1])),
+            Stored::Sparse(m) => (m.format.encoding(), m.shape),
+        })
+    }
+
+    fn check_idx(&self, path: &str, what: &str, idx: &[usize], n: usize) -> Result<()> {
+        if let Some(&bad) = idx.iter().find(|&&i| i >= n) {
+            return Err(self.ctx.fmt(path, format!("{what} indices < {n}"), format!("index {bad}")));
+        }
+        Ok(())
+    }
+
+    /// Read an element (`"X"`, `"layers/counts"`, `"raw/X"`), optionally only
+    /// some rows and/or columns (in the given order).
+    pub fn read_submatrix(&self, elem: &str, rows: Option<&[usize]>, cols: Option<&[usize]>) -> Result<Matrix> {
+        let stored = self.resolve(elem)?;
+        let path = join("/", elem);
+        match stored {
+            Stored::Dense(ds, p) => {
+                let (nr, nc) = (ds.shape()[0], ds.shape()[1]);
+                if let Some(r) = rows {
+                    self.check_idx(&p, "row", r, nr)?;
+                }
+                if let Some(c) = cols {
+                    self.check_idx(&p, "column", c, nc)?;
+                }
+                let m = match rows {
+                    None => Matrix::Dense(read_dense(&self.ctx, &p, &ds)?),
+                    Some(r) => self.read_dense_rows(&ds, &p, r, nc)?,
+                };
+                Ok(match cols {
+                    Some(c) => m.select_cols(c),
+                    None => m,
+                })
+            }
+            Stored::Sparse(meta) => {
+                if let Some(r) = rows {
+                    self.check_idx(&path, "row", r, meta.shape.0)?;
+                }
+                if let Some(c) = cols {
+                    self.check_idx(&path, "column", c, meta.shape.1)?;
+                }
+                let (major_sel, minor_sel) = match meta.format {
+                    SparseFormat::Csr => (rows, cols),
+                    SparseFormat::Csc => (cols, rows),
+                };
+                let m = match major_sel {
+                    None => meta.read(&self.ctx)?,
+                    Some(sel) => self.read_major(&meta, sel)?,
+                };
+                Ok(Matrix::Sparse(match minor_sel {
+                    Some(s) => m.select_minor(s),
+                    None => m,
+                }))
+            }
+        }
+    }
+
+    /// Read selected rows of X.
+    pub fn read_rows(&self, rows: &[usize]) -> Result<Matrix> {
+        self.read_submatrix("X", Some(rows), None)
+    }
+    /// Read selected columns of X.
+    pub fn read_cols(&self, cols: &[usize]) -> Result<Matrix> {
+        self.read_submatrix("X", None, Some(cols))
+    }
+
+    fn read_dense_rows(&self, ds: &Dataset, path: &str, rows: &[usize], nc: usize) -> Result<Matrix> {
+        let mut sorted: Vec<usize> = rows.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let blocks = coalesce(sorted.iter().map(|&r| (r, r + 1)), 0);
+        let parts: Vec<Matrix> = blocks
+            .iter()
+            .map(|&(a, b)| self.read_dense_block(ds, path, a, b, nc))
+            .collect::<Result<_>>()?;
+        // Position of each sorted row inside the concatenated blocks.
+        let mut at = BTreeMap::new();
+        let mut off = 0usize;
+        for &(a, b) in &blocks {
+            for r in a..b {
+                at.insert(r, off + r - a);
+            }
+            off += b - a;
+        }
+        let arrays: Vec<DenseArray> = parts
+            .into_iter()
+            .map(|m| match m {
+                Matrix::Dense(d) => d,
+                Matrix::Sparse(_) => unreachable!("dense blocks"),
+            })
+            .collect();
+        let cat = concat_rows(&arrays).ok_or_else(|| self.ctx.err(path, "dense blocks of different dtypes"))?;
+        let pos: Vec<usize> = rows.iter().map(|r| at[r]).collect();
+        Ok(Matrix::Dense(cat.select_axis(0, &pos)))
+    }
+
+    fn read_dense_block(&self, ds: &Dataset, path: &str, a: usize, b: usize, _nc: usize) -> Result<Matrix> {
+        use hdf5::types::{FloatSize, IntSize, TypeDescriptor};
+        let t = super::h5util::descriptor(&self.ctx, path, ds)?;
+        macro_rules! rd {
+            ($ty:ty, $var:ident) => {{
+                let a2 = self.ctx.h5(path, "reading rows", ds.read_slice::<$ty, _, ndarray::Ix2>(ndarray::s![a..b, ..]))?;
+                DenseArray::$var(a2.into_dyn())
+            }};
+        }
+        Ok(Matrix::Dense(match t {
+            TypeDescriptor::Float(FloatSize::U4) => rd!(f32, F32),
+            TypeDescriptor::Float(FloatSize::U8) => rd!(f64, F64),
+            TypeDescriptor::Integer(IntSize::U8) => rd!(i64, I64),
+            TypeDescriptor::Integer(_) => rd!(i32, I32),
+            TypeDescriptor::Unsigned(IntSize::U8) => rd!(u64, U64),
+            TypeDescriptor::Unsigned(_) => rd!(u32, U32),
+            TypeDescriptor::Boolean => rd!(bool, Bool),
+            other => return Err(self.ctx.fmt(path, "a numeric matrix", super::h5util::type_name(&other))),
+        }))
+    }
+
+    /// Major-axis selection of a sparse element with coalesced hyperslab reads.
+    fn read_major(&self, meta: &SparseMeta, sel: &[usize]) -> Result<SparseMatrix> {
+        let ptr = meta.indptr_i64(&self.ctx)?;
+        let mut sorted: Vec<usize> = sel.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let spans = coalesce(sorted.iter().map(|&r| (ptr[r] as usize, ptr[r + 1] as usize)), GAP);
+        let ranges: Vec<Range<usize>> = spans.iter().map(|&(a, b)| a..b).collect();
+        let data = read_data_ranges(&self.ctx, &join(&meta.path, "data"), &meta.data, &ranges)?;
+        let indices = read_index_ranges(&self.ctx, &join(&meta.path, "indices"), &meta.indices, &ranges)?;
+        // Offset of each file span inside the buffer.
+        let mut buf_off = Vec::with_capacity(spans.len());
+        let mut acc = 0usize;
+        for &(a, b) in &spans {
+            buf_off.push(acc);
+            acc += b - a;
+        }
+        // Buffer range of every selected row (rows are sorted, so walk the spans once).
+        let mut where_sorted = Vec::with_capacity(sorted.len());
+        let mut k = 0usize;
+        for &r in &sorted {
+            let (s, e) = (ptr[r] as usize, ptr[r + 1] as usize);
+            if s == e {
+                where_sorted.push((0, 0));
+                continue;
+            }
+            while spans[k].1 < e {
+                k += 1;
+            }
+            let base = buf_off[k] + (s - spans[k].0);
+            where_sorted.push((base, base + (e - s)));
+        }
+        let pieces: Vec<(usize, usize)> = sel
+            .iter()
+            .map(|r| where_sorted[sorted.binary_search(r).unwrap_or(0)])
+            .collect();
+        let needed: usize = pieces.iter().map(|p| p.1 - p.0).sum();
+        let direct = acc == needed && sel.windows(2).all(|w| w[0] < w[1]);
+        let (data, indices) = if direct {
+            (data, indices)
+        } else {
+            (
+                super::ops::data_map!(&data, v => gather(v, &pieces)),
+                match &indices {
+                    SparseIndex::I32(v) => SparseIndex::I32(gather(v, &pieces)),
+                    SparseIndex::I64(v) => SparseIndex::I64(gather(v, &pieces)),
+                },
+            )
+        };
+        let mut new_ptr = Vec::with_capacity(sel.len() + 1);
+        new_ptr.push(0i64);
+        let mut acc = 0i64;
+        for p in &pieces {
+            acc += (p.1 - p.0) as i64;
+            new_ptr.push(acc);
+        }
+        let shape = match meta.format {
+            SparseFormat::Csr => (sel.len(), meta.shape.1),
+            SparseFormat::Csc => (meta.shape.0, sel.len()),
+        };
+        let like = if meta.nnz > i32::MAX as usize { SparseIndex::I64(Vec::new()) } else { SparseIndex::I32(Vec::new()) };
+        let m = SparseMatrix { format: meta.format, shape, data, indices, indptr: SparseIndex::from_i64_like(new_ptr, &like) };
+        super::sparse::validate(&self.ctx, &meta.path, &m)?;
+        Ok(m)
+    }
+
+    /// Iterate over row blocks of `elem` (`"X"` or `"layers/<name>"`):
+    /// yields `(rows, matrix)` with at most `n_rows` rows each.
+    pub fn iter_chunks(&self, elem: &str, n_rows: usize) -> Result<ChunkIter<'_>> {
+        let (enc, shape) = self.matrix_info(elem)?;
+        if enc == "csc_matrix" {
+            return Err(self.ctx.fmt(&join("/", elem), "a csr_matrix or dense array for row-chunked iteration", "csc_matrix"));
+        }
+        if n_rows == 0 {
+            return Err(crate::error::DatasetsError::InvalidConfig { param: "n_rows".into(), message: "chunk size must be > 0, but is 0".into() });
+        }
+        Ok(ChunkIter { reader: self, elem: elem.to_string(), n_rows, next: 0, total: shape.0 })
+    }
+
+    /// Subset of the whole object: X and layers are read partially; obs,
+    /// var, obsm, varm, obsp, varp, uns and raw are read and then subset.
+    pub fn read_subset(&self, rows: Option<&[usize]>, cols: Option<&[usize]>) -> Result<AnnData> {
+        let ctx = &self.ctx;
+        if let Some(r) = rows {
+            self.check_idx("/obs", "row", r, self.n_obs())?;
+        }
+        if let Some(c) = cols {
+            self.check_idx("/var", "column", c, self.n_vars())?;
+        }
+        let root: &Group = &self.file;
+        let x = if root.link_exists("X") { Some(self.read_submatrix("X", rows, cols)?) } else { None };
+        let mut layers = BTreeMap::new();
+        for l in self.layer_names()? {
+            layers.insert(l.clone(), self.read_submatrix(&format!("layers/{l}"), rows, cols)?);
+        }
+        let mut uns = match &self.legacy_uns {
+            Some(u) => u.clone(),
+            None if root.link_exists("uns") => match read::read_elem(ctx, root, "/", "uns", self.mode)? {
+                Elem::Value(Value::Dict(d)) => d,
+                other => return Err(ctx.fmt("/uns", "a dict", read::elem_kind(&other))),
+            },
+            None => BTreeMap::new(),
+        };
+        let mut full = AnnData {
+            x: None,
+            obs: self.obs.clone(),
+            var: self.var.clone(),
+            uns: std::mem::take(&mut uns),
+            ..Default::default()
+        };
+        for (name, slot) in [("obsm", &mut full.obsm), ("varm", &mut full.varm), ("obsp", &mut full.obsp), ("varp", &mut full.varp)] {
+            if root.link_exists(name) {
+                *slot = legacy::read_matrix_container(ctx, root, name, self.mode)?;
+            }
+        }
+        let raw_x = if root.link_exists("raw") {
+            Some("raw/X")
+        } else if root.link_exists("raw.X") {
+            Some("raw.X")
+        } else {
+            None
+        };
+        let raw = match raw_x {
+            None => None,
+            Some(rx) => {
+                let x = self.read_submatrix(rx, rows, None)?;
+                let var = if root.link_exists("raw/var") {
+                    match read::read_elem(ctx, root, "/raw", "var", self.mode)? {
+                        Elem::Value(Value::DataFrame(df)) => df,
+                        other => return Err(ctx.fmt("/raw/var", "a dataframe", read::elem_kind(&other))),
+                    }
+                } else if root.link_exists("raw.var") {
+                    read_frame_member(ctx, root, "raw.var", self.mode, &mut BTreeMap::new())?
+                } else {
+                    DataFrame::new((0..x.shape2().1).map(|i| i.to_string()).collect())
+                };
+                let varm = if root.link_exists("raw/varm") {
+                    let g = ctx.h5("/raw/varm", "opening group", root.group("raw/varm"))?;
+                    read::read_matrices(ctx, &g, "/raw/varm", self.mode)?
+                } else if root.link_exists("raw.varm") {
+                    legacy::read_matrix_container(ctx, root, "raw.varm", self.mode)?
+                } else {
+                    BTreeMap::new()
+                };
+                Some(Raw { x, var, varm })
+            }
+        };
+        if self.mode == Mode::Legacy {
+            legacy::move_neighbors_to_obsp(&mut full);
+        }
+        let mut sub = full.subset(rows, cols);
+        sub.x = x;
+        sub.layers = layers;
+        sub.raw = raw;
+        Ok(sub)
+    }
+}
+
+/// Merge sorted `(start, end)` spans whose gap is at most `gap`.
+pub(crate) fn coalesce(spans: impl Iterator<Item = (usize, usize)>, gap: usize) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (a, b) in spans {
+        match out.last_mut() {
+            Some(last) if a <= last.1 + gap => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+fn concat_rows(parts: &[DenseArray]) -> Option<DenseArray> {
+    macro_rules! cat {
+        ($var:ident) => {{
+            let views: Vec<_> = parts
+                .iter()
+                .map(|p| match p {
+                    DenseArray::$var(a) => Some(a.view()),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            DenseArray::$var(ndarray::concatenate(ndarray::Axis(0), &views).ok()?)
+        }};
+    }
+    Some(match parts.first()? {
+        DenseArray::F32(_) => cat!(F32),
+        DenseArray::F64(_) => cat!(F64),
+        DenseArray::I32(_) => cat!(I32),
+        DenseArray::I64(_) => cat!(I64),
+        DenseArray::U32(_) => cat!(U32),
+        DenseArray::U64(_) => cat!(U64),
+        DenseArray::Bool(_) => cat!(Bool),
+        _ => return None,
+    })
+}
+
+/// Row-block iterator from [`H5adReader::iter_chunks`].
+pub struct ChunkIter<'a> {
+    reader: &'a H5adReader,
+    elem: String,
+    n_rows: usize,
+    next: usize,
+    total: usize,
+}
+
+impl Iterator for ChunkIter<'_> {
+    type Item = Result<(Range<usize>, Matrix)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.total {
+            return None;
+        }
+        let r = self.next..(self.next + self.n_rows).min(self.total);
+        self.next = r.end;
+        let rows: Vec<usize> = r.clone().collect();
+        Some(self.reader.read_submatrix(&self.elem, Some(&rows), None).map(|m| (r, m)))
+    }
+}

@@ -1,0 +1,519 @@
+//! Reading `.h5ad` files into an in-memory [`AnnData`].
+//!
+//! Modern files (root attribute `encoding-type = anndata`) must carry an
+//! `encoding-type` on every element; a missing or unknown one is an error.
+//! Files without the root attribute are read in *legacy* mode (anndata < 0.8:
+//! compound-typed `obs`/`var`, categories in `uns/<col>_categories`,
+//! `raw.X` / `raw.var`, `h5sparse_*` sparse groups), see [`super::legacy`].
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::Path;
+
+use hdf5::types::TypeDescriptor;
+use hdf5::{File, Group, LocationType};
+
+use super::h5util::{attr_bool, attr_string, attr_strings, descriptor, encoding, join, read_dense, type_name, Ctx};
+use super::legacy;
+use super::sparse::SparseMeta;
+use super::types::*;
+use crate::error::{DatasetsError, Result};
+
+/// Elements that can appear anywhere (an extended [`Value`]).
+#[derive(Debug)]
+pub(crate) enum Elem {
+    Value(Value),
+    Column(Column),
+    Raw(Box<Raw>),
+    /// `null` (Python `None`), skipped by dict readers.
+    Null,
+}
+
+/// Reading mode: strict (modern) or lenient (legacy, encodings inferred).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Strict,
+    Legacy,
+}
+
+const HDF5_SIGNATURE: [u8; 8] = [0x89, b'H', b'D', b'F', b'\r', b'\n', 0x1a, b'\n'];
+
+/// Check the HDF5 signature (at offset 0, 512, 1024, ...) before handing the
+/// file to the library, so that a non-HDF5 file gets a clear message.
+pub(crate) fn check_signature(path: &Path) -> Result<()> {
+    let io = |e| DatasetsError::Io { path: path.to_path_buf(), source: e };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    let mut head = vec![0u8; len.min(1 << 16) as usize];
+    f.read_exact(&mut head).map_err(io)?;
+    let mut off = 0usize;
+    while off + 8 <= head.len() {
+        if head[off..off + 8] == HDF5_SIGNATURE {
+            return Ok(());
+        }
+        off = if off == 0 { 512 } else { off * 2 };
+    }
+    let shown: String = head.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+    Err(DatasetsError::Format {
+        file: path.to_path_buf(),
+        path: "/".into(),
+        expected: "an HDF5 file (signature 89 48 44 46 0d 0a 1a 0a)".into(),
+        found: if head.is_empty() { "an empty file".into() } else { format!("first bytes {shown}") },
+    })
+}
+
+/// Open an HDF5 file with a clear error for truncated or corrupt files.
+pub(crate) fn open_file(path: &Path) -> Result<(File, Ctx)> {
+    check_signature(path)?;
+    let ctx = Ctx::new(path);
+    let f = File::open(path).map_err(|e| ctx.err("/", format!("cannot open as HDF5 (truncated or corrupt file?): {e}")))?;
+    Ok((f, ctx))
+}
+
+/// Decide the layout of the root group.
+pub(crate) fn root_mode(ctx: &Ctx, f: &Group) -> Result<Mode> {
+    match attr_string(ctx, f, "/", "encoding-type")? {
+        Some(t) if t == "anndata" => Ok(Mode::Strict),
+        Some(t) => Err(ctx.fmt("/", "root encoding-type `anndata`", format!("`{t}`"))),
+        None => {
+            let members = ctx.h5("/", "listing members", f.member_names())?;
+            if members.iter().any(|m| m == "obs" || m == "X" || m == "var") {
+                Ok(Mode::Legacy)
+            } else {
+                Err(ctx.fmt(
+                    "/",
+                    "an AnnData layout (root `encoding-type = anndata`, or legacy `X`/`obs`/`var`)",
+                    format!("members {members:?} and no encoding attributes"),
+                ))
+            }
+        }
+    }
+}
+
+/// Read a whole `.h5ad` file.
+pub fn read_h5ad(path: impl AsRef<Path>) -> Result<AnnData> {
+    let path = path.as_ref();
+    let (f, ctx) = open_file(path)?;
+    let mode = root_mode(&ctx, &f)?;
+    let root: &Group = &f;
+    let mut uns = BTreeMap::new();
+    if root.link_exists("uns") {
+        uns = read_dict_group(&ctx, root, "/uns", "uns", mode)?;
+    }
+    let obs = read_frame_member(&ctx, root, "obs", mode, &mut uns)?;
+    let var = read_frame_member(&ctx, root, "var", mode, &mut uns)?;
+    let x = if root.link_exists("X") { Some(read_matrix(&ctx, root, "/", "X", mode)?) } else { None };
+    let mut ad = AnnData {
+        x,
+        obs,
+        var,
+        obsm: read_matrix_dict(&ctx, root, "obsm", mode)?,
+        varm: read_matrix_dict(&ctx, root, "varm", mode)?,
+        obsp: read_matrix_dict(&ctx, root, "obsp", mode)?,
+        varp: read_matrix_dict(&ctx, root, "varp", mode)?,
+        layers: read_matrix_dict(&ctx, root, "layers", mode)?,
+        uns,
+        raw: None,
+    };
+    ad.raw = read_raw_member(&ctx, root, mode)?;
+    if mode == Mode::Legacy {
+        legacy::move_neighbors_to_obsp(&mut ad);
+    }
+    check_consistency(&ctx, &ad)?;
+    Ok(ad)
+}
+
+/// obs / var, modern dataframe group or legacy compound dataset; absent → empty.
+pub(crate) fn read_frame_member(
+    ctx: &Ctx,
+    root: &Group,
+    name: &str,
+    mode: Mode,
+    uns: &mut BTreeMap<String, Value>,
+) -> Result<DataFrame> {
+    let path = join("/", name);
+    if !root.link_exists(name) {
+        return Ok(DataFrame::new(Vec::new()));
+    }
+    if let (Mode::Legacy, Ok(ds)) = (mode, root.dataset(name)) {
+        return legacy::read_compound_frame(ctx, &path, &ds, Some(uns));
+    }
+    match read_elem(ctx, root, "/", name, mode)? {
+        Elem::Value(Value::DataFrame(df)) => Ok(df),
+        other => Err(ctx.fmt(&path, "a dataframe", elem_kind(&other))),
+    }
+}
+
+fn read_raw_member(ctx: &Ctx, root: &Group, mode: Mode) -> Result<Option<Raw>> {
+    if root.link_exists("raw") {
+        return match read_elem(ctx, root, "/", "raw", mode)? {
+            Elem::Raw(r) => Ok(Some(*r)),
+            Elem::Value(Value::Dict(_)) if mode == Mode::Legacy => {
+                let g = ctx.h5("/raw", "opening group", root.group("raw"))?;
+                read_raw_group(ctx, &g, "/raw", mode).map(Some)
+            }
+            other => Err(ctx.fmt("/raw", "a raw group", elem_kind(&other))),
+        };
+    }
+    if mode == Mode::Legacy && root.link_exists("raw.X") {
+        let x = read_matrix(ctx, root, "/", "raw.X", mode)?;
+        let mut none = BTreeMap::new();
+        let var = if root.link_exists("raw.var") {
+            read_frame_member(ctx, root, "raw.var", mode, &mut none)?
+        } else {
+            DataFrame::new((0..x.shape2().1).map(|i| i.to_string()).collect())
+        };
+        let varm = if root.link_exists("raw.varm") {
+            legacy::read_matrix_container(ctx, root, "raw.varm", mode)?
+        } else {
+            BTreeMap::new()
+        };
+        return Ok(Some(Raw { x, var, varm }));
+    }
+    Ok(None)
+}
+
+fn read_raw_group(ctx: &Ctx, g: &Group, path: &str, mode: Mode) -> Result<Raw> {
+    if !g.link_exists("X") {
+        return Err(ctx.fmt(&join(path, "X"), "raw/X", "nothing"));
+    }
+    let x = read_matrix(ctx, g, path, "X", mode)?;
+    let var = match g.link_exists("var") {
+        true => match read_elem(ctx, g, path, "var", mode)? {
+            Elem::Value(Value::DataFrame(df)) => df,
+            other => return Err(ctx.fmt(&join(path, "var"), "a dataframe", elem_kind(&other))),
+        },
+        false => DataFrame::new((0..x.shape2().1).map(|i| i.to_string()).collect()),
+    };
+    let varm = if g.link_exists("varm") {
+        let sub = ctx.h5(&join(path, "varm"), "opening group", g.group("varm"))?;
+        read_matrices(ctx, &sub, &join(path, "varm"), mode)?
+    } else {
+        BTreeMap::new()
+    };
+    if x.shape2().1 != var.n_rows() {
+        return Err(ctx.fmt(path, format!("raw/var with {} rows (raw/X columns)", x.shape2().1), format!("{} rows", var.n_rows())));
+    }
+    Ok(Raw { x, var, varm })
+}
+
+/// One matrix element (X, a layer, an obsm entry, ...).
+pub(crate) fn read_matrix(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, mode: Mode) -> Result<Matrix> {
+    match read_elem(ctx, parent, ppath, name, mode)? {
+        Elem::Value(Value::Array(a)) => Ok(Matrix::Dense(a)),
+        Elem::Value(Value::Sparse(s)) => Ok(Matrix::Sparse(s)),
+        other => Err(ctx.fmt(&join(ppath, name), "a dense array or sparse matrix", elem_kind(&other))),
+    }
+}
+
+fn read_matrix_dict(ctx: &Ctx, root: &Group, name: &str, mode: Mode) -> Result<BTreeMap<String, Matrix>> {
+    if !root.link_exists(name) {
+        return Ok(BTreeMap::new());
+    }
+    legacy::read_matrix_container(ctx, root, name, mode)
+}
+
+/// All members of a group as matrices.
+pub(crate) fn read_matrices(ctx: &Ctx, g: &Group, path: &str, mode: Mode) -> Result<BTreeMap<String, Matrix>> {
+    if mode == Mode::Strict {
+        match encoding(ctx, g, path)? {
+            Some((t, _)) if t == "dict" => {}
+            Some((t, _)) => return Err(ctx.fmt(path, "encoding-type `dict`", format!("`{t}`"))),
+            None => return Err(ctx.fmt(path, "attribute encoding-type (`dict`)", "no encoding-type")),
+        }
+    }
+    let mut out = BTreeMap::new();
+    for m in ctx.h5(path, "listing members", g.member_names())? {
+        out.insert(m.clone(), read_matrix(ctx, g, path, &m, mode)?);
+    }
+    Ok(out)
+}
+
+fn read_dict_group(ctx: &Ctx, parent: &Group, path: &str, name: &str, mode: Mode) -> Result<BTreeMap<String, Value>> {
+    match read_elem(ctx, parent, "/", name, mode)? {
+        Elem::Value(Value::Dict(d)) => Ok(d),
+        other => Err(ctx.fmt(path, "a dict", elem_kind(&other))),
+    }
+}
+
+pub(crate) fn elem_kind(e: &Elem) -> String {
+    match e {
+        Elem::Value(Value::Dict(_)) => "a dict".into(),
+        Elem::Value(Value::Scalar(_)) => "a scalar".into(),
+        Elem::Value(Value::Array(a)) => format!("an array ({}, shape {:?})", a.dtype_name(), a.shape()),
+        Elem::Value(Value::Sparse(s)) => format!("a {}", s.format.encoding()),
+        Elem::Value(Value::DataFrame(_)) => "a dataframe".into(),
+        Elem::Value(Value::Categorical { .. }) => "a categorical".into(),
+        Elem::Column(c) => format!("a {} array", c.kind()),
+        Elem::Raw(_) => "a raw group".into(),
+        Elem::Null => "null".into(),
+    }
+}
+
+/// Read any element by its `encoding-type`.
+pub(crate) fn read_elem(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, mode: Mode) -> Result<Elem> {
+    let path = join(ppath, name);
+    let is_group = match ctx.h5(&path, "looking up object", parent.loc_type_by_name(name))? {
+        LocationType::Group => true,
+        LocationType::Dataset => false,
+        other => return Err(ctx.fmt(&path, "a group or dataset", format!("{other:?}"))),
+    };
+    if is_group {
+        let g = ctx.h5(&path, "opening group", parent.group(name))?;
+        let enc = encoding(ctx, &g, &path)?;
+        let kind = match enc {
+            Some((t, _)) => t,
+            None if mode == Mode::Legacy => legacy::infer_group_encoding(ctx, &g, &path)?,
+            None => {
+                return Err(ctx.fmt(&path, "attribute `encoding-type` on a group", "no encoding-type"));
+            }
+        };
+        read_group_elem(ctx, &g, &path, &kind, mode)
+    } else {
+        let ds = ctx.h5(&path, "opening dataset", parent.dataset(name))?;
+        let enc = encoding(ctx, &ds, &path)?;
+        let t = descriptor(ctx, &path, &ds)?;
+        let kind = match enc {
+            Some((k, _)) => k,
+            None if mode == Mode::Legacy => {
+                if let TypeDescriptor::Compound(_) = t {
+                    return legacy::read_compound_frame(ctx, &path, &ds, None).map(|df| Elem::Value(Value::DataFrame(df)));
+                }
+                if super::h5util::is_string_type(&t) && ds.shape() == [1] {
+                    // anndata reads legacy 1-element string arrays as scalars.
+                    if let DenseArray::String(s) = read_dense(ctx, &path, &ds)? {
+                        return Ok(Elem::Value(Value::Scalar(Scalar::String(s.iter().next().cloned().unwrap_or_default()))));
+                    }
+                }
+                "array".to_string()
+            }
+            None => return Err(ctx.fmt(&path, "attribute `encoding-type` on a dataset", "no encoding-type")),
+        };
+        match kind.as_str() {
+            "array" | "string-array" => {
+                let a = read_dense(ctx, &path, &ds)?;
+                if kind == "string-array" && !matches!(a, DenseArray::String(_)) {
+                    return Err(ctx.fmt(&path, "strings for a string-array", type_name(&t)));
+                }
+                Ok(Elem::Value(Value::Array(a)))
+            }
+            "numeric-scalar" | "string" => {
+                if ds.ndim() != 0 {
+                    return Err(ctx.fmt(&path, format!("a scalar dataset for `{kind}`"), format!("shape {:?}", ds.shape())));
+                }
+                let a = read_dense(ctx, &path, &ds)?;
+                let s = match a {
+                    DenseArray::String(s) => Scalar::String(s.iter().next().cloned().unwrap_or_default()),
+                    DenseArray::Bool(b) => Scalar::Bool(b.iter().next().copied().unwrap_or_default()),
+                    DenseArray::F32(_) | DenseArray::F64(_) => {
+                        Scalar::F64(a.to_f64().and_then(|v| v.iter().next().copied()).unwrap_or(f64::NAN))
+                    }
+                    other => Scalar::I64(match other {
+                        DenseArray::U64(v) => v.iter().next().map(|&x| x as i64).unwrap_or_default(),
+                        DenseArray::I64(v) => v.iter().next().copied().unwrap_or_default(),
+                        o => o.to_f64().and_then(|v| v.iter().next().copied()).unwrap_or_default() as i64,
+                    }),
+                };
+                Ok(Elem::Value(Value::Scalar(s)))
+            }
+            other => Err(ctx.fmt(
+                &path,
+                "a known dataset encoding (array, string-array, numeric-scalar, string)",
+                format!("encoding-type `{other}`"),
+            )),
+        }
+    }
+}
+
+fn read_group_elem(ctx: &Ctx, g: &Group, path: &str, kind: &str, mode: Mode) -> Result<Elem> {
+    match kind {
+        "csr_matrix" | "csc_matrix" => {
+            let format = if kind == "csr_matrix" { SparseFormat::Csr } else { SparseFormat::Csc };
+            let meta = SparseMeta::open(ctx, g, path, format)?;
+            Ok(Elem::Value(Value::Sparse(meta.read(ctx)?)))
+        }
+        "dict" => {
+            let mut out = BTreeMap::new();
+            for m in ctx.h5(path, "listing members", g.member_names())? {
+                match read_elem(ctx, g, path, &m, mode)? {
+                    Elem::Value(v) => {
+                        out.insert(m, v);
+                    }
+                    Elem::Null => {}
+                    Elem::Column(c) => {
+                        return Err(ctx.fmt(&join(path, &m), "an element storable in uns", format!("a {} array", c.kind())));
+                    }
+                    Elem::Raw(_) => return Err(ctx.fmt(&join(path, &m), "an element storable in uns", "raw")),
+                }
+            }
+            Ok(Elem::Value(Value::Dict(out)))
+        }
+        "dataframe" => read_dataframe(ctx, g, path, mode).map(|d| Elem::Value(Value::DataFrame(d))),
+        "categorical" => {
+            let (codes, categories, ordered) = read_categorical(ctx, g, path, mode)?;
+            Ok(Elem::Value(Value::Categorical { codes, categories, ordered }))
+        }
+        "nullable-integer" | "nullable-boolean" | "nullable-string-array" => read_nullable(ctx, g, path, kind, mode),
+        "raw" => read_raw_group(ctx, g, path, mode).map(|r| Elem::Raw(Box::new(r))),
+        "null" => Ok(Elem::Null),
+        other => Err(ctx.fmt(
+            path,
+            "a known group encoding (csr_matrix, csc_matrix, dict, dataframe, categorical, nullable-integer, nullable-boolean, raw)",
+            format!("encoding-type `{other}`"),
+        )),
+    }
+}
+
+fn child_dense(ctx: &Ctx, g: &Group, path: &str, name: &str) -> Result<DenseArray> {
+    let p = join(path, name);
+    if !g.link_exists(name) {
+        return Err(ctx.fmt(&p, format!("dataset `{name}`"), "nothing"));
+    }
+    let ds = ctx.h5(&p, "opening dataset", g.dataset(name))?;
+    read_dense(ctx, &p, &ds)
+}
+
+fn read_categorical(ctx: &Ctx, g: &Group, path: &str, _mode: Mode) -> Result<(Vec<i32>, DenseArray, bool)> {
+    let cp = join(path, "codes");
+    let codes = match child_dense(ctx, g, path, "codes")? {
+        DenseArray::I8(a) => a.iter().map(|&x| i32::from(x)).collect::<Vec<_>>(),
+        DenseArray::I16(a) => a.iter().map(|&x| i32::from(x)).collect(),
+        DenseArray::I32(a) => a.iter().copied().collect(),
+        DenseArray::I64(a) => a.iter().map(|&x| i32::try_from(x).unwrap_or(i32::MIN)).collect(),
+        DenseArray::U8(a) => a.iter().map(|&x| i32::from(x)).collect(),
+        DenseArray::U16(a) => a.iter().map(|&x| i32::from(x)).collect(),
+        other => return Err(ctx.fmt(&cp, "integer category codes", other.dtype_name())),
+    };
+    let categories = child_dense(ctx, g, path, "categories")?;
+    let n = categories.len() as i32;
+    if let Some(i) = codes.iter().position(|&c| c < -1 || c >= n) {
+        return Err(ctx.fmt(&cp, format!("codes in [-1, {n}) ({n} categories)"), format!("codes[{i}] = {}", codes[i])));
+    }
+    let ordered = attr_bool(ctx, g, path, "ordered")?.unwrap_or(false);
+    Ok((codes, categories, ordered))
+}
+
+fn read_nullable(ctx: &Ctx, g: &Group, path: &str, kind: &str, _mode: Mode) -> Result<Elem> {
+    let mask = match child_dense(ctx, g, path, "mask")? {
+        DenseArray::Bool(m) => m.iter().copied().collect::<Vec<_>>(),
+        DenseArray::U8(m) => m.iter().map(|&x| x != 0).collect(),
+        DenseArray::I8(m) => m.iter().map(|&x| x != 0).collect(),
+        other => return Err(ctx.fmt(&join(path, "mask"), "a boolean mask", other.dtype_name())),
+    };
+    let values = child_dense(ctx, g, path, "values")?;
+    if values.len() != mask.len() {
+        return Err(ctx.fmt(&join(path, "mask"), format!("{} entries (as values)", values.len()), mask.len().to_string()));
+    }
+    let vp = join(path, "values");
+    let col = match (kind, values) {
+        ("nullable-boolean", DenseArray::Bool(v)) => Column::NullableBool { values: v.iter().copied().collect(), mask },
+        ("nullable-integer", DenseArray::String(_)) | ("nullable-boolean", _) => {
+            return Err(ctx.fmt(&vp, format!("values of a {kind}"), "another dtype"));
+        }
+        ("nullable-integer", v) => {
+            let vals: Vec<i64> = match v {
+                DenseArray::I64(a) => a.iter().copied().collect(),
+                DenseArray::U64(a) => a.iter().map(|&x| x as i64).collect(),
+                DenseArray::Bool(a) => a.iter().map(|&x| i64::from(x)).collect(),
+                DenseArray::F32(_) | DenseArray::F64(_) => {
+                    return Err(ctx.fmt(&vp, "integer values of a nullable-integer", v.dtype_name()));
+                }
+                o => o.to_f64().map(|a| a.iter().map(|&x| x as i64).collect()).unwrap_or_default(),
+            };
+            Column::NullableInt { values: vals, mask }
+        }
+        (_, DenseArray::String(s)) => {
+            // nullable-string-array: kept as a categorical with code -1 for missing.
+            let labels: Vec<Option<&String>> = s.iter().zip(&mask).map(|(v, &m)| if m { None } else { Some(v) }).collect();
+            Column::categorical_from_labels(&labels)
+        }
+        (_, other) => return Err(ctx.fmt(&vp, "string values of a nullable-string-array", other.dtype_name())),
+    };
+    Ok(Elem::Column(col))
+}
+
+pub(crate) fn read_dataframe(ctx: &Ctx, g: &Group, path: &str, mode: Mode) -> Result<DataFrame> {
+    let index_name = attr_string(ctx, g, path, "_index")?
+        .ok_or_else(|| ctx.fmt(path, "attribute `_index` on a dataframe", "no _index attribute"))?;
+    let order = attr_strings(ctx, g, path, "column-order")?
+        .ok_or_else(|| ctx.fmt(path, "attribute `column-order` on a dataframe", "no column-order attribute"))?;
+    let ipath = join(path, &index_name);
+    if !g.link_exists(&index_name) {
+        return Err(ctx.fmt(&ipath, format!("the index column `{index_name}` named by _index"), "nothing"));
+    }
+    let index = match read_elem(ctx, g, path, &index_name, mode)? {
+        Elem::Value(Value::Array(DenseArray::String(s))) => s.iter().cloned().collect(),
+        Elem::Value(Value::Array(a)) if a.ndim() == 1 => column_labels(&Column::Array(a)),
+        Elem::Value(Value::Categorical { codes, categories, ordered }) => {
+            column_labels(&Column::Categorical { codes, categories, ordered })
+        }
+        other => return Err(ctx.fmt(&ipath, "a 1-D string array index", elem_kind(&other))),
+    };
+    let mut df = DataFrame { index_name, index, columns: Vec::with_capacity(order.len()) };
+    for c in order {
+        let cpath = join(path, &c);
+        if !g.link_exists(&c) {
+            return Err(ctx.fmt(&cpath, format!("column `{c}` listed in column-order"), "nothing"));
+        }
+        let col = match read_elem(ctx, g, path, &c, mode)? {
+            Elem::Value(Value::Array(a)) if a.ndim() == 1 => Column::Array(a),
+            Elem::Value(Value::Categorical { codes, categories, ordered }) => Column::Categorical { codes, categories, ordered },
+            Elem::Column(col) => col,
+            other => return Err(ctx.fmt(&cpath, "a 1-D column", elem_kind(&other))),
+        };
+        if col.len() != df.n_rows() {
+            return Err(ctx.fmt(&cpath, format!("{} rows (as the index)", df.n_rows()), format!("{} rows", col.len())));
+        }
+        df.columns.push((c, col));
+    }
+    Ok(df)
+}
+
+fn column_labels(c: &Column) -> Vec<String> {
+    c.labels().into_iter().map(|l| l.unwrap_or_else(|| "nan".into())).collect()
+}
+
+/// Shapes agree with obs/var; obs names are unique.
+pub(crate) fn check_consistency(ctx: &Ctx, ad: &AnnData) -> Result<()> {
+    let (n_obs, n_vars) = (ad.n_obs(), ad.n_vars());
+    let shape_err = |p: &str, exp: String, found: (usize, usize)| ctx.fmt(p, exp, format!("shape {found:?}"));
+    if let Some(x) = &ad.x {
+        if x.shape2() != (n_obs, n_vars) {
+            return Err(shape_err("/X", format!("shape ({n_obs}, {n_vars}) from obs × var"), x.shape2()));
+        }
+    }
+    for (k, m) in &ad.layers {
+        if m.shape2() != (n_obs, n_vars) {
+            return Err(shape_err(&format!("/layers/{k}"), format!("shape ({n_obs}, {n_vars}) like X"), m.shape2()));
+        }
+    }
+    for (grp, d, n) in [("obsm", &ad.obsm, n_obs), ("varm", &ad.varm, n_vars)] {
+        for (k, m) in d {
+            if m.shape2().0 != n {
+                return Err(shape_err(&format!("/{grp}/{k}"), format!("{n} rows"), m.shape2()));
+            }
+        }
+    }
+    for (grp, d, n) in [("obsp", &ad.obsp, n_obs), ("varp", &ad.varp, n_vars)] {
+        for (k, m) in d {
+            if m.shape2() != (n, n) {
+                return Err(shape_err(&format!("/{grp}/{k}"), format!("shape ({n}, {n})"), m.shape2()));
+            }
+        }
+    }
+    if let Some(r) = &ad.raw {
+        if r.x.shape2().0 != n_obs {
+            return Err(shape_err("/raw/X", format!("{n_obs} rows (n_obs)"), r.x.shape2()));
+        }
+    }
+    check_unique(ctx, "/obs", &ad.obs.index)
+}
+
+pub(crate) fn check_unique(ctx: &Ctx, path: &str, names: &[String]) -> Result<()> {
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(names.len());
+    for (i, n) in names.iter().enumerate() {
+        if let Some(j) = seen.insert(n.as_str(), i) {
+            return Err(ctx.fmt(path, "unique obs names", format!("`{n}` at rows {j} and {i}")));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! `csr_matrix` / `csc_matrix` elements: a group with `data`, `indices`,
+//! `indptr` and the attribute `shape` (legacy files: `h5sparse_shape`).
+//! Whole or row-range reads go straight into Vecs; the structure is validated
+//! (indptr monotone from 0 to nnz, indices inside the minor axis) in parallel.
+use std::ops::Range;
+
+use hdf5::types::{FloatSize, IntSize, TypeDescriptor};
+use hdf5::{Dataset, Group};
+use rayon::prelude::*;
+
+use super::h5util::{attr_i64s, descriptor, join, read_range_into, type_name, Ctx};
+use super::types::{SparseData, SparseFormat, SparseIndex, SparseMatrix};
+use crate::error::Result;
+
+/// What a sparse group holds, without reading its arrays.
+#[derive(Debug, Clone)]
+pub(crate) struct SparseMeta {
+    pub format: SparseFormat,
+    pub shape: (usize, usize),
+    pub nnz: usize,
+    pub data: Dataset,
+    pub indices: Dataset,
+    pub indptr: Dataset,
+    pub path: String,
+}
+
+impl SparseMeta {
+    pub fn open(ctx: &Ctx, g: &Group, path: &str, format: SparseFormat) -> Result<Self> {
+        let shape = match attr_i64s(ctx, g, path, "shape")? {
+            Some(s) => s,
+            None => attr_i64s(ctx, g, path, "h5sparse_shape")?
+                .ok_or_else(|| ctx.fmt(path, "attribute `shape` on a sparse matrix", "no shape attribute"))?,
+        };
+        if shape.len() != 2 || shape.iter().any(|&s| s < 0) {
+            return Err(ctx.fmt(path, "a 2-D non-negative `shape`", format!("{shape:?}")));
+        }
+        let shape = (shape[0] as usize, shape[1] as usize);
+        let open = |name: &str| -> Result<Dataset> {
+            let p = join(path, name);
+            if !g.link_exists(name) {
+                return Err(ctx.fmt(&p, format!("dataset `{name}` of a {}", format.encoding()), "nothing"));
+            }
+            ctx.h5(&p, "opening dataset", g.dataset(name))
+        };
+        let (data, indices, indptr) = (open("data")?, open("indices")?, open("indptr")?);
+        for (ds, name) in [(&data, "data"), (&indices, "indices"), (&indptr, "indptr")] {
+            if ds.ndim() != 1 {
+                return Err(ctx.fmt(&join(path, name), "a 1-D dataset", format!("shape {:?}", ds.shape())));
+            }
+        }
+        let major = match format {
+            SparseFormat::Csr => shape.0,
+            SparseFormat::Csc => shape.1,
+        };
+        if indptr.size() != major + 1 {
+            return Err(ctx.fmt(
+                &join(path, "indptr"),
+                format!("{} entries (major axis {} + 1) for shape {:?}", major + 1, major, shape),
+                format!("{} entries", indptr.size()),
+            ));
+        }
+        if indices.size() != data.size() {
+            return Err(ctx.fmt(
+                &join(path, "indices"),
+                format!("as many entries as data ({})", data.size()),
+                format!("{} entries", indices.size()),
+            ));
+        }
+        for (ds, name) in [(&indices, "indices"), (&indptr, "indptr")] {
+            let t = descriptor(ctx, &join(path, name), ds)?;
+            if !matches!(t, TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_)) {
+                return Err(ctx.fmt(&join(path, name), "integer indices", type_name(&t)));
+            }
+        }
+        Ok(SparseMeta { format, shape, nnz: data.size(), data, indices, indptr, path: path.to_string() })
+    }
+
+    pub fn major(&self) -> usize {
+        match self.format {
+            SparseFormat::Csr => self.shape.0,
+            SparseFormat::Csc => self.shape.1,
+        }
+    }
+
+    /// The whole indptr as i64 (validated: starts at 0, monotone, ends at nnz).
+    pub fn indptr_i64(&self, ctx: &Ctx) -> Result<Vec<i64>> {
+        let p = join(&self.path, "indptr");
+        let v: Vec<i64> = ctx.h5(&p, "reading indptr", self.indptr.read_raw::<i64>())?;
+        check_indptr(ctx, &p, &v, self.nnz)?;
+        Ok(v)
+    }
+
+    /// Read the full matrix exactly as stored, validated.
+    pub fn read(&self, ctx: &Ctx) -> Result<SparseMatrix> {
+        let data = read_data_ranges(ctx, &join(&self.path, "data"), &self.data, &[0..self.nnz])?;
+        let indices = read_index_ranges(ctx, &join(&self.path, "indices"), &self.indices, &[0..self.nnz])?;
+        let indptr = read_index_ranges(ctx, &join(&self.path, "indptr"), &self.indptr, &[0..self.major() + 1])?;
+        let m = SparseMatrix { format: self.format, shape: self.shape, data, indices, indptr };
+        validate(ctx, &self.path, &m)?;
+        Ok(m)
+    }
+}
+
+fn check_indptr(ctx: &Ctx, path: &str, v: &[i64], nnz: usize) -> Result<()> {
+    if v.first() != Some(&0) {
+        return Err(ctx.fmt(path, "indptr starting at 0", format!("{:?}", v.first())));
+    }
+    if let Some(i) = v.windows(2).position(|w| w[1] < w[0]) {
+        return Err(ctx.fmt(path, "non-decreasing indptr", format!("indptr[{}] = {} > indptr[{}] = {}", i, v[i], i + 1, v[i + 1])));
+    }
+    if v.last().copied() != Some(nnz as i64) {
+        return Err(ctx.fmt(path, format!("indptr ending at nnz = {nnz}"), format!("{:?}", v.last())));
+    }
+    Ok(())
+}
+
+/// Check a sparse matrix's structure against its shape.
+pub(crate) fn validate(ctx: &Ctx, path: &str, m: &SparseMatrix) -> Result<()> {
+    let (major, minor) = match m.format {
+        SparseFormat::Csr => m.shape,
+        SparseFormat::Csc => (m.shape.1, m.shape.0),
+    };
+    let pp = join(path, "indptr");
+    if m.indptr.len() != major + 1 {
+        return Err(ctx.fmt(&pp, format!("{} entries for shape {:?}", major + 1, m.shape), format!("{}", m.indptr.len())));
+    }
+    if m.indices.len() != m.data.len() {
+        return Err(ctx.fmt(&join(path, "indices"), format!("{} entries (as data)", m.data.len()), format!("{}", m.indices.len())));
+    }
+    let ptr: Vec<i64> = match &m.indptr {
+        SparseIndex::I32(v) => v.iter().map(|&x| i64::from(x)).collect(),
+        SparseIndex::I64(v) => v.clone(),
+    };
+    check_indptr(ctx, &pp, &ptr, m.data.len())?;
+    let bad = match &m.indices {
+        SparseIndex::I32(v) => v.par_iter().position_any(|&x| x < 0 || x as usize >= minor),
+        SparseIndex::I64(v) => v.par_iter().position_any(|&x| x < 0 || x as usize >= minor),
+    };
+    if let Some(i) = bad {
+        return Err(ctx.fmt(
+            &join(path, "indices"),
+            format!("indices in [0, {minor}) for shape {:?}", m.shape),
+            format!("indices[{i}] = {}", m.indices.get(i)),
+        ));
+    }
+    Ok(())
+}
+
+/// Read the concatenation of `ranges` of a numeric `data` dataset.
+pub(crate) fn read_data_ranges(ctx: &Ctx, path: &str, ds: &Dataset, ranges: &[Range<usize>]) -> Result<SparseData> {
+    let t = descriptor(ctx, path, ds)?;
+    let total: usize = ranges.iter().map(|r| r.len()).sum();
+    macro_rules! rd {
+        ($ty:ty, $var:ident) => {{
+            let mut v: Vec<$ty> = Vec::with_capacity(total);
+            for r in ranges {
+                read_range_into(ctx, path, ds, r.start, r.len(), &mut v)?;
+            }
+            SparseData::$var(v)
+        }};
+    }
+    Ok(match t {
+        TypeDescriptor::Float(FloatSize::U4) => rd!(f32, F32),
+        TypeDescriptor::Float(FloatSize::U8) => rd!(f64, F64),
+        TypeDescriptor::Integer(IntSize::U8) => rd!(i64, I64),
+        TypeDescriptor::Integer(_) => rd!(i32, I32),
+        TypeDescriptor::Unsigned(IntSize::U8) => rd!(u64, U64),
+        TypeDescriptor::Unsigned(_) => rd!(u32, U32),
+        TypeDescriptor::Boolean => rd!(bool, Bool),
+        other => return Err(ctx.fmt(path, "numeric sparse data", type_name(&other))),
+    })
+}
+
+/// Read the concatenation of `ranges` of an index dataset (int32 stays int32).
+pub(crate) fn read_index_ranges(ctx: &Ctx, path: &str, ds: &Dataset, ranges: &[Range<usize>]) -> Result<SparseIndex> {
+    let t = descriptor(ctx, path, ds)?;
+    let total: usize = ranges.iter().map(|r| r.len()).sum();
+    Ok(match t {
+        TypeDescriptor::Integer(IntSize::U1 | IntSize::U2 | IntSize::U4)
+        | TypeDescriptor::Unsigned(IntSize::U1 | IntSize::U2) => {
+            let mut v: Vec<i32> = Vec::with_capacity(total);
+            for r in ranges {
+                read_range_into(ctx, path, ds, r.start, r.len(), &mut v)?;
+            }
+            SparseIndex::I32(v)
+        }
+        TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) => {
+            let mut v: Vec<i64> = Vec::with_capacity(total);
+            for r in ranges {
+                read_range_into(ctx, path, ds, r.start, r.len(), &mut v)?;
+            }
+            SparseIndex::I64(v)
+        }
+        other => return Err(ctx.fmt(path, "integer indices", type_name(&other))),
+    })
+}
+
+/// Write a sparse matrix group (`csr_matrix`/`csc_matrix` 0.1.0).
+pub(crate) fn write_sparse(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, m: &SparseMatrix) -> Result<()> {
+    use super::h5util::{create_group, set_attr_i64s, set_encoding, write_vec};
+    validate(ctx, &join(ppath, name), m)?;
+    let (g, path) = create_group(ctx, parent, ppath, name)?;
+    set_encoding(ctx, &g, &path, m.format.encoding(), "0.1.0")?;
+    set_attr_i64s(ctx, &g, &path, "shape", &[m.shape.0 as i64, m.shape.1 as i64])?;
+    let n = m.data.len();
+    let dp = join(&path, "data");
+    match &m.data {
+        SparseData::F32(v) => write_vec(ctx, &g, &dp, "data", &[n], v)?,
+        SparseData::F64(v) => write_vec(ctx, &g, &dp, "data", &[n], v)?,
+        SparseData::I32(v) => write_vec(ctx, &g, &dp, "data", &[n], v)?,
+        SparseData::I64(v) => write_vec(ctx, &g, &dp, "data", &[n], v)?,
+        SparseData::U32(v) => write_vec(ctx, &g, &dp, "data", &[n], v)?,
+        SparseData::U64(v) => write_vec(ctx, &g, &dp, "data", &[n], v)?,
+        SparseData::Bool(v) => write_vec(ctx, &g, &dp, "data", &[n], v)?,
+    };
+    for (idx, nm) in [(&m.indices, "indices"), (&m.indptr, "indptr")] {
+        let p = join(&path, nm);
+        match idx {
+            SparseIndex::I32(v) => write_vec(ctx, &g, &p, nm, &[v.len()], v)?,
+            SparseIndex::I64(v) => write_vec(ctx, &g, &p, nm, &[v.len()], v)?,
+        };
+    }
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! The fitted LCD model: the two-stage fit, prediction of (unseen)
+//! perturbation combinations, and the drift interface used by CLIPR.
+//!
+//! Public interface for CLIPR (all in standardised latent space
+//! `z = (s − mean_ctrl)/std_all`):
+//! - [`LcdModel::drift`]`(x_std [N, d], level, targets) -> [N, d]`: `f(x, σ_level, e_S)`.
+//! - [`LcdModel::sample_noise_free`]`(x0 [N, d], targets) -> [N, d]`: the
+//!   annealed sampler with ξ = 0 from `x0` through all levels.
+//! - [`LcdModel::standardisation`]`() -> (mean_ctrl, std_all)` (latent-state units).
+//! - [`LcdModel::genes`], [`LcdModel::trained_targets`], [`LcdModel::n_levels`].
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use ndarray::Array2;
+
+use crate::config::LcdConfig;
+use crate::data::TrainingData;
+use crate::params::Weights;
+use crate::rng::TensorRng;
+use crate::sampler::annealed_langevin;
+use crate::stage1::Stage1;
+use crate::stage2::ScoreNet;
+use crate::{LcdError, Result};
+
+/// One point of a training curve (written to `curves.jsonl`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CurvePoint {
+    pub stage: String,
+    pub step: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+/// Progress events of [`LcdModel::fit`]: (stage name, step, total steps, loss).
+pub type ProgressFn<'a> = dyn FnMut(&str, usize, usize, f64) + 'a;
+
+/// A trained model, ready to predict.
+pub struct LcdModel {
+    pub cfg: LcdConfig,
+    pub genes: Vec<String>,
+    /// Targets with a trained embedding (sorted).
+    pub vocabulary: Vec<String>,
+    /// Labels of the training environments (control first).
+    pub train_conditions: Vec<String>,
+    pub mean_ctrl: Vec<f32>,
+    pub std_all: Vec<f32>,
+    /// Zero-inflation probability and ZIP scale per gene (empty without noise model).
+    pub pi: Vec<f32>,
+    pub u: Vec<f32>,
+    pub net: ScoreNet,
+    pub stage1: Option<Stage1>,
+    pub curves: Vec<CurvePoint>,
+    pub seed: u64,
+    pub device: Device,
+}
+
+/// Predicted cells of one condition.
+pub struct ConditionPrediction {
+    pub label: String,
+    pub targets: Vec<String>,
+    /// Targets never perturbed in training (embedded as the mean embedding).
+    pub unseen_targets: Vec<String>,
+    /// Chain end points in latent-state units (not standardised). `[chains, d]`
+    pub latent: Array2<f32>,
+    /// Decoded cells: counts (noise model) or expression. `[chains·decodes, d]`
+    pub cells: Array2<f32>,
+}
+
+fn tensor_to_array(t: &Tensor) -> Result<Array2<f32>> {
+    let (n, d) = t.dims2()?;
+    let v = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Array2::from_shape_vec((n, d), v).map_err(|e| LcdError::Data(e.to_string()))
+}
+
+pub(crate) fn array_to_tensor(a: &Array2<f32>, dev: &Device) -> Result<Tensor> {
+    let (n, d) = a.dim();
+    let v: Vec<f32> = a.iter().cloned().collect();
+    Ok(Tensor::from_vec(v, (n, d), dev)?)
+}
+
+impl LcdModel {
+    /// Fit both stages on `data` (control first). Deterministic for a given
+    /// seed and device.
+    pub fn fit(data: &TrainingData, cfg: &LcdConfig, seed: u64, dev: &Device, progress: &mut ProgressFn) -> Result<Self> {
+        cfg.validate()?;
+        data.validate(cfg.noise_model)?;
+        let d = data.n_genes();
+        let mut rng = TensorRng::new(seed, dev)?;
+        let mut curves = Vec::new();
+        let t0 = Instant::now();
+        let every = |steps: usize| (steps / 1000).max(1);
+        // Stage 1 (or raw expression).
+        let (latents, stage1, pi, u): (Vec<Tensor>, Option<Stage1>, Vec<f32>, Vec<f32>) = if cfg.noise_model {
+            let mut s1 = Stage1::init(data, &cfg.stage1, &mut rng, dev)?;
+            let total = cfg.stage1.steps;
+            let ev = every(total);
+            s1.train(data, &mut rng, dev, |step, loss, lr| {
+                progress("stage 1", step + 1, total, loss);
+                if step % ev == 0 || step + 1 == total {
+                    curves.push(CurvePoint { stage: "stage1".into(), step, loss, lr, seconds: t0.elapsed().as_secs_f64() });
+                }
+            })?;
+            let lat = s1.sample_latents(cfg.stage1.latent_per_env, &mut rng, dev)?;
+            let pi = s1.pi()?;
+            let u = s1.log_u.exp()?.to_vec1::<f32>()?;
+            (lat, Some(s1), pi, u)
+        } else {
+            let lat = data.envs.iter().map(|e| array_to_tensor(&e.x, dev)).collect::<Result<Vec<_>>>()?;
+            (lat, None, Vec::new(), Vec::new())
+        };
+        // Standardise: mean of control, std pooled over all environments.
+        let mean_ctrl = latents[0].mean_keepdim(0)?; // [1, d]
+        let all = Tensor::cat(&latents, 0)?; // [ΣN, d]
+        let var = all.broadcast_sub(&all.mean_keepdim(0)?)?.sqr()?.mean_keepdim(0)?;
+        let std = var.sqrt()?.maximum(1e-6f32)?; // [1, d]
+        let states: Vec<Tensor> =
+            latents.iter().map(|l| Ok(l.broadcast_sub(&mean_ctrl)?.broadcast_div(&std)?)).collect::<Result<_>>()?;
+        drop(all);
+        // Stage 2.
+        let vocabulary = data.vocabulary();
+        let vpos = |t: &str| vocabulary.iter().position(|v| v == t);
+        let multi_hot: Vec<Tensor> = data
+            .envs
+            .iter()
+            .map(|e| {
+                let mut v = vec![0f32; vocabulary.len().max(1)];
+                for t in &e.targets {
+                    if let Some(i) = vpos(t) {
+                        v[i] += 1.0;
+                    }
+                }
+                Ok(Tensor::from_vec(v, (1, vocabulary.len().max(1)), dev)?)
+            })
+            .collect::<Result<_>>()?;
+        let mut net = ScoreNet::init(d, vocabulary.len(), cfg.sigmas(), cfg.stage2.hidden, &mut rng, dev)?;
+        let total = cfg.stage2.steps;
+        let ev = every(total);
+        net.train(&states, &multi_hot, &cfg.stage2, &mut rng, |step, loss, lr| {
+            progress("stage 2", step + 1, total, loss);
+            if step % ev == 0 || step + 1 == total {
+                curves.push(CurvePoint { stage: "stage2".into(), step, loss, lr, seconds: t0.elapsed().as_secs_f64() });
+            }
+        })?;
+        Ok(LcdModel {
+            cfg: cfg.clone(),
+            genes: data.genes.clone(),
+            vocabulary,
+            train_conditions: data.envs.iter().map(|e| e.name.clone()).collect(),
+            mean_ctrl: mean_ctrl.flatten_all()?.to_vec1()?,
+            std_all: std.flatten_all()?.to_vec1()?,
+            pi,
+            u,
+            net,
+            stage1,
+            curves,
+            seed,
+            device: dev.clone(),
+        })
+    }
+
+    pub fn genes(&self) -> &[String] {
+        &self.genes
+    }
+    /// Targets perturbed in training (they have a learned embedding).
+    pub fn trained_targets(&self) -> &[String] {
+        &self.vocabulary
+    }
+    /// `(mean_ctrl, std_all)` per gene, in latent-state units.
+    pub fn standardisation(&self) -> (&[f32], &[f32]) {
+        (&self.mean_ctrl, &self.std_all)
+    }
+    /// Number of noise levels (level `n_levels − 1` is σ_min).
+    pub fn n_levels(&self) -> usize {
+        self.net.sigmas.len()
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Condition embedding `[1, H]` for targets, and the targets that were
+    /// never perturbed in training (mean embedding). Unknown names (neither a
+    /// trained target nor a model gene) are an error.
+    pub fn embedding(&self, targets: &[String]) -> Result<(Tensor, Vec<String>)> {
+        let w = self.net.params.detached();
+        let emb = w.get("emb")?;
+        let h = self.net.hidden;
+        let mut e = Tensor::zeros((1, h), candle_core::DType::F32, &self.device)?;
+        let mut unseen = Vec::new();
+        for t in targets {
+            if let Some(i) = self.vocabulary.iter().position(|v| v == t) {
+                e = (e + emb.narrow(0, i, 1)?)?;
+            } else if self.genes.iter().any(|g| g == t) {
+                if self.vocabulary.is_empty() {
+                    return Err(LcdError::Perturbation {
+                        label: t.clone(),
+                        message: "the model was trained without perturbations".into(),
+                    });
+                }
+                e = (e + self.net.mean_embedding()?)?;
+                unseen.push(t.clone());
+            } else {
+                return Err(LcdError::Perturbation {
+                    label: t.clone(),
+                    message: format!(
+                        "unknown target: neither perturbed in training ({} targets) nor one of the model's {} genes",
+                        self.vocabulary.len(),
+                        self.genes.len()
+                    ),
+                });
+            }
+        }
+        Ok((e, unseen))
+    }
+
+    /// Drift `f(x, σ_level, e_S)` in standardised space. `x_std`: `[N, d]`.
+    pub fn drift(&self, x_std: &Tensor, level: usize, targets: &[String]) -> Result<Tensor> {
+        let n = x_std.dim(0)?;
+        let level = level.min(self.n_levels() - 1);
+        let (e, _) = self.embedding(targets)?;
+        let w = self.net.params.detached();
+        let levels = Tensor::from_vec(vec![level as u32; n], n, &self.device)?;
+        let sigma = self.net.sigma_of(&vec![level as u32; n], &self.device)?;
+        self.net.drift(&w, x_std, &levels, &sigma, &e)
+    }
+
+    /// Noise-free annealed sampler from `x0` `[N, d]` (standardised) under `targets`.
+    pub fn sample_noise_free(&self, x0: &Tensor, targets: &[String]) -> Result<Tensor> {
+        let (e, _) = self.embedding(targets)?;
+        let w = self.net.params.detached();
+        annealed_langevin(&self.net, &w, x0, &e, &self.cfg.sampler, None, |_| {})
+    }
+
+    /// Sample `chains` chains per condition (all conditions in one batch),
+    /// decode each end point `decodes_per_chain` times.
+    pub fn predict(
+        &self,
+        conditions: &[Vec<String>],
+        chains: usize,
+        seed: u64,
+        mut on_level: impl FnMut(usize, usize),
+    ) -> Result<Vec<ConditionPrediction>> {
+        let dev = &self.device;
+        let d = self.genes.len();
+        let mut rng = TensorRng::new(seed, dev)?;
+        let mut embs = Vec::new();
+        let mut unseen = Vec::new();
+        for c in conditions {
+            let (e, u) = self.embedding(c)?;
+            embs.push(e.broadcast_as((chains, self.net.hidden))?);
+            unseen.push(u);
+        }
+        if conditions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let e = Tensor::cat(&embs, 0)?.contiguous()?; // [C·chains, H]
+        let n = chains * conditions.len();
+        let x0 = rng.normal(&[n, d])?;
+        let w: Weights = self.net.params.detached();
+        let l = self.n_levels();
+        let z = annealed_langevin(&self.net, &w, &x0, &e, &self.cfg.sampler, Some(&mut rng), |i| on_level(i + 1, l))?;
+        let mean = Tensor::from_vec(self.mean_ctrl.clone(), (1, d), dev)?;
+        let std = Tensor::from_vec(self.std_all.clone(), (1, d), dev)?;
+        let s = z.broadcast_mul(&std)?.broadcast_add(&mean)?; // [N, d] latent units
+        let s = tensor_to_array(&s)?;
+        let reps = self.cfg.sampler.decodes_per_chain;
+        let mut out = Vec::new();
+        for (ci, c) in conditions.iter().enumerate() {
+            let lat = s.slice(ndarray::s![ci * chains..(ci + 1) * chains, ..]).to_owned();
+            let cells = if self.cfg.noise_model {
+                let flat: Vec<f32> = lat.iter().cloned().collect();
+                let mut all = Vec::with_capacity(flat.len() * reps);
+                for _ in 0..reps {
+                    all.extend(crate::zip::sample_counts(&flat, d, &self.pi, &self.u, rng.host()));
+                }
+                Array2::from_shape_vec((chains * reps, d), all).map_err(|e| LcdError::Data(e.to_string()))?
+            } else {
+                lat.clone()
+            };
+            out.push(ConditionPrediction {
+                label: c.join("+"),
+                targets: c.clone(),
+                unseen_targets: unseen[ci].clone(),
+                latent: lat,
+                cells,
+            });
+        }
+        Ok(out)
+    }
+}

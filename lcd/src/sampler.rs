@@ -1,0 +1,46 @@
+//! Annealed Langevin dynamics (Song & Ermon 2019; lcd.md "Sampling"): for
+//! each noise level σ_i in descending order, K Euler–Maruyama steps
+//! `x ← x + ε_i f(x, σ_i, e) + √(2ε_i) ξ`, `ε_i = base · (σ_i/σ_min)²`.
+//! All chains (of all conditions) advance together as one `[N, d]` tensor.
+//! The noise-free variant (ξ = 0) follows the drift to its fixed point and is
+//! what CLIPR uses for limit responses.
+use candle_core::Tensor;
+
+use crate::config::SamplerConfig;
+use crate::params::Weights;
+use crate::rng::TensorRng;
+use crate::stage2::ScoreNet;
+use crate::Result;
+
+/// Run the annealed sampler from `x0` `[N, d]` with per-chain embeddings
+/// `e` `[N, H]` (or `[1, H]`). `rng = None` gives the noise-free variant.
+/// `on_level(i)` is called after each level.
+pub fn annealed_langevin(
+    net: &ScoreNet,
+    w: &Weights,
+    x0: &Tensor,
+    e: &Tensor,
+    cfg: &SamplerConfig,
+    mut rng: Option<&mut TensorRng>,
+    mut on_level: impl FnMut(usize),
+) -> Result<Tensor> {
+    let n = x0.dim(0)?;
+    let d = x0.dim(1)?;
+    let dev = x0.device();
+    let sigma_min = net.sigmas.iter().cloned().fold(f64::INFINITY, f64::min);
+    let mut x = x0.clone();
+    for (i, &s) in net.sigmas.iter().enumerate() {
+        let eps = cfg.step_base * (s / sigma_min).powi(2);
+        let levels = Tensor::from_vec(vec![i as u32; n], n, dev)?;
+        let sigma = Tensor::from_vec(vec![s as f32; n], (n, 1), dev)?;
+        for _ in 0..cfg.steps_per_level {
+            let f = net.drift(w, &x, &levels, &sigma, e)?; // [N, d]
+            x = (x + (f * eps)?)?;
+            if let Some(r) = rng.as_deref_mut() {
+                x = (x + (r.normal(&[n, d])? * (2.0 * eps).sqrt())?)?;
+            }
+        }
+        on_level(i);
+    }
+    Ok(x)
+}

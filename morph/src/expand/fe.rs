@@ -1,0 +1,175 @@
+//! Flow Expander (De Santi et al., ICLR 2026, arXiv:2602.15984, Alg. 1):
+//! K mirror-descent iterations, each
+//!
+//! 1. **expand** — raise entropy: adjoint matching with the terminal reward
+//!    gradient `∇r(x) = −γ λ [s_k(x, 1−ε) − β s_pre(x, 1−ε)]` (`s_k` score of
+//!    the current model, frozen as the base of this step; `s_pre` the frozen
+//!    pre-trained score). With β = 0 the optimum of the step is
+//!    `p_{k+1} ∝ p_k^{1−γ}` (flattened density);
+//! 2. **project** — onto the verifier: adjoint matching with `∇r = η ∇log c(x)`
+//!    (the verifier's own gradient or a Gaussian-smoothed estimate for a 0/1
+//!    verifier), or rejection-weighted flow matching on verified samples;
+//! 3. the fine-tuned model becomes the base of the next iteration.
+use candle_core::Tensor;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use super::adjoint::{adjoint_matching, AdjointConfig};
+use super::flow::{sample_ode, score, Flow, TrainableFlow};
+use super::mlp::{train_cfm, CfmConfig};
+use super::verifier::{grad_log_batch, verify_batch, Smoothing, Verifier};
+use super::{bad_config, ExpandError, Result};
+
+/// How the project step uses the verifier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectMode {
+    /// `η ∇log c` from the verifier's differentiable surrogate (falls back to
+    /// the smoothed estimate when the verifier has none).
+    Gradient,
+    /// Gaussian-smoothed gradient estimate of a 0/1 verifier.
+    Smoothed(Smoothing),
+    /// Flow matching on `n` ODE samples weighted by their verifier score.
+    Rejection { n_samples: usize, train: CfmConfig },
+    /// No projection (expand only).
+    None,
+}
+
+/// Flow Expander settings (defaults from `design/expand.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FeConfig {
+    /// Mirror-descent iterations K (≥ 1).
+    pub iterations: usize,
+    /// Expansion step size γ (> 0).
+    pub gamma: f64,
+    /// Projection strength η (> 0).
+    pub eta: f64,
+    /// Weight β ≥ 0 of the pre-trained score in the entropy gradient.
+    pub beta: f64,
+    /// Score evaluation time offset ε ∈ (0, 0.5): scores at t = 1 − ε.
+    pub epsilon: f64,
+    /// Adjoint matching of the expand step.
+    pub expand: AdjointConfig,
+    /// Adjoint matching of the project step.
+    pub project: AdjointConfig,
+    pub project_mode: ProjectMode,
+    /// ODE steps when sampling for rejection-weighted projection.
+    pub n_ode_steps: usize,
+}
+
+impl Default for FeConfig {
+    fn default() -> Self {
+        Self {
+            iterations: 3,
+            gamma: 1.0,
+            eta: 1.0,
+            beta: 0.0,
+            epsilon: 0.01,
+            expand: AdjointConfig::default(),
+            project: AdjointConfig::default(),
+            project_mode: ProjectMode::Gradient,
+            n_ode_steps: 50,
+        }
+    }
+}
+
+impl FeConfig {
+    pub fn validate(&self) -> Result<()> {
+        let c = "FeConfig";
+        if self.iterations == 0 {
+            return Err(bad_config(c, "iterations", self.iterations, ">= 1"));
+        }
+        if !(self.gamma > 0.0 && self.gamma.is_finite()) {
+            return Err(bad_config(c, "gamma", self.gamma, "a finite value > 0"));
+        }
+        if !(self.eta > 0.0 && self.eta.is_finite()) {
+            return Err(bad_config(c, "eta", self.eta, "a finite value > 0"));
+        }
+        if !(self.beta >= 0.0 && self.beta.is_finite()) {
+            return Err(bad_config(c, "beta", self.beta, "a finite value >= 0"));
+        }
+        if !(self.epsilon > 0.0 && self.epsilon < 0.5) {
+            return Err(bad_config(c, "epsilon", self.epsilon, "a value in (0, 0.5)"));
+        }
+        if self.n_ode_steps == 0 {
+            return Err(bad_config(c, "n_ode_steps", self.n_ode_steps, ">= 1"));
+        }
+        if let ProjectMode::Rejection { n_samples: 0, .. } = self.project_mode {
+            return Err(bad_config(c, "project_mode.n_samples", 0, ">= 1"));
+        }
+        self.expand.validate()?;
+        self.project.validate()
+    }
+}
+
+/// Progress events of [`flow_expander`].
+#[derive(Debug, Clone, Copy)]
+pub enum FeEvent {
+    /// (iteration, round, loss) of an expand step.
+    Expand(usize, usize, f64),
+    /// (iteration, round, loss) of a project step.
+    Project(usize, usize, f64),
+}
+
+/// Run Flow Expander on `model` in place. `pre` is the frozen pre-trained
+/// flow (for β > 0); `verifier` enables the project step.
+pub fn flow_expander<F, P, V>(
+    model: &F,
+    pre: &P,
+    verifier: Option<&V>,
+    cfg: &FeConfig,
+    rng: &mut dyn RngCore,
+    mut progress: impl FnMut(FeEvent),
+) -> Result<()>
+where
+    F: TrainableFlow,
+    P: Flow + ?Sized,
+    V: Verifier + ?Sized,
+{
+    cfg.validate()?;
+    let t_score = 1.0 - cfg.epsilon;
+    for it in 0..cfg.iterations {
+        // 1. expand: ∇r = −γλ [s_k − β s_pre] at 1 − ε.
+        let base = model.frozen_copy()?;
+        let lambda = cfg.expand.lambda;
+        let entropy_grad = |x: &Tensor| -> Result<Tensor> {
+            let mut s = score(&base, x, t_score)?;
+            if cfg.beta > 0.0 {
+                s = (s - (score(pre, x, t_score)? * cfg.beta)?)?;
+            }
+            Ok((s * (-cfg.gamma * lambda))?)
+        };
+        adjoint_matching(model, &base, &entropy_grad, &cfg.expand, rng, |r, l| progress(FeEvent::Expand(it, r, l)))?;
+        // 2. project onto the verifier.
+        let Some(ver) = verifier else { continue };
+        match &cfg.project_mode {
+            ProjectMode::None => {}
+            ProjectMode::Gradient | ProjectMode::Smoothed(_) => {
+                let smoothing = match &cfg.project_mode {
+                    ProjectMode::Smoothed(s) => Some(*s),
+                    _ => None,
+                };
+                let base = model.frozen_copy()?;
+                let seed = rng.next_u64();
+                let calls = std::cell::Cell::new(0u64);
+                let proj_grad = |x: &Tensor| -> Result<Tensor> {
+                    calls.set(calls.get() + 1);
+                    let g = grad_log_batch(ver, x, smoothing, seed.wrapping_add(calls.get() << 32))?;
+                    Ok((g * cfg.eta)?)
+                };
+                adjoint_matching(model, &base, &proj_grad, &cfg.project, rng, |r, l| progress(FeEvent::Project(it, r, l)))?;
+            }
+            ProjectMode::Rejection { n_samples, train } => {
+                let x0 = model.noise(*n_samples, rng)?;
+                let xs = sample_ode(model, &x0, cfg.n_ode_steps)?;
+                let w: Vec<f32> = verify_batch(ver, &xs)?.iter().map(|c| c.powf(cfg.eta) as f32).collect();
+                if w.iter().all(|v| *v == 0.0) {
+                    return Err(ExpandError::Data { what: "rejection-weighted projection".into(), reason: format!("none of {n_samples} samples passed the verifier in iteration {it}") });
+                }
+                train_cfm(model, &xs, Some(&w), train, rng, |s, l| progress(FeEvent::Project(it, s, l)))?;
+            }
+        }
+    }
+    Ok(())
+}

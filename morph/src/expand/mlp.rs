@@ -1,0 +1,303 @@
+//! A small flow-matching MLP (for the illustrative toy flows) and generic
+//! conditional flow matching (CFM) training for any [`TrainableFlow`].
+//!
+//! CFM (Lipman et al. 2023; Liu et al. 2023, rectified flow): with
+//! `x_t = t x1 + (1 − t) x0`, `x0 ~ N(0, I)`, `t ~ U(0, 1)`, minimise
+//! `E w(x1) ‖v_θ(x_t, t) − (x1 − x0)‖²` (optional per-sample weights `w` give
+//! rejection/verifier-weighted training).
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::flow::{rand_uniform, Flow, TrainableFlow};
+use super::{bad_config, ExpandError, Result};
+
+/// Architecture of [`FlowMlp`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FlowMlpConfig {
+    /// Data dimension (≥ 1; 2 for the toy tasks).
+    pub dim: usize,
+    /// Hidden width (≥ 1).
+    pub hidden: usize,
+    /// Number of hidden layers (≥ 1).
+    pub n_layers: usize,
+    /// Number of sinusoidal time frequencies (`π·2^j`, j < n_freqs).
+    pub n_freqs: usize,
+}
+
+impl Default for FlowMlpConfig {
+    fn default() -> Self {
+        Self { dim: 2, hidden: 128, n_layers: 3, n_freqs: 6 }
+    }
+}
+
+impl FlowMlpConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.dim == 0 {
+            return Err(bad_config("FlowMlpConfig", "dim", self.dim, ">= 1"));
+        }
+        if self.hidden == 0 {
+            return Err(bad_config("FlowMlpConfig", "hidden", self.hidden, ">= 1"));
+        }
+        if self.n_layers == 0 {
+            return Err(bad_config("FlowMlpConfig", "n_layers", self.n_layers, ">= 1"));
+        }
+        Ok(())
+    }
+    fn in_features(&self) -> usize {
+        self.dim + 1 + 2 * self.n_freqs
+    }
+}
+
+/// MLP velocity field `v(x, t)` on `[batch, dim]` with sinusoidal time features.
+#[derive(Debug, Clone)]
+pub struct FlowMlp {
+    cfg: FlowMlpConfig,
+    /// (weight [in, out], bias [out]) per layer.
+    layers: Vec<(Tensor, Tensor)>,
+    vars: Vec<Var>,
+    device: Device,
+}
+
+impl FlowMlp {
+    /// Trainable model with seeded uniform(±1/√fan_in) weights, zero biases.
+    pub fn new(cfg: &FlowMlpConfig, rng: &mut dyn rand::RngCore, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let mut sizes = vec![cfg.in_features()];
+        sizes.extend(std::iter::repeat_n(cfg.hidden, cfg.n_layers));
+        sizes.push(cfg.dim);
+        let mut layers = Vec::new();
+        let mut vars = Vec::new();
+        for w in sizes.windows(2) {
+            let (fi, fo) = (w[0], w[1]);
+            let bound = 1.0 / (fi as f32).sqrt();
+            let data: Vec<f32> = (0..fi * fo).map(|_| rng.random_range(-bound..bound)).collect();
+            let wv = Var::from_tensor(&Tensor::from_vec(data, (fi, fo), device)?)?;
+            let bv = Var::from_tensor(&Tensor::zeros(fo, DType::F32, device)?)?;
+            layers.push((wv.as_tensor().clone(), bv.as_tensor().clone()));
+            vars.push(wv);
+            vars.push(bv);
+        }
+        Ok(Self { cfg: cfg.clone(), layers, vars, device: device.clone() })
+    }
+
+    pub fn config(&self) -> &FlowMlpConfig {
+        &self.cfg
+    }
+
+    /// Save the weights as safetensors (atomically) next to nothing else; the
+    /// caller writes the config.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut map = HashMap::new();
+        for (i, (w, b)) in self.layers.iter().enumerate() {
+            map.insert(format!("layer{i}.weight"), w.clone());
+            map.insert(format!("layer{i}.bias"), b.clone());
+        }
+        let tmp = path.with_extension("safetensors.tmp");
+        candle_core::safetensors::save(&map, &tmp)?;
+        std::fs::rename(&tmp, path).map_err(|source| ExpandError::Io { path: path.to_path_buf(), source })
+    }
+
+    /// Load weights written by [`FlowMlp::save`] as a trainable model.
+    pub fn load(cfg: &FlowMlpConfig, path: &Path, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let map = candle_core::safetensors::load(path, device)?;
+        let mut layers = Vec::new();
+        let mut vars = Vec::new();
+        for i in 0..=cfg.n_layers {
+            let get = |name: String| {
+                map.get(&name).cloned().ok_or_else(|| ExpandError::Data {
+                    what: path.display().to_string(),
+                    reason: format!("missing tensor {name}"),
+                })
+            };
+            let (w, b) = (Var::from_tensor(&get(format!("layer{i}.weight"))?)?, Var::from_tensor(&get(format!("layer{i}.bias"))?)?);
+            layers.push((w.as_tensor().clone(), b.as_tensor().clone()));
+            vars.push(w);
+            vars.push(b);
+        }
+        Ok(Self { cfg: cfg.clone(), layers, vars, device: device.clone() })
+    }
+}
+
+impl Flow for FlowMlp {
+    fn event_shape(&self) -> Vec<usize> {
+        vec![self.cfg.dim]
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn velocity(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        let t = t.to_dtype(DType::F32)?.reshape((n, 1))?; // [b, 1]
+        let freqs: Vec<f32> = (0..self.cfg.n_freqs).map(|j| std::f32::consts::PI * 2f32.powi(j as i32)).collect();
+        let mut feats = vec![x.clone(), t.clone()];
+        if !freqs.is_empty() {
+            let f = Tensor::from_vec(freqs, (1, self.cfg.n_freqs), &self.device)?;
+            let arg = t.broadcast_mul(&f)?; // [b, n_freqs]
+            feats.push(arg.sin()?);
+            feats.push(arg.cos()?);
+        }
+        let mut h = Tensor::cat(&feats, 1)?; // [b, in_features]
+        let last = self.layers.len() - 1;
+        for (i, (w, b)) in self.layers.iter().enumerate() {
+            h = h.matmul(w)?.broadcast_add(b)?;
+            if i < last {
+                h = candle_nn::ops::silu(&h)?;
+            }
+        }
+        Ok(h)
+    }
+}
+
+impl TrainableFlow for FlowMlp {
+    fn vars(&self) -> Vec<Var> {
+        self.vars.clone()
+    }
+    fn frozen_copy(&self) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|(w, b)| Ok((w.copy()?.detach(), b.copy()?.detach())))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { cfg: self.cfg.clone(), layers, vars: vec![], device: self.device.clone() })
+    }
+    fn trainable_copy(&self) -> Result<Self> {
+        let mut layers = Vec::new();
+        let mut vars = Vec::new();
+        for (w, b) in &self.layers {
+            let (wv, bv) = (Var::from_tensor(&w.copy()?.detach())?, Var::from_tensor(&b.copy()?.detach())?);
+            layers.push((wv.as_tensor().clone(), bv.as_tensor().clone()));
+            vars.push(wv);
+            vars.push(bv);
+        }
+        Ok(Self { cfg: self.cfg.clone(), layers, vars, device: self.device.clone() })
+    }
+}
+
+/// One optimiser step with global gradient-norm clipping (`max_norm ≤ 0`
+/// disables clipping). Returns the pre-clip gradient norm.
+pub fn clipped_step(opt: &mut AdamW, vars: &[Var], loss: &Tensor, max_norm: f64) -> Result<f64> {
+    let mut grads = loss.backward()?;
+    let mut sq = 0f64;
+    for v in vars {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        }
+    }
+    let norm = sq.sqrt();
+    if max_norm > 0.0 && norm > max_norm {
+        let scale = max_norm / norm;
+        for v in vars {
+            if let Some(g) = grads.remove(v.as_tensor()) {
+                grads.insert(v.as_tensor(), (g * scale)?);
+            }
+        }
+    }
+    opt.step(&grads)?;
+    Ok(norm)
+}
+
+/// Settings of conditional-flow-matching training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CfmConfig {
+    /// Optimiser steps (≥ 1).
+    pub steps: usize,
+    /// Mini-batch size (≥ 1).
+    pub batch: usize,
+    /// AdamW learning rate (> 0).
+    pub lr: f64,
+    /// Global gradient-norm clip (≤ 0 disables).
+    pub grad_clip: f64,
+}
+
+impl Default for CfmConfig {
+    fn default() -> Self {
+        Self { steps: 2000, batch: 256, lr: 2e-3, grad_clip: 1.0 }
+    }
+}
+
+impl CfmConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 {
+            return Err(bad_config("CfmConfig", "steps", self.steps, ">= 1"));
+        }
+        if self.batch == 0 {
+            return Err(bad_config("CfmConfig", "batch", self.batch, ">= 1"));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(bad_config("CfmConfig", "lr", self.lr, "a finite value > 0"));
+        }
+        Ok(())
+    }
+}
+
+/// Train `flow` by CFM on `data` ([n, event…]) with optional per-sample
+/// weights `[n]` (≥ 0, not all 0). Batched; `on_step(step, loss)` reports
+/// progress. Returns the mean loss over the last 10 % of steps.
+pub fn train_cfm<F: TrainableFlow>(
+    flow: &F,
+    data: &Tensor,
+    weights: Option<&[f32]>,
+    cfg: &CfmConfig,
+    rng: &mut dyn rand::RngCore,
+    mut on_step: impl FnMut(usize, f64),
+) -> Result<f64> {
+    cfg.validate()?;
+    let n = data.dim(0)?;
+    if n == 0 {
+        return Err(ExpandError::Data { what: "flow-matching data".into(), reason: "no samples".into() });
+    }
+    if let Some(w) = weights {
+        if w.len() != n {
+            return Err(ExpandError::Shape { what: "CFM weights".into(), expected: format!("{n}"), got: format!("{}", w.len()) });
+        }
+        if w.iter().any(|v| !(*v >= 0.0)) || w.iter().all(|v| *v == 0.0) {
+            return Err(ExpandError::Data { what: "CFM weights".into(), reason: "must be >= 0 and not all zero".into() });
+        }
+    }
+    let device = data.device();
+    let vars = flow.vars();
+    let mut opt = AdamW::new(vars.clone(), ParamsAdamW { lr: cfg.lr, weight_decay: 0.0, ..Default::default() })?;
+    let tail = (cfg.steps / 10).max(1);
+    let mut tail_loss = 0.0;
+    let event_elems: usize = data.dims()[1..].iter().product::<usize>().max(1);
+    for step in 0..cfg.steps {
+        let idx: Vec<u32> = (0..cfg.batch).map(|_| rng.random_range(0..n) as u32).collect();
+        let idx_t = Tensor::from_slice(&idx, cfg.batch, device)?;
+        let x1 = data.index_select(&idx_t, 0)?; // [b, event…]
+        let x0 = flow.noise(cfg.batch, rng)?; // [b, event…]
+        let t = rand_uniform(rng, cfg.batch, device)?; // [b]
+        let mut tshape = vec![cfg.batch];
+        tshape.extend(std::iter::repeat_n(1, x1.rank() - 1));
+        let tb = t.reshape(tshape)?.broadcast_as(x1.dims())?;
+        let xt = ((&tb * &x1)? + ((1.0 - &tb)? * &x0)?)?;
+        let target = (&x1 - &x0)?;
+        let v = flow.velocity(&xt, &t)?;
+        let per = (v - target)?.sqr()?.flatten_from(1)?.sum(1)?; // [b]
+        let loss = match weights {
+            Some(w) => {
+                let wb: Vec<f32> = idx.iter().map(|&i| w[i as usize]).collect();
+                let wt = Tensor::from_vec(wb, cfg.batch, device)?;
+                ((per * &wt)?.sum_all()? / (wt.sum_all()?.to_scalar::<f32>()? as f64 * event_elems as f64).max(1e-12))?
+            }
+            None => (per.mean_all()? / event_elems as f64)?,
+        };
+        let lv = loss.to_scalar::<f32>()? as f64;
+        if !lv.is_finite() {
+            return Err(ExpandError::Data { what: "flow-matching training".into(), reason: format!("loss became {lv} at step {step}") });
+        }
+        clipped_step(&mut opt, &vars, &loss, cfg.grad_clip)?;
+        if step >= cfg.steps - tail {
+            tail_loss += lv / tail as f64;
+        }
+        on_step(step, lv);
+    }
+    Ok(tail_loss)
+}

@@ -1,0 +1,277 @@
+//! The Morph network (`design/morph.md`, "Network"): input embedding (one-hot
+//! type and charge, time, atom count, optional scalar condition), the EGNN
+//! backbone, and all heads: clean positions x̂1, type / charge / bond logits,
+//! substitution and deletion logits, Poisson insertion rate, an equivariant
+//! Gaussian mixture for an inserted atom relative to its spawn atom, and an
+//! insertion-bond head. Invariant outputs depend on positions only through
+//! distances; the mixture means are x̂1_i + Σ_j φ_k(i, j)(x̂1_i − x̂1_j), so
+//! they rotate with the input.
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{ops, VarBuilder};
+
+use crate::egnn::{centre, pair_geometry, pair_mask, Egnn, Lin};
+use crate::error::Result;
+
+/// Sizes the network is built for (vocabularies and widths).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NetDims {
+    pub n_types: usize,
+    pub n_charges: usize,
+    pub n_bonds: usize,
+    pub hidden: usize,
+    pub n_layers: usize,
+    pub n_mix: usize,
+    pub coords_range: f64,
+    pub agg_norm: f64,
+}
+
+/// Network input for a padded batch of noisy molecules.
+#[derive(Debug, Clone)]
+pub struct NetInput {
+    /// `[b, n, 3]` positions (normalised units).
+    pub x: Tensor,
+    /// `[b, n]` u32 element classes.
+    pub a: Tensor,
+    /// `[b, n]` u32 charge classes.
+    pub c: Tensor,
+    /// `[b, n, n]` u32 bond classes.
+    pub e: Tensor,
+    /// `[b, n]` f32 atom mask.
+    pub mask: Tensor,
+    /// `[b]` f32 time.
+    pub t: Tensor,
+    /// `[b]` f32 normalised condition value (0 when absent).
+    pub cond: Tensor,
+    /// `[b]` f32 1 = condition given, 0 = unconditional.
+    pub cond_on: Tensor,
+}
+
+/// Raw network outputs (logits before activations).
+#[derive(Debug, Clone)]
+pub struct NetOutput {
+    /// `[b, n, 3]` predicted clean positions (centred).
+    pub x1: Tensor,
+    /// `[b, n, H]` final node features (for the insertion-bond head).
+    pub h: Tensor,
+    /// `[b, n, A]`
+    pub type_logits: Tensor,
+    /// `[b, n, C]`
+    pub charge_logits: Tensor,
+    /// `[b, n, n, E]` (symmetric)
+    pub bond_logits: Tensor,
+    /// `[b, n]` logit that the atom type still has to change.
+    pub sub_a: Tensor,
+    /// `[b, n]` logit that the atom will be deleted.
+    pub del: Tensor,
+    /// `[b, n, n]` logit that the bond still has to change.
+    pub sub_e: Tensor,
+    /// `[b, n]` pre-softplus Poisson rate (expected remaining insertions).
+    pub ins_raw: Tensor,
+    /// `[b, n, K]` mixture weight logits.
+    pub mix_logits: Tensor,
+    /// `[b, n, K, 3]` mixture means (absolute, normalised units).
+    pub mix_mean: Tensor,
+    /// `[b, n, K]` mixture log std.
+    pub mix_logstd: Tensor,
+    /// `[b, n, K, A]` per-component type logits.
+    pub mix_type: Tensor,
+    /// `[b, n, K, C]` per-component charge logits.
+    pub mix_charge: Tensor,
+}
+
+impl NetOutput {
+    /// Classifier-free guidance `u + w (c − u)` on every raw output.
+    pub fn guide(u: &NetOutput, c: &NetOutput, w: f64) -> Result<NetOutput> {
+        let g = |a: &Tensor, b: &Tensor| -> Result<Tensor> { Ok(a.add(&(b.sub(a)? * w)?)?) };
+        Ok(NetOutput {
+            x1: g(&u.x1, &c.x1)?,
+            h: c.h.clone(),
+            type_logits: g(&u.type_logits, &c.type_logits)?,
+            charge_logits: g(&u.charge_logits, &c.charge_logits)?,
+            bond_logits: g(&u.bond_logits, &c.bond_logits)?,
+            sub_a: g(&u.sub_a, &c.sub_a)?,
+            del: g(&u.del, &c.del)?,
+            sub_e: g(&u.sub_e, &c.sub_e)?,
+            ins_raw: g(&u.ins_raw, &c.ins_raw)?,
+            mix_logits: g(&u.mix_logits, &c.mix_logits)?,
+            mix_mean: g(&u.mix_mean, &c.mix_mean)?,
+            mix_logstd: g(&u.mix_logstd, &c.mix_logstd)?,
+            mix_type: g(&u.mix_type, &c.mix_type)?,
+            mix_charge: g(&u.mix_charge, &c.mix_charge)?,
+        })
+    }
+}
+
+/// Number of time / count / condition features fed to the embedding.
+const N_TIME: usize = 9;
+const N_COUNT: usize = 3;
+const N_COND: usize = 2;
+
+/// The Morph network.
+#[derive(Debug, Clone)]
+pub struct MorphNet {
+    pub dims: NetDims,
+    embed: Lin,
+    backbone: Egnn,
+    node1: Lin,
+    node_out: Lin,
+    pair_a: Lin,
+    pair_p: Lin,
+    pair_d: Lin,
+    pair_e: Lin,
+    pair_out: Lin,
+    mix_src: Lin,
+    mix_dst: Lin,
+    mix_d: Lin,
+    mix_out: Lin,
+    ib_src: Lin,
+    ib_dst: Lin,
+    ib_type: Lin,
+    ib_d: Lin,
+    ib_out: Lin,
+}
+
+/// Time features `[t, sin(2πkt), cos(2πkt)]_{k=1..4}` → `[b, 9]`.
+fn time_features(t: &Tensor) -> Result<Tensor> {
+    let t1 = t.unsqueeze(1)?; // [b, 1]
+    let mut f = vec![t1.clone()];
+    for k in 1..=4 {
+        let a = (&t1 * (2.0 * std::f64::consts::PI * k as f64))?;
+        f.push(a.sin()?);
+        f.push(a.cos()?);
+    }
+    Ok(Tensor::cat(&f, 1)?)
+}
+
+/// Atom-count features `[ln n, n / 10, 1/n]` `[b, 3]`: linear and logarithmic
+/// terms extrapolate past the training sizes.
+fn count_features(mask: &Tensor) -> Result<Tensor> {
+    let n = mask.sum_keepdim(1)?.clamp(1.0, f64::MAX)?; // [b, 1]
+    Ok(Tensor::cat(&[n.log()?, (&n / 10.0)?, n.recip()?], 1)?)
+}
+
+impl MorphNet {
+    pub fn new(dims: NetDims, vb: VarBuilder) -> Result<Self> {
+        let (h, a, c, e, k) = (dims.hidden, dims.n_types, dims.n_charges, dims.n_bonds, dims.n_mix);
+        let n_node_out = a + c + 3 + k * (2 + a + c);
+        Ok(Self {
+            dims,
+            embed: Lin::new(a + c + N_TIME + N_COUNT + N_COND, h, true, vb.pp("embed"))?,
+            backbone: Egnn::new(h, dims.n_layers, e, dims.coords_range, dims.agg_norm, vb.pp("egnn"))?,
+            node1: Lin::new(h, h, true, vb.pp("node1"))?,
+            node_out: Lin::new(h, n_node_out, true, vb.pp("node_out"))?,
+            pair_a: Lin::new(h, h, true, vb.pp("pair_a"))?,
+            pair_p: Lin::new(h, h, false, vb.pp("pair_p"))?,
+            pair_d: Lin::new(1, h, false, vb.pp("pair_d"))?,
+            pair_e: Lin::new(e, h, false, vb.pp("pair_e"))?,
+            pair_out: Lin::new(h, e + 1, true, vb.pp("pair_out"))?,
+            mix_src: Lin::new(h, h, true, vb.pp("mix_src"))?,
+            mix_dst: Lin::new(h, h, false, vb.pp("mix_dst"))?,
+            mix_d: Lin::new(1, h, false, vb.pp("mix_d"))?,
+            mix_out: Lin::new(h, k, false, vb.pp("mix_out"))?,
+            ib_src: Lin::new(h, h, true, vb.pp("ib_src"))?,
+            ib_dst: Lin::new(h, h, false, vb.pp("ib_dst"))?,
+            ib_type: Lin::new(a, h, false, vb.pp("ib_type"))?,
+            ib_d: Lin::new(1, h, false, vb.pp("ib_d"))?,
+            ib_out: Lin::new(h, e, true, vb.pp("ib_out"))?,
+        })
+    }
+
+    pub fn forward(&self, inp: &NetInput) -> Result<NetOutput> {
+        let d = self.dims;
+        let (b, n) = inp.mask.dims2()?;
+        let dev = inp.x.device();
+        let (a, c, e, k) = (d.n_types, d.n_charges, d.n_bonds, d.n_mix);
+        let mask = &inp.mask;
+        let mk = mask.unsqueeze(2)?; // [b, n, 1]
+        let oh_a = one_hot(&inp.a, a, dev)?; // [b, n, A]
+        let oh_c = one_hot(&inp.c, c, dev)?; // [b, n, C]
+        let oh_e = one_hot(&inp.e, e, dev)?; // [b, n, n, E]
+        let glob = Tensor::cat(
+            &[time_features(&inp.t)?, count_features(mask)?, Tensor::stack(&[inp.cond.mul(&inp.cond_on)?, inp.cond_on.clone()], 1)?],
+            1,
+        )?; // [b, G]
+        let glob = glob.unsqueeze(1)?.broadcast_as((b, n, N_TIME + N_COUNT + N_COND))?;
+        let h0 = self.embed.forward(&Tensor::cat(&[&oh_a, &oh_c, &glob.contiguous()?], 2)?)?.broadcast_mul(&mk)?; // [b, n, H]
+        let (h, x1) = self.backbone.forward(&h0, &inp.x, &oh_e, mask)?; // [b, n, H], [b, n, 3]
+        let x1 = centre(&x1, mask)?;
+        // Node heads.
+        let z = self.node_out.forward(&ops::silu(&self.node1.forward(&h)?)?)?; // [b, n, F]
+        let mut off = 0;
+        let mut take = |w: usize| -> Result<Tensor> {
+            let t = z.narrow(2, off, w)?;
+            off += w;
+            Ok(t)
+        };
+        let type_logits = take(a)?;
+        let charge_logits = take(c)?;
+        let sub_a = take(1)?.squeeze(2)?;
+        let del = take(1)?.squeeze(2)?;
+        let ins_raw = take(1)?.squeeze(2)?;
+        let mix_logits = take(k)?;
+        let mix_logstd = take(k)?.clamp(-5.0, 3.0)?;
+        let mix_type = take(k * a)?.reshape((b, n, k, a))?;
+        let mix_charge = take(k * c)?.reshape((b, n, k, c))?;
+        // Pair heads on the output geometry (symmetric in i, j).
+        let (diff, d2) = pair_geometry(&x1)?; // [b, n, n, 3], [b, n, n, 1]
+        let pa = self.pair_a.forward(&h)?; // [b, n, H]
+        let hi = h.unsqueeze(2)?; // [b, n, 1, H]
+        let hj = h.unsqueeze(1)?; // [b, 1, n, H]
+        let prod = self.pair_p.forward(&hi.broadcast_mul(&hj)?)?; // [b, n, n, H]
+        let pre = prod
+            .broadcast_add(&pa.unsqueeze(2)?)?
+            .broadcast_add(&pa.unsqueeze(1)?)?
+            .add(&self.pair_d.forward(&d2)?)?
+            .add(&self.pair_e.forward(&oh_e)?)?;
+        let pz = self.pair_out.forward(&ops::silu(&pre)?)?; // [b, n, n, E + 1]
+        let bond_logits = pz.narrow(3, 0, e)?;
+        let sub_e = pz.narrow(3, e, 1)?.squeeze(3)?;
+        // Equivariant mixture means.
+        let pm = pair_mask(mask)?; // [b, n, n, 1]
+        let g = self.mix_src.forward(&h)?.unsqueeze(2)?.broadcast_add(&self.mix_dst.forward(&h)?.unsqueeze(1)?)?.add(&self.mix_d.forward(&d2)?)?;
+        let phi = self.mix_out.forward(&ops::silu(&g)?)?.broadcast_mul(&pm)?; // [b, n, n, K]
+        let w = phi.broadcast_div(&(d2 + 1e-8)?.sqrt()?.affine(1.0, 1.0)?)?; // [b, n, n, K]
+        let off = w.transpose(2, 3)?.contiguous()?.reshape((b * n, k, n))?.matmul(&diff.reshape((b * n, n, 3))?)?; // [b n, K, 3]
+        let mix_mean = off.reshape((b, n, k, 3))?.broadcast_add(&x1.unsqueeze(2)?)?; // [b, n, K, 3]
+        Ok(NetOutput {
+            x1,
+            h,
+            type_logits,
+            charge_logits,
+            bond_logits,
+            sub_a,
+            del,
+            sub_e,
+            ins_raw,
+            mix_logits,
+            mix_mean,
+            mix_logstd,
+            mix_type,
+            mix_charge,
+        })
+    }
+
+    /// Insertion-bond logits `[b, q, n, E]` between new atoms (spawned by
+    /// `spawn` `[b, q]` u32 at positions `pos` `[b, q, 3]` with types `types`
+    /// `[b, q]` u32) and the present atoms (`h`, `x1` from `forward`).
+    pub fn insertion_bonds(&self, out: &NetOutput, spawn: &Tensor, pos: &Tensor, types: &Tensor) -> Result<Tensor> {
+        let (b, q) = spawn.dims2()?;
+        let hd = self.dims.hidden;
+        let idx = spawn.unsqueeze(2)?.broadcast_as((b, q, hd))?.contiguous()?;
+        let hs = out.h.gather(&idx, 1)?; // [b, q, H]
+        let oh = one_hot(types, self.dims.n_types, out.h.device())?; // [b, q, A]
+        let src = self.ib_src.forward(&hs)?.add(&self.ib_type.forward(&oh)?)?; // [b, q, H]
+        let d2 = pos.unsqueeze(2)?.broadcast_sub(&out.x1.unsqueeze(1)?)?.sqr()?.sum_keepdim(3)?; // [b, q, n, 1]
+        let pre = self.ib_d.forward(&d2)?.broadcast_add(&src.unsqueeze(2)?)?.broadcast_add(&self.ib_dst.forward(&out.h)?.unsqueeze(1)?)?;
+        self.ib_out.forward(&ops::silu(&pre)?)
+    }
+}
+
+/// One-hot encoding of u32 class indices: `[...]` → `[..., k]` f32.
+pub fn one_hot(idx: &Tensor, k: usize, dev: &Device) -> Result<Tensor> {
+    let classes = Tensor::arange(0u32, k as u32, dev)?;
+    let mut shape = idx.dims().to_vec();
+    shape.push(k);
+    let oh = idx.unsqueeze(D::Minus1)?.broadcast_as(shape.as_slice())?.eq(&classes.broadcast_as(shape.as_slice())?)?;
+    Ok(oh.to_dtype(DType::F32)?)
+}
