@@ -7,7 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 APT_PKGS=(libhdf5-dev libopenblas-dev librdkit-dev libboost-dev libboost-serialization-dev
-          pkg-config hdf5-tools rdkit-data)
+          pkg-config hdf5-tools rdkit-data fonts-dejavu-core)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -58,7 +58,13 @@ pub struct IntegrateOptions {
 
 impl Default for IntegrateOptions {
     fn default() -> Self {
-        IntegrateOptions { tol: 1e-9, atol: 1e-15, rel: 0.05, max_steps: 200_000, h0: 1e-2 }
+        IntegrateOptions {
+            tol: 1e-9,
+            atol: 1e-15,
+            rel: 0.05,
+            max_steps: 200_000,
+            h0: 1e-2,
+        }
     }
 }
 
@@ -88,9 +94,15 @@ pub fn integrate_to_fixed_point<D: PerturbableDrift + ?Sized>(
     while !active.is_empty() {
         steps += 1;
         if steps > opts.max_steps {
-            let residual = active.iter().map(|&r| max_abs(f.row(r))).fold(0.0, f64::max);
+            let residual = active
+                .iter()
+                .map(|&r| max_abs(f.row(r)))
+                .fold(0.0, f64::max);
             return Err(CliprError::NoConvergence {
-                context: format!("noise-free integration ({} of {k} perturbations still moving)", active.len()),
+                context: format!(
+                    "noise-free integration ({} of {k} perturbations still moving)",
+                    active.len()
+                ),
                 steps: opts.max_steps,
                 residual,
                 tol: opts.tol,
@@ -104,7 +116,9 @@ pub fn integrate_to_fixed_point<D: PerturbableDrift + ?Sized>(
         let k3 = drift.drift((&xa + &(&k2 * &ha * 0.75)).view(), &p)?;
         let xn = &xa + &((&k1 * (2.0 / 9.0) + &k2 * (1.0 / 3.0) + &k3 * (4.0 / 9.0)) * &ha);
         let k4 = drift.drift(xn.view(), &p)?;
-        let err = (&k1 * (-5.0 / 72.0) + &k2 * (1.0 / 12.0) + &k3 * (1.0 / 9.0) + &k4 * (-1.0 / 8.0)) * &ha;
+        let err =
+            (&k1 * (-5.0 / 72.0) + &k2 * (1.0 / 12.0) + &k3 * (1.0 / 9.0) + &k4 * (-1.0 / 8.0))
+                * &ha;
         let mut still = Vec::with_capacity(active.len());
         for (m, &r) in active.iter().enumerate() {
             // Local error relative to the size of the step itself (`rel · h · |f|`):
@@ -123,7 +137,11 @@ pub fn integrate_to_fixed_point<D: PerturbableDrift + ?Sized>(
                 still.push(r);
                 continue;
             }
-            let fac = if e == 0.0 { 5.0 } else { (0.9 * e.powf(-1.0 / 3.0)).clamp(0.2, 5.0) };
+            let fac = if e == 0.0 {
+                5.0
+            } else {
+                (0.9 * e.powf(-1.0 / 3.0)).clamp(0.2, 5.0)
+            };
             if e <= 1.0 {
                 x.row_mut(r).assign(&xn.row(m));
                 f.row_mut(r).assign(&k4.row(m));
@@ -162,7 +180,10 @@ fn check_batch(context: &str, x: &ArrayView2<f64>, perts: &[Targets], d: usize) 
         });
     }
     if let Some(j) = perts.iter().flatten().find(|&&j| j >= d) {
-        return Err(CliprError::param("perturbation target", format!("gene index {j} is out of range for {d} genes")));
+        return Err(CliprError::param(
+            "perturbation target",
+            format!("gene index {j} is out of range for {d} genes"),
+        ));
     }
     Ok(())
 }
@@ -179,17 +200,32 @@ pub struct LinearDrift {
 }
 
 impl LinearDrift {
-    pub fn new(a: Array2<f64>, b: Array1<f64>, shifts: Array1<f64>, genes: Option<Vec<String>>) -> Result<Self> {
+    pub fn new(
+        a: Array2<f64>,
+        b: Array1<f64>,
+        shifts: Array1<f64>,
+        genes: Option<Vec<String>>,
+    ) -> Result<Self> {
         let d = a.nrows();
         if a.ncols() != d || b.len() != d || shifts.len() != d {
             return Err(CliprError::Shape {
                 context: "LinearDrift".into(),
                 expected: format!("A [{d}, {d}], b [{d}], shifts [{d}]"),
-                found: format!("A {:?}, b [{}], shifts [{}]", a.shape(), b.len(), shifts.len()),
+                found: format!(
+                    "A {:?}, b [{}], shifts [{}]",
+                    a.shape(),
+                    b.len(),
+                    shifts.len()
+                ),
             });
         }
         let genes = genes.unwrap_or_else(|| default_genes(d));
-        Ok(LinearDrift { a, b, shifts, genes })
+        Ok(LinearDrift {
+            a,
+            b,
+            shifts,
+            genes,
+        })
     }
 }
 
@@ -217,10 +253,15 @@ impl PerturbableDrift for LinearDrift {
     fn limit_response(&self, perts: &[Targets]) -> Result<Array2<f64>> {
         let x0 = Array2::<f64>::zeros((perts.len(), self.dim()));
         let rhs = -self.drift(x0.view(), perts)?; // [k, d]
-        let lu = self.a.factorize().map_err(|e| CliprError::linalg("LU of the linear drift A", e))?;
+        let lu = self
+            .a
+            .factorize()
+            .map_err(|e| CliprError::linalg("LU of the linear drift A", e))?;
         let mut out = Array2::<f64>::zeros(rhs.dim());
         for (r, mut row) in out.outer_iter_mut().enumerate() {
-            let s = lu.solve(&rhs.row(r).to_owned()).map_err(|e| CliprError::linalg("fixed point of the linear drift", e))?;
+            let s = lu
+                .solve(&rhs.row(r).to_owned())
+                .map_err(|e| CliprError::linalg("fixed point of the linear drift", e))?;
             row.assign(&s);
         }
         Ok(out)
@@ -238,17 +279,32 @@ pub struct NonlinearDrift {
 }
 
 impl NonlinearDrift {
-    pub fn new(w: Array2<f64>, b: Array1<f64>, shifts: Array1<f64>, genes: Option<Vec<String>>) -> Result<Self> {
+    pub fn new(
+        w: Array2<f64>,
+        b: Array1<f64>,
+        shifts: Array1<f64>,
+        genes: Option<Vec<String>>,
+    ) -> Result<Self> {
         let d = w.nrows();
         if w.ncols() != d || b.len() != d || shifts.len() != d {
             return Err(CliprError::Shape {
                 context: "NonlinearDrift".into(),
                 expected: format!("W [{d}, {d}], b [{d}], shifts [{d}]"),
-                found: format!("W {:?}, b [{}], shifts [{}]", w.shape(), b.len(), shifts.len()),
+                found: format!(
+                    "W {:?}, b [{}], shifts [{}]",
+                    w.shape(),
+                    b.len(),
+                    shifts.len()
+                ),
             });
         }
         let genes = genes.unwrap_or_else(|| default_genes(d));
-        Ok(NonlinearDrift { w, b, shifts, genes })
+        Ok(NonlinearDrift {
+            w,
+            b,
+            shifts,
+            genes,
+        })
     }
     /// Jacobian `∂f/∂x = −I + W diag(1 − tanh²(x))` at one state.
     pub fn jacobian(&self, x: ndarray::ArrayView1<f64>) -> Array2<f64> {
@@ -281,7 +337,10 @@ impl PerturbableDrift for NonlinearDrift {
     /// Noise-free integration to `|f| < 1e-6`, then Newton polishing with the exact Jacobian.
     fn limit_response(&self, perts: &[Targets]) -> Result<Array2<f64>> {
         let x0 = Array2::<f64>::zeros((perts.len(), self.dim()));
-        let opts = IntegrateOptions { tol: 1e-6, ..Default::default() };
+        let opts = IntegrateOptions {
+            tol: 1e-6,
+            ..Default::default()
+        };
         let mut x = integrate_to_fixed_point(self, x0, perts, &opts)?;
         newton_polish(&mut x, perts, |xr, p| {
             let f = self.drift(xr.insert_axis(Axis(0)), std::slice::from_ref(p))?;
@@ -296,21 +355,30 @@ pub(crate) fn newton_polish<F>(x: &mut Array2<f64>, perts: &[Targets], fj: F) ->
 where
     F: Fn(ndarray::ArrayView1<f64>, &Targets) -> Result<(Array1<f64>, Array2<f64>)> + Sync,
 {
-    let rows: Vec<Result<Array1<f64>>> = (0..x.nrows())
-        .into_par_iter()
-        .map(|r| {
-            let mut xr = x.row(r).to_owned();
-            for _ in 0..20 {
-                let (f, j) = fj(xr.view(), &perts[r])?;
-                if max_abs(f.view()) < 1e-13 {
-                    break;
+    // LAPACK (OpenBLAS' recursive LU) needs more stack than rayon's default 2 MiB.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .stack_size(64 << 20)
+        .build()
+        .map_err(|e| CliprError::linalg("thread pool for Newton steps", e))?;
+    let rows: Vec<Result<Array1<f64>>> = pool.install(|| {
+        (0..x.nrows())
+            .into_par_iter()
+            .map(|r| {
+                let mut xr = x.row(r).to_owned();
+                for _ in 0..20 {
+                    let (f, j) = fj(xr.view(), &perts[r])?;
+                    if max_abs(f.view()) < 1e-13 {
+                        break;
+                    }
+                    let step = j
+                        .solve(&f)
+                        .map_err(|e| CliprError::linalg("Newton step at the fixed point", e))?;
+                    Zip::from(&mut xr).and(&step).for_each(|a, &s| *a -= s);
                 }
-                let step = j.solve(&f).map_err(|e| CliprError::linalg("Newton step at the fixed point", e))?;
-                Zip::from(&mut xr).and(&step).for_each(|a, &s| *a -= s);
-            }
-            Ok(xr)
-        })
-        .collect();
+                Ok(xr)
+            })
+            .collect()
+    });
     for (r, row) in rows.into_iter().enumerate() {
         x.row_mut(r).assign(&row?);
     }
@@ -326,12 +394,15 @@ mod tests {
     fn integrator_reaches_the_exact_linear_fixed_point() {
         // A non-normal stable matrix with rotation: ‖f‖ is not monotone along the flow.
         let a = array![[-1.0, 3.0, 0.0], [-3.0, -1.0, 0.5], [0.0, 2.0, -0.5]];
-        let lin = LinearDrift::new(a, array![0.3, -1.0, 2.0], array![5.0, -7.0, 9.0], None).unwrap();
+        let lin =
+            LinearDrift::new(a, array![0.3, -1.0, 2.0], array![5.0, -7.0, 9.0], None).unwrap();
         let perts: Vec<Targets> = vec![vec![], vec![0], vec![1], vec![2], vec![0, 2]];
         let exact = lin.limit_response(&perts).unwrap();
         let x0 = Array2::zeros((perts.len(), 3));
         let num = integrate_to_fixed_point(&lin, x0, &perts, &IntegrateOptions::default()).unwrap();
-        let err = (&exact - &num).mapv(f64::abs).fold(0.0f64, |m, &v| m.max(v));
+        let err = (&exact - &num)
+            .mapv(f64::abs)
+            .fold(0.0f64, |m, &v| m.max(v));
         assert!(err < 1e-7, "integration error {err}");
         // and the residual at the exact fixed point is zero
         let f = lin.drift(exact.view(), &perts).unwrap();
@@ -341,7 +412,8 @@ mod tests {
     #[test]
     fn nonlinear_fixed_point_has_zero_drift() {
         let w = array![[0.0, 1.5, -0.5], [-2.0, 0.0, 0.0], [0.7, 0.0, 0.0]];
-        let nl = NonlinearDrift::new(w, array![0.5, -0.2, 0.1], array![3.0, -3.0, 2.0], None).unwrap();
+        let nl =
+            NonlinearDrift::new(w, array![0.5, -0.2, 0.1], array![3.0, -3.0, 2.0], None).unwrap();
         let perts: Vec<Targets> = vec![vec![], vec![0], vec![1, 2]];
         let l = nl.limit_response(&perts).unwrap();
         let f = nl.drift(l.view(), &perts).unwrap();
@@ -354,8 +426,12 @@ mod tests {
             let mut xm = x.clone();
             xp[c] += 1e-6;
             xm[c] -= 1e-6;
-            let fp = nl.drift(xp.view().insert_axis(Axis(0)), &perts[1..2]).unwrap();
-            let fm = nl.drift(xm.view().insert_axis(Axis(0)), &perts[1..2]).unwrap();
+            let fp = nl
+                .drift(xp.view().insert_axis(Axis(0)), &perts[1..2])
+                .unwrap();
+            let fm = nl
+                .drift(xm.view().insert_axis(Axis(0)), &perts[1..2])
+                .unwrap();
             for r in 0..3 {
                 let fd = (fp[[0, r]] - fm[[0, r]]) / 2e-6;
                 assert!((fd - j[[r, c]]).abs() < 1e-6);
@@ -365,7 +441,8 @@ mod tests {
 
     #[test]
     fn bad_targets_are_errors() {
-        let lin = LinearDrift::new(-Array2::eye(2), Array1::zeros(2), Array1::ones(2), None).unwrap();
+        let lin =
+            LinearDrift::new(-Array2::eye(2), Array1::zeros(2), Array1::ones(2), None).unwrap();
         let x = Array2::zeros((1, 2));
         assert!(lin.drift(x.view(), &[vec![5]]).is_err());
         assert!(lin.drift(x.view(), &[vec![], vec![]]).is_err());

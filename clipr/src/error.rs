@@ -11,16 +11,29 @@ pub enum CliprError {
     InvalidParam { param: String, message: String },
     /// Arrays whose shapes do not fit together.
     #[error("{context}: shape mismatch: expected {expected}, found {found}")]
-    Shape { context: String, expected: String, found: String },
+    Shape {
+        context: String,
+        expected: String,
+        found: String,
+    },
     /// A gene name that is not in the model's gene list.
     #[error("gene {gene:?} is not among the {n_genes} genes of {context}")]
-    UnknownGene { gene: String, n_genes: usize, context: String },
+    UnknownGene {
+        gene: String,
+        n_genes: usize,
+        context: String,
+    },
     /// A linear-algebra step failed (singular or not positive definite).
     #[error("linear algebra in {context}: {message}")]
     Linalg { context: String, message: String },
     /// The fixed-point search did not converge.
     #[error("{context}: no fixed point after {steps} steps (max |f| = {residual:.3e}, tolerance {tol:.1e})")]
-    NoConvergence { context: String, steps: usize, residual: f64, tol: f64 },
+    NoConvergence {
+        context: String,
+        steps: usize,
+        residual: f64,
+        tol: f64,
+    },
     /// Non-finite values where finite ones were expected.
     #[error("{context}: non-finite value ({what})")]
     NonFinite { context: String, what: String },
@@ -28,7 +41,10 @@ pub enum CliprError {
     #[error("model {context}: {message}")]
     Model { context: String, message: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Export failures (plotting, formatting).
     #[error("writing {path}: {message}")]
     Export { path: PathBuf, message: String },
@@ -36,9 +52,15 @@ pub enum CliprError {
 
 impl CliprError {
     pub(crate) fn linalg(context: &str, e: impl std::fmt::Display) -> Self {
-        CliprError::Linalg { context: context.into(), message: e.to_string() }
+        CliprError::Linalg {
+            context: context.into(),
+            message: e.to_string(),
+        }
     }
     pub(crate) fn param(param: &str, message: impl Into<String>) -> Self {
-        CliprError::InvalidParam { param: param.into(), message: message.into() }
+        CliprError::InvalidParam {
+            param: param.into(),
+            message: message.into(),
+        }
     }
 }

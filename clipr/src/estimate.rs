@@ -67,7 +67,10 @@ impl std::str::FromStr for EstimatorKind {
         match s {
             "published" => Ok(EstimatorKind::Published),
             "direction-aware" => Ok(EstimatorKind::DirectionAware),
-            other => Err(CliprError::param("estimator", format!("expected `published` or `direction-aware`, got {other:?}"))),
+            other => Err(CliprError::param(
+                "estimator",
+                format!("expected `published` or `direction-aware`, got {other:?}"),
+            )),
         }
     }
 }
@@ -91,20 +94,30 @@ impl Responses {
     }
     /// Genes that are singly perturbed, with the row of their condition.
     pub fn singles(&self) -> Vec<(usize, usize)> {
-        self.conditions.iter().enumerate().filter(|(_, t)| t.len() == 1).map(|(r, t)| (t[0], r)).collect()
+        self.conditions
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.len() == 1)
+            .map(|(r, t)| (t[0], r))
+            .collect()
     }
     pub fn control_row(&self) -> Result<usize> {
         self.conditions
             .iter()
             .position(|t| t.is_empty())
-            .ok_or_else(|| CliprError::param("responses", "no control condition (empty target set)"))
+            .ok_or_else(|| {
+                CliprError::param("responses", "no control condition (empty target set)")
+            })
     }
 }
 
 /// Computes initial and limit responses for the control and one single-gene
 /// perturbation per gene of `targets` (default: all perturbable genes), as two
 /// batched calls of `drift`.
-pub fn responses<D: PerturbableDrift + ?Sized>(drift: &D, targets: Option<&[usize]>) -> Result<Responses> {
+pub fn responses<D: PerturbableDrift + ?Sized>(
+    drift: &D,
+    targets: Option<&[usize]>,
+) -> Result<Responses> {
     let d = drift.dim();
     let mut t: Vec<usize> = match targets {
         Some(t) => t.to_vec(),
@@ -113,7 +126,10 @@ pub fn responses<D: PerturbableDrift + ?Sized>(drift: &D, targets: Option<&[usiz
     t.sort_unstable();
     t.dedup();
     if let Some(&j) = t.iter().find(|&&j| j >= d) {
-        return Err(CliprError::param("targets", format!("gene index {j} out of range for {d} genes")));
+        return Err(CliprError::param(
+            "targets",
+            format!("gene index {j} out of range for {d} genes"),
+        ));
     }
     let mut conditions: Vec<Targets> = vec![vec![]];
     conditions.extend(t.iter().map(|&j| vec![j]));
@@ -128,10 +144,18 @@ pub fn responses<D: PerturbableDrift + ?Sized>(drift: &D, targets: Option<&[usiz
             });
         }
         if !m.iter().all(|v| v.is_finite()) {
-            return Err(CliprError::NonFinite { context: format!("{name} responses"), what: "NaN or inf".into() });
+            return Err(CliprError::NonFinite {
+                context: format!("{name} responses"),
+                what: "NaN or inf".into(),
+            });
         }
     }
-    Ok(Responses { conditions, initial, limit, genes: drift.gene_names() })
+    Ok(Responses {
+        conditions,
+        initial,
+        limit,
+        genes: drift.gene_names(),
+    })
 }
 
 /// An estimated effect matrix and what is known about its reliability.
@@ -157,7 +181,10 @@ pub struct Effects {
 /// The published CLIPR estimator `Â = −V Lᵀ (L Lᵀ + λ I)⁻¹` (Cholesky solve).
 pub fn published(resp: &Responses, lambda: f64) -> Result<Effects> {
     if !(lambda.is_finite() && lambda >= 0.0) {
-        return Err(CliprError::param("lambda", format!("must be finite and >= 0, got {lambda}")));
+        return Err(CliprError::param(
+            "lambda",
+            format!("must be finite and >= 0, got {lambda}"),
+        ));
     }
     let (k, d) = resp.limit.dim();
     let l = &resp.limit; // [k, d]  (rows = l_q, i.e. Lᵀ of the column convention)
@@ -168,16 +195,24 @@ pub fn published(resp: &Responses, lambda: f64) -> Result<Effects> {
     }
     let rhs = -l.t().dot(v); // −L Vᵀ, [d, d]
     let r = m.cholesky(UPLO::Lower).map_err(|e| {
-        CliprError::linalg("Cholesky of L Lᵀ + λI", format!("{e} (k = {k} conditions for d = {d} genes, λ = {lambda}: increase --lambda)"))
+        CliprError::linalg(
+            "Cholesky of L Lᵀ + λI",
+            format!("{e} (k = {k} conditions for d = {d} genes, λ = {lambda}: increase --lambda)"),
+        )
     })?;
-    let y = r.solve_triangular(UPLO::Lower, Diag::NonUnit, &rhs).map_err(|e| CliprError::linalg("triangular solve", e))?;
-    let a_causal = r.t().solve_triangular(UPLO::Upper, Diag::NonUnit, &y).map_err(|e| CliprError::linalg("triangular solve", e))?; // = Âᵀ
+    let y = r
+        .solve_triangular(UPLO::Lower, Diag::NonUnit, &rhs)
+        .map_err(|e| CliprError::linalg("triangular solve", e))?;
+    let a_causal = r
+        .t()
+        .solve_triangular(UPLO::Upper, Diag::NonUnit, &y)
+        .map_err(|e| CliprError::linalg("triangular solve", e))?; // = Âᵀ
     let ctrl = resp.control_row()?;
     let a_hat = a_causal.t();
     let b_hat = -a_hat.dot(&resp.limit.row(ctrl));
     let diff = &resp.limit - &resp.limit.row(ctrl).insert_axis(Axis(0)); // [k, d]
     let c_hat = -diff.dot(&a_causal); // rows: −Â (l_q − l_ctrl)
-    // rank check: smallest pivot of the Cholesky factor relative to the largest
+                                      // rank check: smallest pivot of the Cholesky factor relative to the largest
     let piv: Vec<f64> = (0..d).map(|i| r[[i, i]] * r[[i, i]] - lambda).collect();
     let pmax = piv.iter().cloned().fold(0.0f64, f64::max);
     let pmin = piv.iter().cloned().fold(f64::INFINITY, f64::min);
@@ -209,7 +244,10 @@ pub fn direction_aware(resp: &Responses) -> Result<Effects> {
     let ctrl = resp.control_row()?;
     let singles = resp.singles();
     if singles.is_empty() {
-        return Err(CliprError::param("responses", "the direction-aware estimator needs single-gene perturbations"));
+        return Err(CliprError::param(
+            "responses",
+            "the direction-aware estimator needs single-gene perturbations",
+        ));
     }
     let p_idx: Vec<usize> = singles.iter().map(|&(g, _)| g).collect();
     let mut in_p = vec![false; d];
@@ -225,13 +263,20 @@ pub fn direction_aware(resp: &Responses) -> Result<Effects> {
         t.column_mut(c).assign(&diff);
     }
     let t_pp = t.select(Axis(0), &p_idx); // [p, p]
-    let lu = t_pp.factorize().map_err(|e| CliprError::linalg("LU of the total-effect block T_PP", e))?;
+    let lu = t_pp
+        .factorize()
+        .map_err(|e| CliprError::linalg("LU of the total-effect block T_PP", e))?;
     // M = T_PP⁻¹ (column by column from the LU factors)
     let mut minv = Array2::<f64>::zeros((p, p));
     for c in 0..p {
         let mut e = Array1::<f64>::zeros(p);
         e[c] = 1.0;
-        let col = lu.solve(&e).map_err(|e| CliprError::linalg("solving with T_PP (a perturbation without effect on its own target?)", e))?;
+        let col = lu.solve(&e).map_err(|e| {
+            CliprError::linalg(
+                "solving with T_PP (a perturbation without effect on its own target?)",
+                e,
+            )
+        })?;
         minv.column_mut(c).assign(&col);
     }
     // Â in drift orientation, Â[i, j] = effect of j on i
@@ -241,7 +286,10 @@ pub fn direction_aware(resp: &Responses) -> Result<Effects> {
         if m_ii.abs() < 1e-300 || !m_ii.is_finite() {
             return Err(CliprError::Linalg {
                 context: "direction-aware normalisation".into(),
-                message: format!("(T⁻¹)_ii = {m_ii} for gene {}: self-decay cannot be normalised", resp.genes.get(gi).cloned().unwrap_or_default()),
+                message: format!(
+                    "(T⁻¹)_ii = {m_ii} for gene {}: self-decay cannot be normalised",
+                    resp.genes.get(gi).cloned().unwrap_or_default()
+                ),
             });
         }
         for (b, &gj) in p_idx.iter().enumerate() {
@@ -268,7 +316,17 @@ pub fn direction_aware(resp: &Responses) -> Result<Effects> {
             u_idx.len()
         )
     };
-    Ok(Effects { estimator: EstimatorKind::DirectionAware, a_causal, b_hat: None, c_hat: None, k, d, lambda: 0.0, identified, note })
+    Ok(Effects {
+        estimator: EstimatorKind::DirectionAware,
+        a_causal,
+        b_hat: None,
+        c_hat: None,
+        k,
+        d,
+        lambda: 0.0,
+        identified,
+        note,
+    })
 }
 
 /// Runs the named estimator.

@@ -36,11 +36,21 @@ pub fn select_edges(a: &Array2<f64>, sel: EdgeSelect) -> Vec<Edge> {
         for j in 0..d {
             let e = a[[i, j]];
             if i != j && e != 0.0 && e.is_finite() {
-                edges.push(Edge { source: i, target: j, effect: e });
+                edges.push(Edge {
+                    source: i,
+                    target: j,
+                    effect: e,
+                });
             }
         }
     }
-    edges.sort_by(|x, y| y.effect.abs().total_cmp(&x.effect.abs()).then(x.source.cmp(&y.source)).then(x.target.cmp(&y.target)));
+    edges.sort_by(|x, y| {
+        y.effect
+            .abs()
+            .total_cmp(&x.effect.abs())
+            .then(x.source.cmp(&y.source))
+            .then(x.target.cmp(&y.target))
+    });
     match sel {
         EdgeSelect::Threshold(t) => edges.retain(|e| e.effect.abs() >= t),
         EdgeSelect::TopK(k) => edges.truncate(k),
@@ -50,18 +60,38 @@ pub fn select_edges(a: &Array2<f64>, sel: EdgeSelect) -> Vec<Edge> {
 
 /// Writes `bytes` to `path` via a temp file in the same directory and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| CliprError::Export { path: path.into(), message: "no file name".into() })?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|source| CliprError::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| CliprError::Io { path: path.into(), source })
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| CliprError::Export {
+        path: path.into(),
+        message: "no file name".into(),
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).map_err(|source| CliprError::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| CliprError::Io {
+        path: path.into(),
+        source,
+    })
 }
 
 /// TSV with header `source	target	effect`.
 pub fn edges_tsv(edges: &[Edge], genes: &[String]) -> String {
     let mut s = String::from("source\ttarget\teffect\n");
     for e in edges {
-        let _ = writeln!(s, "{}\t{}\t{:.6e}", genes[e.source], genes[e.target], e.effect);
+        let _ = writeln!(
+            s,
+            "{}\t{}\t{:.6e}",
+            genes[e.source], genes[e.target], e.effect
+        );
     }
     s
 }
@@ -77,7 +107,11 @@ pub fn to_graph(edges: &[Edge], genes: &[String]) -> DiGraph<String, f64> {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
 }
 
 /// GraphML (directed; node attribute `module`, edge attribute `effect`).
@@ -115,10 +149,17 @@ pub fn dot(g: &DiGraph<String, f64>) -> String {
     use petgraph::dot::{Config, Dot};
     let edge_attr = |_: &DiGraph<String, f64>, e: petgraph::graph::EdgeReference<'_, f64>| {
         let w = *petgraph::visit::EdgeRef::weight(&e);
-        format!("label=\"{w:.3}\" color=\"{}\"", if w >= 0.0 { "red" } else { "blue" })
+        format!(
+            "label=\"{w:.3}\" color=\"{}\"",
+            if w >= 0.0 { "red" } else { "blue" }
+        )
     };
-    let node_attr = |_: &DiGraph<String, f64>, _n: (petgraph::graph::NodeIndex, &String)| String::new();
-    format!("{:?}", Dot::with_attr_getters(g, &[Config::EdgeNoLabel], &edge_attr, &node_attr))
+    let node_attr =
+        |_: &DiGraph<String, f64>, _n: (petgraph::graph::NodeIndex, &String)| String::new();
+    format!(
+        "{:?}",
+        Dot::with_attr_getters(g, &[Config::EdgeNoLabel], &edge_attr, &node_attr)
+    )
 }
 
 /// Module table: `gene	module	leaf_order` (module empty when none).
@@ -142,7 +183,10 @@ pub fn heatmap_png(path: &Path, a: &Array2<f64>, m: &Modules) -> Result<()> {
     use plotters::prelude::*;
     let d = a.nrows();
     if d == 0 {
-        return Err(CliprError::Export { path: path.into(), message: "empty effect matrix".into() });
+        return Err(CliprError::Export {
+            path: path.into(),
+            message: "empty effect matrix".into(),
+        });
     }
     let cell = (800 / d).clamp(1, 20) as i32;
     let side = (cell * d as i32 + 20) as u32;
@@ -155,11 +199,18 @@ pub fn heatmap_png(path: &Path, a: &Array2<f64>, m: &Modules) -> Result<()> {
         }
     }
     absvals.sort_by(|x, y| x.total_cmp(y));
-    let vmax = absvals.get(((absvals.len() as f64) * 0.99) as usize).copied().unwrap_or(1.0).max(1e-12);
+    let vmax = absvals
+        .get(((absvals.len() as f64) * 0.99) as usize)
+        .copied()
+        .unwrap_or(1.0)
+        .max(1e-12);
     let tmp = path.with_extension("tmp.png");
     {
         let root = BitMapBackend::new(&tmp, (side, side)).into_drawing_area();
-        let err = |e: &dyn std::fmt::Display| CliprError::Export { path: path.into(), message: e.to_string() };
+        let err = |e: &dyn std::fmt::Display| CliprError::Export {
+            path: path.into(),
+            message: e.to_string(),
+        };
         root.fill(&WHITE).map_err(|e| err(&e))?;
         let ord = &m.leaf_order;
         for (r, &i) in ord.iter().enumerate() {
@@ -167,9 +218,17 @@ pub fn heatmap_png(path: &Path, a: &Array2<f64>, m: &Modules) -> Result<()> {
                 let v = (a[[i, j]] / vmax).clamp(-1.0, 1.0);
                 let t = v.abs();
                 let fade = (255.0 * (1.0 - t)) as u8;
-                let color = if v >= 0.0 { RGBColor(255, fade, fade) } else { RGBColor(fade, fade, 255) };
+                let color = if v >= 0.0 {
+                    RGBColor(255, fade, fade)
+                } else {
+                    RGBColor(fade, fade, 255)
+                };
                 let (x0, y0) = (10 + c as i32 * cell, 10 + r as i32 * cell);
-                root.draw(&Rectangle::new([(x0, y0), (x0 + cell, y0 + cell)], color.filled())).map_err(|e| err(&e))?;
+                root.draw(&Rectangle::new(
+                    [(x0, y0), (x0 + cell, y0 + cell)],
+                    color.filled(),
+                ))
+                .map_err(|e| err(&e))?;
             }
         }
         // module boundaries along the leaf order
@@ -177,13 +236,18 @@ pub fn heatmap_png(path: &Path, a: &Array2<f64>, m: &Modules) -> Result<()> {
         for p in 1..d {
             if m.module[ord[p]] != m.module[ord[p - 1]] {
                 let x = 10 + p as i32 * cell;
-                root.draw(&PathElement::new(vec![(x, 10), (x, end)], BLACK)).map_err(|e| err(&e))?;
-                root.draw(&PathElement::new(vec![(10, x), (end, x)], BLACK)).map_err(|e| err(&e))?;
+                root.draw(&PathElement::new(vec![(x, 10), (x, end)], BLACK))
+                    .map_err(|e| err(&e))?;
+                root.draw(&PathElement::new(vec![(10, x), (end, x)], BLACK))
+                    .map_err(|e| err(&e))?;
             }
         }
         root.present().map_err(|e| err(&e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|source| CliprError::Io { path: path.into(), source })
+    std::fs::rename(&tmp, path).map_err(|source| CliprError::Io {
+        path: path.into(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -196,7 +260,21 @@ mod tests {
         let a = array![[-1.0, 2.0, -0.3], [0.0, -1.0, -1.5], [0.8, 0.0, -1.0]];
         let genes: Vec<String> = ["A", "B&C", "D"].iter().map(|s| s.to_string()).collect();
         let top = select_edges(&a, EdgeSelect::TopK(2));
-        assert_eq!(top, vec![Edge { source: 0, target: 1, effect: 2.0 }, Edge { source: 1, target: 2, effect: -1.5 }]);
+        assert_eq!(
+            top,
+            vec![
+                Edge {
+                    source: 0,
+                    target: 1,
+                    effect: 2.0
+                },
+                Edge {
+                    source: 1,
+                    target: 2,
+                    effect: -1.5
+                }
+            ]
+        );
         let thr = select_edges(&a, EdgeSelect::Threshold(0.5));
         assert_eq!(thr.len(), 3);
         let tsv = edges_tsv(&thr, &genes);
@@ -205,7 +283,9 @@ mod tests {
         let g = to_graph(&thr, &genes);
         let xml = graphml(&g, Some(&[Some(0), None, Some(0)]));
         assert!(xml.contains("<node id=\"B&amp;C\"></node>"));
-        assert!(xml.contains("<edge source=\"A\" target=\"B&amp;C\"><data key=\"effect\">2e0</data></edge>"));
+        assert!(xml.contains(
+            "<edge source=\"A\" target=\"B&amp;C\"><data key=\"effect\">2e0</data></edge>"
+        ));
         assert_eq!(xml.matches("<edge ").count(), 3);
         let dot = dot(&g);
         assert!(dot.starts_with("digraph"));

@@ -14,6 +14,8 @@ pub mod modules;
 
 pub use drift::{LinearDrift, NonlinearDrift, PerturbableDrift, Targets};
 pub use error::{CliprError, Result};
-pub use estimate::{direction_aware, estimate, published, responses, Effects, EstimatorKind, Responses};
+pub use estimate::{
+    direction_aware, estimate, published, responses, Effects, EstimatorKind, Responses,
+};
 pub use metrics::{causal_metrics, CausalMetrics, MetricOptions};
 pub use modules::{gene_modules, ModuleOptions, Modules};

@@ -40,7 +40,10 @@ pub struct MetricOptions {
 
 impl Default for MetricOptions {
     fn default() -> Self {
-        MetricOptions { zero_threshold: 0.5, sign_threshold: SignThreshold::MatchDensity }
+        MetricOptions {
+            zero_threshold: 0.5,
+            sign_threshold: SignThreshold::MatchDensity,
+        }
     }
 }
 
@@ -54,11 +57,18 @@ pub struct CausalMetrics {
 }
 
 /// Scores `pred` against `truth` (both `[d, d]`, causal orientation).
-pub fn causal_metrics(pred: ArrayView2<f64>, truth: ArrayView2<f64>, opts: &MetricOptions) -> Result<CausalMetrics> {
+pub fn causal_metrics(
+    pred: ArrayView2<f64>,
+    truth: ArrayView2<f64>,
+    opts: &MetricOptions,
+) -> Result<CausalMetrics> {
     if pred.dim() != truth.dim() || pred.nrows() != pred.ncols() {
         return Err(CliprError::Shape {
             context: "causal metrics".into(),
-            expected: format!("two square matrices of the same shape (truth {:?})", truth.shape()),
+            expected: format!(
+                "two square matrices of the same shape (truth {:?})",
+                truth.shape()
+            ),
             found: format!("{:?}", pred.shape()),
         });
     }
@@ -74,20 +84,37 @@ pub fn causal_metrics(pred: ArrayView2<f64>, truth: ArrayView2<f64>, opts: &Metr
         }
     }
     if p.iter().chain(&t).any(|v| !v.is_finite()) {
-        return Err(CliprError::NonFinite { context: "causal metrics".into(), what: "NaN or inf in the effect matrices".into() });
+        return Err(CliprError::NonFinite {
+            context: "causal metrics".into(),
+            what: "NaN or inf in the effect matrices".into(),
+        });
     }
     let z = opts.zero_threshold;
     let cls: Vec<i8> = t.iter().map(|&v| class_of(v, z)).collect();
     // three-class one-vs-one AUROC
     let mut aucs = Vec::new();
     for (lo, hi) in [(-1i8, 0i8), (0, 1), (-1, 1)] {
-        let pos: Vec<f64> = p.iter().zip(&cls).filter(|(_, &c)| c == hi).map(|(&s, _)| s).collect();
-        let neg: Vec<f64> = p.iter().zip(&cls).filter(|(_, &c)| c == lo).map(|(&s, _)| s).collect();
+        let pos: Vec<f64> = p
+            .iter()
+            .zip(&cls)
+            .filter(|(_, &c)| c == hi)
+            .map(|(&s, _)| s)
+            .collect();
+        let neg: Vec<f64> = p
+            .iter()
+            .zip(&cls)
+            .filter(|(_, &c)| c == lo)
+            .map(|(&s, _)| s)
+            .collect();
         if !pos.is_empty() && !neg.is_empty() {
             aucs.push(auroc(&pos, &neg));
         }
     }
-    let auroc3 = if aucs.is_empty() { f64::NAN } else { aucs.iter().sum::<f64>() / aucs.len() as f64 };
+    let auroc3 = if aucs.is_empty() {
+        f64::NAN
+    } else {
+        aucs.iter().sum::<f64>() / aucs.len() as f64
+    };
     let labels: Vec<bool> = cls.iter().map(|&c| c != 0).collect();
     let scores: Vec<f64> = p.iter().map(|v| v.abs()).collect();
     let directed_auprc = average_precision(&scores, &labels);
@@ -105,9 +132,27 @@ pub fn causal_metrics(pred: ArrayView2<f64>, truth: ArrayView2<f64>, opts: &Metr
             }
         }
     };
-    let pcls: Vec<i8> = p.iter().map(|&v| if v.abs() >= tau && v != 0.0 { if v > 0.0 { 1 } else { -1 } } else { 0 }).collect();
+    let pcls: Vec<i8> = p
+        .iter()
+        .map(|&v| {
+            if v.abs() >= tau && v != 0.0 {
+                if v > 0.0 {
+                    1
+                } else {
+                    -1
+                }
+            } else {
+                0
+            }
+        })
+        .collect();
     let sign_f1 = macro_f1(&cls, &pcls);
-    Ok(CausalMetrics { auroc3, directed_auprc, pearson, sign_f1 })
+    Ok(CausalMetrics {
+        auroc3,
+        directed_auprc,
+        pearson,
+        sign_f1,
+    })
 }
 
 fn class_of(v: f64, z: f64) -> i8 {
@@ -122,7 +167,11 @@ fn class_of(v: f64, z: f64) -> i8 {
 
 /// AUROC = P(score_pos > score_neg) + ½ P(tie), via ranks (O(n log n)).
 pub fn auroc(pos: &[f64], neg: &[f64]) -> f64 {
-    let mut all: Vec<(f64, bool)> = pos.iter().map(|&s| (s, true)).chain(neg.iter().map(|&s| (s, false))).collect();
+    let mut all: Vec<(f64, bool)> = pos
+        .iter()
+        .map(|&s| (s, true))
+        .chain(neg.iter().map(|&s| (s, false)))
+        .collect();
     all.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut rank_sum = 0.0;
     let mut i = 0;
@@ -187,7 +236,11 @@ pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
 pub fn macro_f1(truth: &[i8], pred: &[i8]) -> f64 {
     let mut f1s = Vec::new();
     for c in [-1i8, 0, 1] {
-        let tp = truth.iter().zip(pred).filter(|(&t, &p)| t == c && p == c).count() as f64;
+        let tp = truth
+            .iter()
+            .zip(pred)
+            .filter(|(&t, &p)| t == c && p == c)
+            .count() as f64;
         let n_t = truth.iter().filter(|&&t| t == c).count() as f64;
         let n_p = pred.iter().filter(|&&p| p == c).count() as f64;
         if n_t + n_p > 0.0 {

@@ -27,14 +27,20 @@ pub struct ModuleOptions {
 
 impl Default for ModuleOptions {
     fn default() -> Self {
-        ModuleOptions { cut_height: 0.175, min_size: 5 }
+        ModuleOptions {
+            cut_height: 0.175,
+            min_size: 5,
+        }
     }
 }
 
 impl ModuleOptions {
     pub fn validate(&self) -> Result<()> {
         if !(self.cut_height.is_finite() && self.cut_height > 0.0) {
-            return Err(CliprError::param("cut_height", format!("must be finite and > 0, got {}", self.cut_height)));
+            return Err(CliprError::param(
+                "cut_height",
+                format!("must be finite and > 0, got {}", self.cut_height),
+            ));
         }
         if self.min_size == 0 {
             return Err(CliprError::param("min_size", "must be >= 1, got 0"));
@@ -71,15 +77,31 @@ pub struct Modules {
 pub fn gene_distances(a: &Array2<f64>) -> Result<Array2<f64>> {
     let d = a.nrows();
     if a.ncols() != d {
-        return Err(CliprError::Shape { context: "gene distances".into(), expected: "a square effect matrix".into(), found: format!("{:?}", a.shape()) });
+        return Err(CliprError::Shape {
+            context: "gene distances".into(),
+            expected: "a square effect matrix".into(),
+            found: format!("{:?}", a.shape()),
+        });
     }
     if a.iter().any(|v| !v.is_finite()) {
-        return Err(CliprError::NonFinite { context: "gene distances".into(), what: "NaN or inf in the effect matrix".into() });
+        return Err(CliprError::NonFinite {
+            context: "gene distances".into(),
+            what: "NaN or inf in the effect matrix".into(),
+        });
     }
     let abs = a.mapv(f64::abs);
     let c = &abs + &abs.t();
-    let w = Array2::from_shape_fn((d, d), |(i, j)| if i == j || c[[i, j]] == 0.0 { f64::INFINITY } else { 1.0 / (c[[i, j]] + 1e-10) });
-    let rows: Vec<Vec<f64>> = (0..d).into_par_iter().map(|s| dijkstra_dense(&w, s)).collect();
+    let w = Array2::from_shape_fn((d, d), |(i, j)| {
+        if i == j || c[[i, j]] == 0.0 {
+            f64::INFINITY
+        } else {
+            1.0 / (c[[i, j]] + 1e-10)
+        }
+    });
+    let rows: Vec<Vec<f64>> = (0..d)
+        .into_par_iter()
+        .map(|s| dijkstra_dense(&w, s))
+        .collect();
     let mut dist = Array2::<f64>::zeros((d, d));
     for (i, r) in rows.iter().enumerate() {
         for (j, &v) in r.iter().enumerate() {
@@ -88,8 +110,15 @@ pub fn gene_distances(a: &Array2<f64>) -> Result<Array2<f64>> {
     }
     let t = dist.t().to_owned();
     dist.zip_mut_with(&t, |x, &y| *x = x.min(y));
-    let max_finite = dist.iter().filter(|v| v.is_finite()).fold(0.0f64, |m, &v| m.max(v));
-    let fill = if max_finite > 0.0 { 5.0 * max_finite } else { 1.0 };
+    let max_finite = dist
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, |m, &v| m.max(v));
+    let fill = if max_finite > 0.0 {
+        5.0 * max_finite
+    } else {
+        1.0
+    };
     dist.mapv_inplace(|v| if v.is_finite() { v } else { fill });
     Ok(dist)
 }
@@ -141,7 +170,11 @@ pub fn average_linkage(dist: &Array2<f64>) -> Vec<Merge> {
             chain.push(active.iter().position(|&a| a).unwrap_or(0));
         }
         let a = chain[chain.len() - 1];
-        let prev = if chain.len() >= 2 { Some(chain[chain.len() - 2]) } else { None };
+        let prev = if chain.len() >= 2 {
+            Some(chain[chain.len() - 2])
+        } else {
+            None
+        };
         // nearest active neighbour of a, preferring prev on ties (guarantees termination)
         let mut b = prev.unwrap_or(usize::MAX);
         let mut best = prev.map(|p| dm[[a, p]]).unwrap_or(f64::INFINITY);
@@ -197,7 +230,12 @@ pub fn average_linkage(dist: &Array2<f64>) -> Vec<Merge> {
         parent[ra] = rb;
         csize[rb] = s;
         id_of_root[rb] = n + m;
-        out.push(Merge { left: ia.min(ib), right: ia.max(ib), height: h, size: s });
+        out.push(Merge {
+            left: ia.min(ib),
+            right: ia.max(ib),
+            height: h,
+            size: s,
+        });
     }
     out
 }
@@ -267,7 +305,13 @@ pub fn gene_modules(a: &Array2<f64>, opts: &ModuleOptions) -> Result<Modules> {
             module[g] = Some(m);
         }
     }
-    Ok(Modules { distances, linkage, leaf_order, module, n_modules: module_of_label.len() })
+    Ok(Modules {
+        distances,
+        linkage,
+        leaf_order,
+        module,
+        n_modules: module_of_label.len(),
+    })
 }
 
 #[cfg(test)]
@@ -295,7 +339,12 @@ mod tests {
     #[test]
     fn shortest_paths_use_indirect_routes_and_fill_unreachable() {
         // 0-1 strong, 1-2 strong, 0-2 weak, 3 isolated
-        let a = array![[0.0, 4.0, 0.1, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 4.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]];
+        let a = array![
+            [0.0, 4.0, 0.1, 0.0],
+            [0.0, 0.0, 0.0, 0.0],
+            [0.0, 4.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0]
+        ];
         let dist = gene_distances(&a).unwrap();
         assert!((dist[[0, 2]] - 0.5).abs() < 1e-9, "{dist}"); // 1/4 + 1/4 < 1/0.1
         assert!((dist[[0, 3]] - 2.5).abs() < 1e-9); // 5 × 0.5

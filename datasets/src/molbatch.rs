@@ -297,6 +297,103 @@ impl MolSet {
     }
 }
 
+/// Bond class of a molecules bond order (1 single, 2 double, 3 triple, 4 aromatic).
+pub fn bond_class(o: molecules::BondOrder) -> usize {
+    match o {
+        molecules::BondOrder::Single => 1,
+        molecules::BondOrder::Double => 2,
+        molecules::BondOrder::Triple => 3,
+        molecules::BondOrder::Aromatic => 4,
+    }
+}
+
+/// Bond order of a class ≥ 1 (`None` for class 0 = no bond).
+pub fn bond_order(class: usize) -> Option<molecules::BondOrder> {
+    match class {
+        1 => Some(molecules::BondOrder::Single),
+        2 => Some(molecules::BondOrder::Double),
+        3 => Some(molecules::BondOrder::Triple),
+        4 => Some(molecules::BondOrder::Aromatic),
+        _ => None,
+    }
+}
+
+impl MolVocab {
+    /// Vocabulary of a molecule list: elements sorted by atomic number,
+    /// charges sorted (0 always included).
+    pub fn from_molecules(mols: &[molecules::Molecule]) -> Self {
+        let els: std::collections::BTreeSet<u8> = mols.iter().flat_map(|m| m.elements.iter().map(|e| e.0)).collect();
+        let mut ch: std::collections::BTreeSet<i32> = mols.iter().flat_map(|m| m.charges.iter().map(|&c| i32::from(c))).collect();
+        ch.insert(0);
+        let elements = els.into_iter().filter_map(|z| molecules::Element::from_z(u32::from(z))).map(|e| e.symbol().to_string()).collect();
+        Self::new(elements, ch.into_iter().collect())
+    }
+}
+
+impl MolRecord {
+    /// Encode a molecule with `vocab`; numeric SDF properties become property
+    /// columns. `context` names the record in errors.
+    pub fn from_molecule(m: &molecules::Molecule, vocab: &MolVocab, context: &str) -> Result<Self> {
+        let bad = |expected: String, found: String| DatasetsError::Shape { context: context.to_string(), expected, found };
+        let types = m
+            .elements
+            .iter()
+            .map(|e| vocab.element_index(e.symbol()).ok_or_else(|| bad(format!("an element of {:?}", vocab.elements), e.symbol().to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        let charges = m
+            .charges
+            .iter()
+            .map(|&c| vocab.charge_index(i32::from(c)).ok_or_else(|| bad(format!("a charge of {:?}", vocab.charges), c.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        let bonds = m.bond_list().map(|(i, j, o, _)| (i.min(j), i.max(j), bond_class(o))).collect();
+        let properties = m.properties.iter().filter_map(|(k, v)| v.trim().parse::<f64>().ok().filter(|x| x.is_finite()).map(|x| (k.clone(), x))).collect();
+        let r = Self { types, charges, pos: m.positions.clone(), bonds, properties };
+        r.check(vocab, context)?;
+        Ok(r)
+    }
+
+    /// Decode into a molecule, multiplying coordinates by `scale` (the coordinate std).
+    pub fn to_molecule(&self, vocab: &MolVocab, scale: f64) -> Result<molecules::Molecule> {
+        let els = self
+            .types
+            .iter()
+            .map(|&t| {
+                vocab.elements.get(t).and_then(|s| molecules::Element::from_symbol(s)).ok_or_else(|| DatasetsError::Shape {
+                    context: "decoding a generated molecule".into(),
+                    expected: format!("element class < {}", vocab.n_types()),
+                    found: t.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let err = |e: molecules::MolError| DatasetsError::Shape { context: "decoding a generated molecule".into(), expected: "a valid molecule".into(), found: e.to_string() };
+        let mut m = molecules::Molecule::new(els, self.pos.mapv(|v| v * scale)).map_err(err)?;
+        m.is_3d = true;
+        m.charges = self.charges.iter().map(|&c| vocab.charges.get(c).copied().unwrap_or(0) as i8).collect();
+        for &(i, j, c) in &self.bonds {
+            if let Some(o) = bond_order(c) {
+                m.add_bond(i, j, o).map_err(err)?;
+            }
+        }
+        for (k, v) in &self.properties {
+            m.set_property(k.clone(), format!("{v}"));
+        }
+        Ok(m)
+    }
+}
+
+impl MolSet {
+    /// Encode molecules; builds the vocabulary from them unless one is given.
+    pub fn from_molecules(mols: &[molecules::Molecule], vocab: Option<MolVocab>) -> Result<Self> {
+        let vocab = vocab.unwrap_or_else(|| MolVocab::from_molecules(mols));
+        let records = mols
+            .iter()
+            .enumerate()
+            .map(|(k, m)| MolRecord::from_molecule(m, &vocab, &format!("molecule {} ({})", k + 1, m.title)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { vocab, records })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

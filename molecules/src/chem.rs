@@ -11,7 +11,7 @@
 use cxx::let_cxx_string;
 use rdkit_sys::{ro_mol_ffi, rw_mol_ffi};
 
-use crate::molecule::Molecule;
+use crate::molecule::{BondOrder, Molecule};
 use crate::sdf::mol_block;
 
 /// Outcome of sanitising one molecule with RDKit.
@@ -50,7 +50,18 @@ extern "C" {
 
 /// Sanitise `m`; `remove_hs` removes explicit hydrogens before writing SMILES.
 pub fn sanitize(m: &Molecule, remove_hs: bool) -> Sanitized {
-    sanitize_block(&mol_block(m), remove_hs)
+    let block = mol_block(m);
+    if m.bonds.edge_weights().all(|&o| o != BondOrder::Aromatic) {
+        // Fast path: without aromatic input bonds the only sanitisation error
+        // possible is a valence error, which the wrapper catches (null).
+        let_cxx_string!(b = &block);
+        let rw = rw_mol_ffi::rw_mol_from_mol_block(&b, true, remove_hs, true);
+        if !rw.is_null() {
+            let ro = rw_mol_ffi::rw_mol_to_ro_mol(rw);
+            return Sanitized { ok: true, problems: Vec::new(), smiles: Some(ro_mol_ffi::mol_to_smiles(&ro)) };
+        }
+    }
+    sanitize_block(&block, remove_hs)
 }
 
 /// Sanitise a mol block.

@@ -122,7 +122,8 @@ impl EgnnLayer {
     }
 }
 
-/// Stack of EGNN layers with a final layer norm on node features.
+/// Stack of EGNN layers; as in EDM, each layer's coordinate range is
+/// `coords_range / n_layers`.
 #[derive(Debug, Clone)]
 pub struct Egnn {
     layers: Vec<EgnnLayer>,
@@ -131,7 +132,7 @@ pub struct Egnn {
 impl Egnn {
     pub fn new(hidden: usize, n_layers: usize, n_edge: usize, coords_range: f64, agg_norm: f64, vb: VarBuilder) -> Result<Self> {
         let layers = (0..n_layers)
-            .map(|l| EgnnLayer::new(hidden, n_edge, coords_range, agg_norm, vb.pp(format!("layer{l}"))))
+            .map(|l| EgnnLayer::new(hidden, n_edge, coords_range / n_layers as f64, agg_norm, vb.pp(format!("layer{l}"))))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { layers })
     }

@@ -8,6 +8,7 @@ pub mod device;
 pub mod expand;
 pub mod lcd;
 pub mod mol;
+pub mod plot;
 pub mod morph;
 pub mod simulate;
 pub mod slurm;
@@ -46,6 +47,9 @@ pub enum Command {
     /// Verifier-based flow expansion (Flow Expander, ActFlow).
     #[command(subcommand)]
     Expand(expand::ExpandCommand),
+    /// Pictures from existing outputs (training curves, ...).
+    #[command(subcommand)]
+    Plot(plot::PlotCommand),
     /// Write (and optionally submit) SLURM batch scripts for training and analysis.
     #[command(subcommand)]
     Slurm(slurm::SlurmCommand),
@@ -67,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Clipr(cmd) => clipr::run(cmd, global),
         Command::Morph(cmd) => morph::run(cmd, global),
         Command::Expand(cmd) => expand::run(cmd, global),
+        Command::Plot(cmd) => plot::run(cmd, global),
         Command::Slurm(cmd) => slurm::run(cmd, global),
     }
 }

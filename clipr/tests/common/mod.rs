@@ -10,13 +10,23 @@ use rand_chacha::ChaCha8Rng;
 
 fn pm(rng: &mut ChaCha8Rng, lo: f64, hi: f64) -> f64 {
     let v = rng.random_range(lo..hi);
-    if rng.random_bool(0.5) { v } else { -v }
+    if rng.random_bool(0.5) {
+        v
+    } else {
+        -v
+    }
 }
 
 /// Random W (`W[i, j]` = effect of i on j) with expected out-degree `deg`.
 pub fn er_weights(d: usize, deg: f64, lo: f64, hi: f64, rng: &mut ChaCha8Rng) -> Array2<f64> {
     let p = (deg / (d as f64 - 1.0)).min(1.0);
-    Array2::from_shape_fn((d, d), |(i, j)| if i != j && rng.random_bool(p) { pm(rng, lo, hi) } else { 0.0 })
+    Array2::from_shape_fn((d, d), |(i, j)| {
+        if i != j && rng.random_bool(p) {
+            pm(rng, lo, hi)
+        } else {
+            0.0
+        }
+    })
 }
 
 pub fn er_linear(d: usize, deg: f64, seed: u64) -> LinearDrift {
@@ -63,4 +73,15 @@ pub fn lyapunov(a: &Array2<f64>) -> Array2<f64> {
     }
     let v = k.solve(&rhs).expect("Lyapunov solve");
     Array2::from_shape_fn((d, d), |(i, j)| v[i + d * j])
+}
+
+/// Runs `f` on a thread with a 64 MiB stack: OpenBLAS' recursive LU
+/// (`dgetrf_parallel`) overflows the 2 MiB stacks of test threads.
+pub fn big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(f)
+        .expect("spawn")
+        .join()
+        .expect("test thread panicked")
 }

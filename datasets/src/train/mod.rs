@@ -15,6 +15,7 @@
 //! a terminal and plain periodic lines in log files.
 mod checkpoint;
 mod metrics;
+pub mod plot;
 mod progress;
 mod rng;
 mod signal;
