@@ -40,6 +40,12 @@ pub enum CliprError {
     /// Errors from the model backend (LCD / candle).
     #[error("model {context}: {message}")]
     Model { context: String, message: String },
+    /// Errors from the datasets crate (h5ad I/O, simulators).
+    #[error(transparent)]
+    Datasets(#[from] datasets::DatasetsError),
+    /// Errors from the lcd crate (model directories, tensors).
+    #[error(transparent)]
+    Lcd(#[from] lcd::LcdError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -8,9 +8,13 @@
 pub mod drift;
 pub mod error;
 pub mod estimate;
+pub mod into;
 pub mod export;
+pub mod lcd_drift;
 pub mod metrics;
 pub mod modules;
+pub mod report;
+pub mod truth;
 
 pub use drift::{LinearDrift, NonlinearDrift, PerturbableDrift, Targets};
 pub use error::{CliprError, Result};

@@ -156,18 +156,16 @@ fn non_utf8_strings() {
         let f = hdf5::File::open_rw(&p).unwrap();
         let g = f.group("var").unwrap();
         g.unlink("_index").unwrap();
-        let bad: Vec<hdf5::types::FixedAscii<4>> =
-            ["G0", "G1", "G2"].iter().map(|s| hdf5::types::FixedAscii::from_ascii(s).unwrap()).collect();
+        // SAFETY (test only): deliberately invalid bytes to exercise UTF-8 validation.
+        #[allow(unsafe_code)]
+        let bad: Vec<hdf5::types::FixedAscii<4>> = [&b"\xff\xfe"[..], b"G1", b"G2"]
+            .iter()
+            .map(|s| unsafe { hdf5::types::FixedAscii::from_ascii_unchecked(s) })
+            .collect();
         let ds = g.new_dataset_builder().with_data(&bad).create("_index").unwrap();
         let a = ds.new_attr::<VarLenUnicode>().create("encoding-type").unwrap();
         a.write_scalar(&"string-array".parse::<VarLenUnicode>().unwrap()).unwrap();
     }
-    // patch the bytes in place: the first string becomes 0xff 0xfe
-    let mut bytes = std::fs::read(&p).unwrap();
-    let pos = bytes.windows(4).position(|w| w == b"G0\0\0").expect("fixed string bytes in file");
-    bytes[pos] = 0xff;
-    bytes[pos + 1] = 0xfe;
-    std::fs::write(&p, &bytes).unwrap();
     let m = err_of(&p);
     assert!(m.contains("/var/_index") && m.contains("UTF-8"), "{m}");
 }

@@ -194,7 +194,7 @@ impl LcdConfig {
                 sigma_min: 0.01,
                 n_levels: 30,
             },
-            sampler: SamplerConfig { steps_per_level: 40, step_base: 1e-6, chains: 200, decodes_per_chain: 5 },
+            sampler: SamplerConfig { steps_per_level: 50, step_base: 1e-5, chains: 200, decodes_per_chain: 5 },
             eval: EvalConfig { max_cells: 400, n_de: 20 },
         }
     }

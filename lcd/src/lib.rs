@@ -13,10 +13,13 @@
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod evaluate;
+pub mod metrics;
 pub mod optim;
 pub mod model;
 pub mod params;
 pub mod sampler;
+pub mod screen;
 pub mod stage1;
 pub mod storage;
 pub mod synthetic;

@@ -29,12 +29,14 @@ pub fn annealed_langevin(
     let dev = x0.device();
     let sigma_min = net.sigmas.iter().cloned().fold(f64::INFINITY, f64::min);
     let mut x = x0.clone();
+    let table = net.level_table(w)?; // [L, H]
+    let cond = net.condition_terms(w, e)?; // per-chain condition terms, computed once
     for (i, &s) in net.sigmas.iter().enumerate() {
         let eps = cfg.step_base * (s / sigma_min).powi(2);
-        let levels = Tensor::from_vec(vec![i as u32; n], n, dev)?;
-        let sigma = Tensor::from_vec(vec![s as f32; n], (n, 1), dev)?;
+        let temb = table.narrow(0, i, 1)?; // [1, H]
+        let sigma = Tensor::from_vec(vec![s as f32], (1, 1), dev)?;
         for _ in 0..cfg.steps_per_level {
-            let f = net.drift(w, &x, &levels, &sigma, e)?; // [N, d]
+            let f = net.drift_pre(w, &x, &temb, &sigma, &cond)?; // [N, d]
             x = (x + (f * eps)?)?;
             if let Some(r) = rng.as_deref_mut() {
                 x = (x + (r.normal(&[n, d])? * (2.0 * eps).sqrt())?)?;

@@ -79,18 +79,31 @@ impl ScoreNet {
         Ok(self.params.get("emb")?.mean_keepdim(0)?)
     }
 
+    /// Noise-level embeddings of all levels: sinusoidal → Dense → tanh → Dense. `[L, H]`
+    pub fn level_table(&self, w: &Weights) -> Result<Tensor> {
+        w.dense("temb1", &w.dense("temb0", &self.sin_table)?.tanh()?)
+    }
+
+    /// Per-layer condition terms `(Dense_0(e), Dense_1(e))`, each `[N|1, H]`.
+    pub fn condition_terms(&self, w: &Weights, e: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((w.dense("pert0", e)?, w.dense("pert1", e)?))
+    }
+
     /// Drift `f(x, σ_t, e)`. `x`: `[N, d]`; `levels`: `[N]` u32 level indices;
     /// `sigma`: `[N, 1]` their σ; `e`: `[N, H]` or `[1, H]` condition embeddings.
     pub fn drift(&self, w: &Weights, x: &Tensor, levels: &Tensor, sigma: &Tensor, e: &Tensor) -> Result<Tensor> {
-        let scale = (sigma.sqr()? + 1.0)?.sqrt()?.recip()?; // [N, 1]
+        let temb = self.level_table(w)?.index_select(levels, 0)?; // [N, H]
+        let cond = self.condition_terms(w, e)?;
+        self.drift_pre(w, x, &temb, sigma, &cond)
+    }
+
+    /// Drift with precomputed level embedding rows `temb` (`[N|1, H]`) and
+    /// condition terms (the sampler computes them once per level / run).
+    pub fn drift_pre(&self, w: &Weights, x: &Tensor, temb: &Tensor, sigma: &Tensor, cond: &(Tensor, Tensor)) -> Result<Tensor> {
+        let scale = (sigma.sqr()? + 1.0)?.sqrt()?.recip()?; // [N|1, 1]
         let xh = x.broadcast_mul(&scale)?; // [N, d]
-        // Noise embedding per level, then gathered per sample: [L, H] → [N, H].
-        let tt = w.dense("temb1", &w.dense("temb0", &self.sin_table)?.tanh()?)?;
-        let temb = tt.index_select(levels, 0)?;
-        let p0 = w.dense("pert0", e)?; // [N|1, H]
-        let p1 = w.dense("pert1", e)?;
-        let h0 = (w.dense("l0", &xh)? + temb)?.broadcast_add(&p0)?.tanh()?; // [N, H]
-        let h1 = w.dense("l1", &h0)?.broadcast_add(&p1)?.tanh()?; // [N, H]
+        let h0 = w.dense("l0", &xh)?.broadcast_add(temb)?.broadcast_add(&cond.0)?.tanh()?; // [N, H]
+        let h1 = w.dense("l1", &h0)?.broadcast_add(&cond.1)?.tanh()?; // [N, H]
         let f_out = w.dense("out", &h1)?; // [N, d]
         let den = (xh - f_out.broadcast_mul(sigma)?)?; // D(x)
         Ok((den - x)?.broadcast_div(&sigma.sqr()?)?)

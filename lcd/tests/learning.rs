@@ -11,12 +11,13 @@ fn rmse(a: &[f64], b: &[f64]) -> f64 {
 fn tiny(noise: bool) -> LcdConfig {
     let mut c = LcdConfig::quick();
     c.noise_model = noise;
-    c.stage1.steps = 300;
+    c.stage1.steps = 200;
     c.stage1.latent_per_env = 500;
     c.stage2.hidden = 128;
-    c.stage2.steps = 1500;
+    c.stage2.steps = 1000;
     c.stage2.batch = 256;
-    c.sampler.steps_per_level = 20;
+    c.sampler.steps_per_level = 30;
+    c.sampler.step_base = 1e-5;
     c.sampler.chains = 300;
     c.sampler.decodes_per_chain = 1;
     c

@@ -48,53 +48,60 @@ extern "C" {
     fn rdkit_disable_logs(spec: *const std::ffi::c_char);
 }
 
-/// Sanitise `m`; `remove_hs` removes explicit hydrogens before writing SMILES.
+/// Sanitise `m` as Python's `Chem.SanitizeMol` would (all atoms, explicit
+/// hydrogens kept); `remove_hs` removes explicit hydrogens afterwards, before
+/// writing the canonical SMILES (`Chem.MolToSmiles(Chem.RemoveHs(m))`).
 pub fn sanitize(m: &Molecule, remove_hs: bool) -> Sanitized {
-    let block = mol_block(m);
-    if m.bonds.edge_weights().all(|&o| o != BondOrder::Aromatic) {
-        // Fast path: without aromatic input bonds the only sanitisation error
-        // possible is a valence error, which the wrapper catches (null).
-        let_cxx_string!(b = &block);
-        let rw = rw_mol_ffi::rw_mol_from_mol_block(&b, true, remove_hs, true);
-        if !rw.is_null() {
-            let ro = rw_mol_ffi::rw_mol_to_ro_mol(rw);
-            return Sanitized { ok: true, problems: Vec::new(), smiles: Some(ro_mol_ffi::mol_to_smiles(&ro)) };
-        }
-    }
-    sanitize_block(&block, remove_hs)
+    let aromatic = m.bonds.edge_weights().any(|&o| o == BondOrder::Aromatic);
+    sanitize_impl(&mol_block(m), remove_hs, !aromatic)
 }
 
-/// Sanitise a mol block.
+/// Sanitise a mol block (same semantics as [`sanitize`]).
 pub fn sanitize_block(block: &str, remove_hs: bool) -> Sanitized {
+    sanitize_impl(block, remove_hs, false)
+}
+
+fn sanitize_impl(block: &str, remove_hs: bool, no_aromatic: bool) -> Sanitized {
     let fail = |p: Vec<String>| Sanitized { ok: false, problems: p, smiles: None };
     let_cxx_string!(b = block);
-    let rw = rw_mol_ffi::rw_mol_from_mol_block(&b, false, false, true);
-    if rw.is_null() {
-        return fail(vec!["MolBlockParseError".into()]);
-    }
-    let ro = rw_mol_ffi::rw_mol_to_ro_mol(rw);
-    let probs = ro_mol_ffi::detect_chemistry_problems(&ro);
-    if let Some(v) = probs.as_ref() {
-        if !v.is_empty() {
-            let list = v
-                .iter()
-                .map(|p| {
-                    let t = ro_mol_ffi::mol_sanitize_exception_type(p);
-                    if t.starts_with("Atom") {
-                        format!("{t}@{}", ro_mol_ffi::atom_sanitize_exception_get_atom_idx(p))
-                    } else {
-                        t
-                    }
-                })
-                .collect();
-            return fail(list);
+    if !no_aromatic {
+        // Kekulisation errors are not caught by the wrapper's sanitising
+        // parse: ask detectChemistryProblems first (it catches internally).
+        let rw = rw_mol_ffi::rw_mol_from_mol_block(&b, false, false, true);
+        if rw.is_null() {
+            return fail(vec!["MolBlockParseError".into()]);
+        }
+        let ro = rw_mol_ffi::rw_mol_to_ro_mol(rw);
+        let probs = ro_mol_ffi::detect_chemistry_problems(&ro);
+        if let Some(v) = probs.as_ref() {
+            if !v.is_empty() {
+                let list = v
+                    .iter()
+                    .map(|p| {
+                        let t = ro_mol_ffi::mol_sanitize_exception_type(p);
+                        if t.starts_with("Atom") {
+                            format!("{t}@{}", ro_mol_ffi::atom_sanitize_exception_get_atom_idx(p))
+                        } else {
+                            t
+                        }
+                    })
+                    .collect();
+                return fail(list);
+            }
         }
     }
-    let rw = rw_mol_ffi::rw_mol_from_mol_block(&b, true, remove_hs, true);
+    // Sanitising parse, hydrogens kept: with no aromatic input bonds the only
+    // possible sanitisation error is a valence error, which the wrapper
+    // catches (null pointer).
+    let rw = rw_mol_ffi::rw_mol_from_mol_block(&b, true, false, true);
     if rw.is_null() {
-        return fail(vec!["SanitizeError".into()]);
+        return fail(vec![if no_aromatic { "AtomValenceException".into() } else { "SanitizeError".into() }]);
     }
-    let ro = rw_mol_ffi::rw_mol_to_ro_mol(rw);
+    let mut ro = rw_mol_ffi::rw_mol_to_ro_mol(rw);
+    if remove_hs {
+        let params = rdkit_sys::mol_ops_ffi::new_remove_hs_parameters();
+        ro = rdkit_sys::mol_ops_ffi::remove_hs_parameters(&ro, &params, false);
+    }
     Sanitized { ok: true, problems: Vec::new(), smiles: Some(ro_mol_ffi::mol_to_smiles(&ro)) }
 }
 

@@ -45,13 +45,23 @@ pub struct MolEval {
     pub smiles: Option<String>,
 }
 
-/// Prepare the molecule the protocol evaluates (EDM: inferred bonds, no charges).
+/// Prepare the molecule the protocol evaluates (EDM: bonds inferred from the
+/// coordinates, then charges and coordinates dropped as in EDM's RDKit build).
 pub fn protocol_view(m: &Molecule, protocol: Protocol) -> Molecule {
     match protocol {
         Protocol::Edm => {
-            let mut c = crate::bonds::with_inferred_bonds(m);
-            c.charges.iter_mut().for_each(|q| *q = 0);
-            c.radicals.iter_mut().for_each(|r| *r = 0);
+            // Inferred bonds; no charges/isotopes/radicals/properties (EDM
+            // builds `Chem.Atom(symbol)` atoms). EDM builds the RDKit molecule
+            // without a conformer, so no stereo is perceived: positions are
+            // zeroed after inference and the molecule is flagged 2D.
+            let list = crate::bonds::infer_bond_list(&m.elements, &m.positions);
+            let n = m.n_atoms();
+            let mut c = Molecule::new(m.elements.clone(), ndarray::Array2::zeros((n, 3)))
+                .unwrap_or_else(|_| unreachable!("shape (n, 3) by construction"));
+            c.is_3d = false;
+            for (i, j, o) in list {
+                c.bonds.add_edge(petgraph::graph::NodeIndex::new(i), petgraph::graph::NodeIndex::new(j), o);
+            }
             c
         }
         Protocol::Bonds => m.clone(),

@@ -154,8 +154,8 @@ impl MorphConfig {
                 train: TrainConfig {
                     batch_size: 32,
                     lr: 1e-3,
-                    warmup_steps: 100,
-                    steps: 3000,
+                    warmup_steps: 50,
+                    steps: 1000,
                     max_minutes: 25.0,
                     ema_decay: 0.99,
                     checkpoint_every: 1000,

@@ -103,20 +103,23 @@ impl EgnnLayer {
     /// `h` `[b, n, H]`, `x` `[b, n, 3]`, `edge` `[b, n, n, E]`, `mask` `[b, n]`,
     /// `pmask` `[b, n, n, 1]` → updated `(h, x)`.
     pub fn forward(&self, h: &Tensor, x: &Tensor, edge: &Tensor, mask: &Tensor, pmask: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (diff, d2) = pair_geometry(x)?;
+        let (_diff, d2) = pair_geometry(x)?;
         let hs = self.src.forward(h)?.unsqueeze(2)?; // [b, n, 1, H]
         let hd = self.dst.forward(h)?.unsqueeze(1)?; // [b, 1, n, H]
         let pre = self.edge.forward(edge)?.add(&self.dist.forward(&d2)?)?.broadcast_add(&hs)?.broadcast_add(&hd)?; // [b, n, n, H]
         let m = ops::silu(&self.msg.forward(&ops::silu(&pre)?)?)?; // [b, n, n, H]
+        let (b, n, _, hd) = m.dims4()?;
         let gate = ops::sigmoid(&self.att.forward(&m)?)?.mul(pmask)?; // [b, n, n, 1]
-        let m = m.broadcast_mul(&gate)?; // [b, n, n, H]
-        let agg = (m.sum(2)? / self.agg_norm)?; // [b, n, H]
+        // Σ_j gate_ij m_ij as a batched GEMM: [b n, 1, n] @ [b n, n, H].
+        let agg = (gate.reshape((b * n, 1, n))?.matmul(&m.reshape((b * n, n, hd))?)?.reshape((b, n, hd))? / self.agg_norm)?; // [b, n, H]
         let dh = self.node2.forward(&ops::silu(&self.node1.forward(&Tensor::cat(&[h, &agg], 2)?)?)?)?;
         let mk = mask.unsqueeze(2)?; // [b, n, 1]
         let h = h.add(&dh)?.broadcast_mul(&mk)?;
         let phi = (self.coord2.forward(&ops::silu(&self.coord1.forward(&m)?)?)?.tanh()? * self.coords_range)?; // [b, n, n, 1]
-        let w = phi.mul(pmask)?.div(&(d2 + 1e-8)?.sqrt()?.affine(1.0, 1.0)?)?; // [b, n, n, 1]
-        let dx = (diff.broadcast_mul(&w)?.sum(2)? / self.agg_norm)?; // [b, n, 3]
+        let w = phi.mul(pmask)?.div(&(d2 + 1e-8)?.sqrt()?.affine(1.0, 1.0)?)?.reshape((b, n, n))?; // [b, n, n]
+        // Σ_j w_ij (x_i − x_j) = x_i Σ_j w_ij − Σ_j w_ij x_j.
+        let dx = x.broadcast_mul(&w.sum_keepdim(2)?)?.sub(&w.matmul(x)?)?; // [b, n, 3]
+        let dx = (dx / self.agg_norm)?;
         let x = centre(&x.add(&dx)?, mask)?;
         Ok((h, x))
     }

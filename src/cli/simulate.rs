@@ -21,7 +21,7 @@ pub enum SimulateCommand {
 pub enum KindArg {
     /// Linear SDE, exact stationary Gaussian (Lyapunov solve).
     Linear,
-    /// f(x) = −x + W tanh(x) + b + c, Euler–Maruyama; doubles interact.
+    /// f(x) = −x + tanh(W x + b) + c, Euler–Maruyama; doubles interact.
     Nonlinear,
 }
 

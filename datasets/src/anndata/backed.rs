@@ -23,7 +23,7 @@ use super::types::*;
 use crate::error::Result;
 
 /// Gaps (in stored elements) up to this size are read through when coalescing.
-pub const GAP: usize = 32 * 1024;
+pub const GAP: usize = 512;
 
 /// A matrix element of the file, resolved but not read.
 enum Stored {
@@ -37,6 +37,7 @@ pub struct H5adReader {
     ctx: Ctx,
     mode: Mode,
     legacy_uns: Option<BTreeMap<String, Value>>,
+    gap: usize,
     pub obs: DataFrame,
     pub var: DataFrame,
 }
@@ -59,7 +60,14 @@ impl H5adReader {
             legacy_uns = Some(uns);
         }
         check_unique(&ctx, "/obs", &obs.index)?;
-        Ok(H5adReader { file, ctx, mode, legacy_uns, obs, var })
+        Ok(H5adReader { file, ctx, mode, legacy_uns, gap: GAP, obs, var })
+    }
+
+    /// Gap (in stored elements) read through when coalescing row ranges
+    /// (default [`GAP`]; 0 reads exactly the needed slices).
+    pub fn with_coalesce_gap(mut self, gap: usize) -> Self {
+        self.gap = gap;
+        self
     }
 
     pub fn n_obs(&self) -> usize {
@@ -188,6 +196,9 @@ impl H5adReader {
         let mut sorted: Vec<usize> = rows.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
+        if sorted.is_empty() {
+            return self.read_dense_block(ds, path, 0, 0, nc);
+        }
         let blocks = coalesce(sorted.iter().map(|&r| (r, r + 1)), 0);
         let parts: Vec<Matrix> = blocks
             .iter()
@@ -241,7 +252,7 @@ impl H5adReader {
         let mut sorted: Vec<usize> = sel.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
-        let spans = coalesce(sorted.iter().map(|&r| (ptr[r] as usize, ptr[r + 1] as usize)), GAP);
+        let spans = coalesce(sorted.iter().map(|&r| (ptr[r] as usize, ptr[r + 1] as usize)), self.gap);
         let ranges: Vec<Range<usize>> = spans.iter().map(|&(a, b)| a..b).collect();
         let data = read_data_ranges(&self.ctx, &join(&meta.path, "data"), &meta.data, &ranges)?;
         let indices = read_index_ranges(&self.ctx, &join(&meta.path, "indices"), &meta.indices, &ranges)?;
@@ -361,8 +372,9 @@ impl H5adReader {
             None => None,
             Some(rx) => {
                 let x = self.read_submatrix(rx, rows, None)?;
-                let var = if root.link_exists("raw/var") {
-                    match read::read_elem(ctx, root, "/raw", "var", self.mode)? {
+                let var = if root.link_exists("raw") && root.link_exists("raw/var") {
+                    let rg = ctx.h5("/raw", "opening group", root.group("raw"))?;
+                    match read::read_elem(ctx, &rg, "/raw", "var", self.mode)? {
                         Elem::Value(Value::DataFrame(df)) => df,
                         other => return Err(ctx.fmt("/raw/var", "a dataframe", read::elem_kind(&other))),
                     }

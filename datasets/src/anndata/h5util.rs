@@ -269,7 +269,15 @@ pub(crate) fn read_dense(ctx: &Ctx, path: &str, ds: &Dataset) -> Result<DenseArr
         TypeDescriptor::Unsigned(IntSize::U8) => rd!(u64, U64),
         TypeDescriptor::Boolean => rd!(bool, Bool),
         t if is_string_type(&t) => {
-            let v = read_strings(ctx, path, ds)?;
+            let fast = match t {
+                TypeDescriptor::VarLenUnicode | TypeDescriptor::VarLenAscii => super::vlen::fast_strings(ctx, ds)
+                    .and_then(|v| v.into_iter().collect::<Option<Vec<String>>>()),
+                _ => None,
+            };
+            let v = match fast {
+                Some(v) => v,
+                None => read_strings(ctx, path, ds)?,
+            };
             DenseArray::String(to_dyn(ctx, path, &shape, v)?)
         }
         other => {
@@ -434,4 +442,34 @@ pub(crate) fn read_range_into<T: hdf5::H5Type + Copy>(
     // SAFETY: H5Dread succeeded and initialised `count` elements.
     unsafe { out.set_len(old + count) };
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_vlen_strings_match_the_hdf5_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.h5");
+        let ctx = Ctx::new(&p);
+        let strings: Vec<String> = (0..5000)
+            .map(|i| match i % 4 {
+                0 => String::new(),
+                1 => format!("cell-{i}"),
+                2 => format!("名前-ß-{}", "x".repeat(i % 37)),
+                _ => "long ".repeat(i % 50),
+            })
+            .collect();
+        {
+            let f = hdf5::File::create(&p).unwrap();
+            write_dense(&ctx, &f, "/", "names", &DenseArray::strings(strings.clone())).unwrap();
+        }
+        let f = hdf5::File::open(&p).unwrap();
+        let ds = f.dataset("names").unwrap();
+        let fast: Vec<String> = super::super::vlen::fast_strings(&ctx, &ds).unwrap().into_iter().map(Option::unwrap).collect();
+        let slow = read_strings(&ctx, "/names", &ds).unwrap();
+        assert_eq!(slow, strings);
+        assert_eq!(fast, strings);
+    }
 }

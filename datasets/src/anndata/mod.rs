@@ -12,6 +12,7 @@ mod ops;
 mod read;
 mod sparse;
 mod types;
+mod vlen;
 mod write;
 
 pub use backed::{ChunkIter, H5adReader};

@@ -8,13 +8,13 @@
 //! `lyapunov.rs`); cells are drawn from it directly, `x = μ_q + L z`,
 //! `Σ = L Lᵀ` (Cholesky), `z ~ N(0, I)`.
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
-use ndarray_linalg::{Cholesky, Eig, Solve, UPLO};
+use ndarray_linalg::{Cholesky, Eig, Factorize, Solve, UPLO};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 use super::graph::{random_weights, signed_uniform, GraphKind};
-use super::lyapunov::LyapunovSolver;
+use super::lyapunov::{with_big_stack, LyapunovSolver};
 use super::system::Drift;
 use crate::error::{DatasetsError, Result};
 
@@ -37,7 +37,7 @@ impl LinearSystem {
     /// Draw a random stable system (graph, weights, stabilisation, b, shifts).
     pub fn random(d: usize, graph: GraphKind, degree: f64, bias: f64, shift: (f64, f64), rng: &mut ChaCha8Rng) -> Result<Self> {
         let w = random_weights(graph, d, degree, 1.0, 3.0, rng);
-        let lam = w.eig().map_err(|e| linalg("eigenvalues of W", e))?.0;
+        let lam = with_big_stack(|| w.eig()).map_err(|e| linalg("eigenvalues of W", e))?.0;
         let max_re = lam.iter().map(|l| l.re).fold(f64::NEG_INFINITY, f64::max);
         let w = &w - &(Array2::<f64>::eye(d) * (max_re + 0.5));
         let b = Array1::from_shape_fn(d, |_| rng.random_range(-bias..bias));
@@ -69,9 +69,22 @@ impl LinearSystem {
         z.dot(&chol.t()) + &mean
     }
 
+    /// Stationary means `−A⁻¹(b + c_q)` of many conditions with one LU
+    /// factorisation of `A`.
+    pub fn stationary_means(&self, conditions: &[&[usize]]) -> Result<Vec<Array1<f64>>> {
+        let lu = with_big_stack(|| self.a.factorize()).map_err(|e| linalg("LU of A", e))?;
+        conditions
+            .iter()
+            .map(|t| {
+                let rhs = -(&self.b + &self.shift_vector(t)?);
+                lu.solve(&rhs).map_err(|e| linalg("solving A x = −(b + c)", e))
+            })
+            .collect()
+    }
+
     /// Lower Cholesky factor of Σ.
     pub fn cholesky(sigma: &Array2<f64>) -> Result<Array2<f64>> {
-        sigma.cholesky(UPLO::Lower).map_err(|e| linalg("Cholesky of Σ", e))
+        with_big_stack(|| sigma.cholesky(UPLO::Lower)).map_err(|e| linalg("Cholesky of Σ", e))
     }
 }
 
@@ -90,7 +103,7 @@ impl Drift for LinearSystem {
     }
     fn fixed_point(&self, targets: &[usize]) -> Result<Array1<f64>> {
         let rhs = -(&self.b + &self.shift_vector(targets)?);
-        self.a.solve(&rhs).map_err(|e| linalg("solving A x = −(b + c)", e))
+        with_big_stack(|| self.a.solve(&rhs)).map_err(|e| linalg("solving A x = −(b + c)", e))
     }
 }
 

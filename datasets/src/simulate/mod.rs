@@ -3,7 +3,7 @@
 //!
 //! - [`linear`]: the linear SDE screen of the LCD paper (Lorch et al. 2026,
 //!   arXiv:2601.15341): exact stationary Gaussians via a Lyapunov solve.
-//! - [`nonlinear`]: `f(x) = −x + W tanh(x) + b + c_q`, Euler–Maruyama to
+//! - [`nonlinear`]: `f(x) = −x + tanh(W x + b) + c_q`, Euler–Maruyama to
 //!   stationarity; doubles show genuine genetic interactions.
 //! - [`counts`]: optional ZIP count layer `x ~ ZIP(π, u · softplus(s))`.
 //!
@@ -52,7 +52,7 @@ pub enum SimKind {
     /// Linear SDE, exact Gaussian stationary law.
     #[default]
     Linear,
-    /// `−x + W tanh(x) + b + c`, Euler–Maruyama.
+    /// `−x + tanh(W x + b) + c`, Euler–Maruyama.
     Nonlinear,
 }
 

@@ -1,19 +1,27 @@
-//! Nonlinear SDE screen with saturating regulation.
+//! Nonlinear SDE screen with saturating regulation (a firing-rate /
+//! Hopfield-type gene network, e.g. Mjolsness et al. 1991, J. Theor. Biol.
+//! 152:429).
 //!
-//! Drift `f_q(x) = −x + W·tanh(x) + b + c_q`, diffusion `dx = f_q dt + dW`.
-//! Orientation: `w[[j, i]]` is the weight of regulator i in target j's rate
-//! (row = target, like the linear drift matrix `A`). The graph and the raw
-//! weights `±U(1, 3)` are drawn as for the linear screen and then scaled so
-//! that the spectral norm ‖W‖₂ equals `contraction` < 1: since
-//! `|tanh′| ≤ 1`, `x ↦ W tanh(x) + b + c` is then a contraction, the drift
-//! has exactly one fixed point per condition, and its Jacobian
-//! `J = −I + W diag(sech²(x))` has log-norm ≤ −(1 − contraction) < 0
-//! everywhere (globally stable dynamics).
+//! Drift `f_q(x) = −x + tanh(W x + b) + c_q`, diffusion `dx = f_q dt + dW`:
+//! each gene's production saturates in its combined regulatory input
+//! `u = W x + b`, decays at unit rate, and a perturbation of gene j adds
+//! `c_j = ±U(5, 15)` to gene j's rate (outside the saturation, as CRISPRa/i
+//! changes the gene's level itself). Orientation: `w[[j, i]]` is the weight
+//! of regulator i in target j's input (row = target, like the linear drift
+//! matrix `A`). The graph and the raw weights `±U(1, 3)` are drawn as for the
+//! linear screen and then scaled so that the spectral norm ‖W‖₂ equals
+//! `contraction` < 1: `x ↦ tanh(W x + b) + c` is then a contraction, the
+//! drift has exactly one fixed point per condition, and the Jacobian
+//! `J = −I + diag(sech²(W x + b)) W` has log-norm ≤ −(1 − contraction) < 0
+//! everywhere (globally stable, no oscillation or chaos).
 //!
-//! Genetic interactions: a perturbation shift `c_j = ±U(5, 15)` drives gene j
-//! into saturation, where its influence on its targets is bounded by `|W|`
-//! and its sensitivity to its regulators vanishes (`sech² → 0`), so the
-//! effect of a double is not the sum of its singles.
+//! Genetic interactions: a perturbed gene moves by ~|c_j| ≈ 10, so its
+//! targets' inputs move by `w · c_j` = O(1) and saturate; a target of both
+//! genes of a double sees `tanh(u + Δ_a + Δ_b) ≠ tanh(u + Δ_a) + tanh(u + Δ_b)
+//! − tanh(u)`, so the additive model of doubles is wrong at first order.
+//! (The variant `−x + W tanh(x)` was measured first: under the same
+//! contraction its perturbed genes' outputs are capped at |tanh| ≤ 1 and the
+//! mean |interaction| of fixed points was ~2e-4, i.e. invisible.)
 //!
 //! Sampling: every cell is an independent Euler–Maruyama chain started at the
 //! condition's fixed point and run for `burn_in` time units with step `dt`;
@@ -26,10 +34,11 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 use super::graph::{random_weights, signed_uniform, GraphKind};
+use super::lyapunov::with_big_stack;
 use super::system::Drift;
 use crate::error::{DatasetsError, Result};
 
-/// `f(x) = −x + W tanh(x) + b`, perturbation shifts `c_j`.
+/// `f(x) = −x + tanh(W x + b)`, perturbation shifts `c_j`.
 #[derive(Debug, Clone)]
 pub struct NonlinearSystem {
     /// Interaction matrix, row = target, column = regulator. `[d, d]`
@@ -89,7 +98,7 @@ impl NonlinearSystem {
         Self::new(w, b, shifts)
     }
 
-    /// `W tanh(x)` for gene-major states: `t = tanh(s)`, `[d, n] → [d, n]`.
+    /// `W s` for gene-major states, `[d, n] → [d, n]`, with the sparse edges.
     fn regulate(&self, t: &Array2<f64>) -> Array2<f64> {
         let mut out = Array2::zeros(t.raw_dim());
         for &(j, i, v) in &self.edges {
@@ -102,18 +111,18 @@ impl NonlinearSystem {
     /// Sample `n` cells `[n, d]` of condition `targets` by Euler–Maruyama.
     pub fn sample(&self, targets: &[usize], n: usize, dt: f64, burn_in: f64, rng: &mut ChaCha8Rng) -> Result<Array2<f64>> {
         let x0 = self.fixed_point(targets)?;
-        let rate = &self.b + &self.shift_vector(targets)?; // [d]
+        let shift = self.shift_vector(targets)?; // [d]
         let d = x0.len();
         let mut s = Array2::from_shape_fn((d, n), |(g, _)| x0[g]); // [d, n]
         let steps = (burn_in / dt).ceil() as usize;
         let sq = dt.sqrt();
-        let rate_col = rate.insert_axis(Axis(1)); // [d, 1]
+        let c_col = shift.insert_axis(Axis(1)); // [d, 1]
+        let b_col = self.b.view().insert_axis(Axis(1)); // [d, 1]
         for _ in 0..steps {
-            let t = s.mapv(f64::tanh);
-            let reg = self.regulate(&t);
+            let u = self.regulate(&s); // [d, n]
             let noise = Array2::from_shape_fn((d, n), |_| rng.sample::<f64, _>(StandardNormal));
-            Zip::from(&mut s).and(&reg).and_broadcast(&rate_col).and(&noise).for_each(|x, &r, &c, &z| {
-                *x += dt * (-*x + r + c) + sq * z;
+            Zip::from(&mut s).and(&u).and_broadcast(&b_col).and_broadcast(&c_col).and(&noise).for_each(|x, &u, &b, &c, &z| {
+                *x += dt * (-*x + (u + b).tanh() + c) + sq * z;
             });
         }
         Ok(s.reversed_axes().as_standard_layout().to_owned())
@@ -128,23 +137,25 @@ impl Drift for NonlinearSystem {
         &self.shifts
     }
     fn base_drift(&self, x: ArrayView2<f64>) -> Array2<f64> {
-        let t = x.mapv(f64::tanh); // [n, d]
-        t.dot(&self.w.t()) - x + &self.b
+        let u = x.dot(&self.w.t()) + &self.b; // [n, d]
+        u.mapv(f64::tanh) - x
     }
     fn jacobian(&self, x: ArrayView1<f64>) -> Array2<f64> {
-        let sech2 = x.mapv(|v| 1.0 - v.tanh().powi(2));
-        let mut j = &self.w * &sech2.insert_axis(Axis(0)); // scale column i by sech²(x_i)
+        let u = self.w.dot(&x) + &self.b;
+        let sech2 = u.mapv(|v| 1.0 - v.tanh().powi(2));
+        let mut j = &self.w * &sech2.insert_axis(Axis(1)); // scale row j by sech²(u_j)
         j.diag_mut().mapv_inplace(|v| v - 1.0);
         j
     }
-    /// Fixed-point iteration `x ← W tanh(x) + b + c` (a contraction when
+    /// Fixed-point iteration `x ← tanh(W x + b) + c` (a contraction when
     /// ‖W‖₂ < 1), then Newton steps to machine precision.
     fn fixed_point(&self, targets: &[usize]) -> Result<Array1<f64>> {
-        let rate = &self.b + &self.shift_vector(targets)?;
-        let mut x = rate.clone();
+        let c = self.shift_vector(targets)?;
+        let drift = |x: &Array1<f64>| (self.w.dot(x) + &self.b).mapv(f64::tanh) - x + &c;
+        let mut x = self.b.mapv(f64::tanh) + &c;
         for _ in 0..10_000 {
-            let t = x.mapv(f64::tanh).insert_axis(Axis(1));
-            let next = self.regulate(&t.to_owned()).remove_axis(Axis(1)) + &rate;
+            let xc = x.view().insert_axis(Axis(1)).to_owned();
+            let next = (self.regulate(&xc).remove_axis(Axis(1)) + &self.b).mapv(f64::tanh) + &c;
             let delta = (&next - &x).iter().map(|v| v.abs()).fold(0.0, f64::max);
             x = next;
             if delta < 1e-10 {
@@ -152,18 +163,19 @@ impl Drift for NonlinearSystem {
             }
         }
         for _ in 0..3 {
-            let f = self.w.dot(&x.mapv(f64::tanh)) - &x + &rate;
+            let f = drift(&x);
             let res = f.iter().map(|v| v.abs()).fold(0.0, f64::max);
             if res < 1e-13 {
                 break;
             }
-            let step = self.jacobian(x.view()).solve(&f).map_err(|e| DatasetsError::InvalidConfig {
+            let jac = self.jacobian(x.view());
+            let step = with_big_stack(|| jac.solve(&f)).map_err(|e| DatasetsError::InvalidConfig {
                 param: "nonlinear system".into(),
                 message: format!("Newton step at the fixed point failed: {e}"),
             })?;
             x = &x - &step;
         }
-        let f = self.w.dot(&x.mapv(f64::tanh)) - &x + &rate;
+        let f = drift(&x);
         let res = f.iter().map(|v| v.abs()).fold(0.0, f64::max);
         if !(res < 1e-6) {
             return Err(DatasetsError::InvalidConfig {
@@ -210,13 +222,13 @@ mod tests {
 
     #[test]
     fn sampler_mean_near_fixed_point_for_small_noise_effect() {
-        // With d = 1 and w = 0 the SDE is an OU process: mean b + c, var 1/2.
+        // With d = 1 and w = 0 the SDE is an OU process: mean tanh(b) + c, var 1/2.
         let s = NonlinearSystem::new(Array2::zeros((1, 1)), ndarray::arr1(&[0.7]), ndarray::arr1(&[2.0]));
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let x = s.sample(&[0], 4000, 0.01, 8.0, &mut rng).expect("sample");
         let m = x.mean().unwrap_or(0.0);
         let v = x.var(0.0);
-        assert!((m - 2.7).abs() < 0.04, "mean {m}");
+        assert!((m - (0.7f64.tanh() + 2.0)).abs() < 0.04, "mean {m}");
         assert!((v - 0.5 / (1.0 - 0.005)).abs() < 0.05, "var {v}");
     }
 }

@@ -143,6 +143,10 @@ pub fn simulate_screen(cfg: &SimulationConfig, progress: &(dyn Fn(usize, usize) 
         }
     };
     let (perturbed, conds) = design(cfg, &mut rng);
+    let means = match &system {
+        TrueSystem::Linear(s) => Some(s.stationary_means(&conds.iter().map(|c| c.targets.as_slice()).collect::<Vec<_>>())?),
+        TrueSystem::Nonlinear(_) => None,
+    };
     let zip = cfg.counts.then(|| ZipParams::random(d, &mut rng));
     let n = cfg.cells_per_condition;
     let done = AtomicUsize::new(0);
@@ -153,13 +157,10 @@ pub fn simulate_screen(cfg: &SimulationConfig, progress: &(dyn Fn(usize, usize) 
         .enumerate()
         .map(|(q, c)| -> Result<_> {
             let mut crng = stream_rng(cfg.seed, q as u64 + 1);
-            let latent = match (&system, &lyap) {
-                (TrueSystem::Linear(s), Some((chol, _))) => {
-                    let mu = s.stationary_mean(&c.targets)?;
-                    LinearSystem::sample(mu.view(), chol, n, &mut crng)
-                }
-                (TrueSystem::Nonlinear(s), _) => s.sample(&c.targets, n, cfg.dt, cfg.burn_in, &mut crng)?,
-                (TrueSystem::Linear(_), None) => unreachable!("linear systems always carry a Cholesky factor"),
+            let latent = match (&system, &lyap, &means) {
+                (TrueSystem::Nonlinear(s), _, _) => s.sample(&c.targets, n, cfg.dt, cfg.burn_in, &mut crng)?,
+                (TrueSystem::Linear(_), Some((chol, _)), Some(mu)) => LinearSystem::sample(mu[q].view(), chol, n, &mut crng),
+                (TrueSystem::Linear(_), _, _) => unreachable!("linear systems always carry a Cholesky factor and means"),
             };
             let counts = zip.as_ref().map(|z| z.sample(latent.view(), &mut crng));
             progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
@@ -232,7 +233,7 @@ pub fn simulate_screen(cfg: &SimulationConfig, progress: &(dyn Fn(usize, usize) 
         }
         TrueSystem::Nonlinear(nl) => {
             sim.insert("W".into(), f64_array(nl.w.clone().into_dyn()));
-            sim.insert("drift".into(), s("f(x) = -x + W tanh(x) + b + c_q (W row = target), dx = f dt + dW"));
+            sim.insert("drift".into(), s("f(x) = -x + tanh(W x + b) + c_q (W row = target), dx = f dt + dW"));
             sim.insert("contraction".into(), f(cfg.contraction));
             sim.insert("dt".into(), f(cfg.dt));
             sim.insert("burn_in".into(), f(cfg.burn_in));

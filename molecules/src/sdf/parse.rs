@@ -113,8 +113,14 @@ fn parse_v2000_ctab(counts: &[u8], counts_line: usize, lines: &mut Lines<'_>, ct
             .next()
             .ok_or_else(|| ctx.err(lines.line_no + 1, format!("truncated record: atom {} of {n_atoms} missing", i + 1)))?;
         let ln = lines.line_no;
-        if line.starts_with(b"M  ") {
-            return Err(ctx.err(ln, format!("counts line declares {n_atoms} atoms but the atom block has {i}")));
+        if line.starts_with(b"M  ") || line.len() < 34 {
+            return Err(ctx.err(
+                ln,
+                format!(
+                    "counts line declares {n_atoms} atoms but the atom block has {i} (line '{}' is not an atom line)",
+                    show(line)
+                ),
+            ));
         }
         for (k, (a, b)) in [(0, 10), (10, 20), (20, 30)].into_iter().enumerate() {
             let v = parse_f64(field(line, a, b)).ok_or_else(|| {

@@ -4,8 +4,8 @@ reader/writer tests (molecules/tests/rdkit_oracle.rs).
 usage: rdkit_dump.py FILE [FILE ...]   (gzip by .gz extension)
 prints one JSON object: {path: [record, ...]} where each record has
 parsed, title, atoms (Z), charges, isotopes, radicals, bonds [[a, b, type]],
-coords, props {name: value}, sanitize_ok and smiles (SDMolSupplier defaults:
-sanitize=True, removeHs=True).
+coords, props {name: value}, sanitize_ok (Chem.SanitizeMol on the record as read, hydrogens kept) and
+smiles (Chem.MolToSmiles(Chem.RemoveHs(sanitized))).
 """
 import gzip
 import json
@@ -23,12 +23,16 @@ def supplier(path, **kw):
 
 def dump(path):
     raw = list(supplier(path, sanitize=False, removeHs=False))
-    san = list(supplier(path))
     out = []
-    for i, (m, s) in enumerate(zip(raw, san)):
+    for i, m in enumerate(raw):
         if m is None:
             out.append({"index": i, "parsed": False})
             continue
+        s = Chem.Mol(m)
+        try:
+            Chem.SanitizeMol(s)
+        except Exception:
+            s = None
         conf = m.GetConformer() if m.GetNumConformers() else None
         out.append({
             "index": i,
@@ -42,7 +46,7 @@ def dump(path):
             "coords": [list(conf.GetAtomPosition(k)) for k in range(m.GetNumAtoms())] if conf else [],
             "props": {k: m.GetProp(k) for k in m.GetPropNames()},
             "sanitize_ok": s is not None,
-            "smiles": Chem.MolToSmiles(s) if s is not None else None,
+            "smiles": Chem.MolToSmiles(Chem.RemoveHs(s)) if s is not None else None,
         })
     return out
 

@@ -2,20 +2,29 @@
 //! K mirror-descent iterations, each
 //!
 //! 1. **expand** — raise entropy: adjoint matching with the terminal reward
-//!    gradient `∇r(x) = −γ λ [s_k(x, 1−ε) − β s_pre(x, 1−ε)]` (`s_k` score of
-//!    the current model, frozen as the base of this step; `s_pre` the frozen
-//!    pre-trained score). With β = 0 the optimum of the step is
+//!    gradient `∇r(x) = −γ λ [s̃_k(x) − β s̃_pre(x)]` (`s̃_k` smoothed score of
+//!    the current model, frozen as the base of this step; `s̃_pre` of the frozen
+//!    pre-trained model). With β = 0 the optimum of the step is
 //!    `p_{k+1} ∝ p_k^{1−γ}` (flattened density);
 //! 2. **project** — onto the verifier: adjoint matching with `∇r = η ∇log c(x)`
 //!    (the verifier's own gradient or a Gaussian-smoothed estimate for a 0/1
 //!    verifier), or rejection-weighted flow matching on verified samples;
 //! 3. the fine-tuned model becomes the base of the next iteration.
+//!
+//! Smoothed score: `design/expand.md` writes `s(x, 1−ε)`. Because
+//! `x_t = α_t x1 + β_t x0` also *shrinks* the data by `α_t`, `s(x, 1−ε)`
+//! evaluated at a terminal sample is biased towards the origin by
+//! ≈ `ε‖x‖/β_t²` (two noise standard deviations at ε = 0.01, ‖x‖ = 2), which
+//! turns the entropy step into a translation (seen on the `ring` toy). We use
+//! the score of `p_1` smoothed by `N(0, (β/α)²)`, i.e.
+//! `s̃(x) = α_t s(α_t x, t)` at `t = 1 − ε`, which has zero mean under `p_1`
+//! up to the smoothing.
 use candle_core::Tensor;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use super::adjoint::{adjoint_matching, AdjointConfig};
-use super::flow::{sample_ode, score, Flow, TrainableFlow};
+use super::flow::{sample_ode, score, Flow, Interpolant, TrainableFlow};
 use super::mlp::{train_cfm, CfmConfig};
 use super::verifier::{grad_log_batch, verify_batch, Smoothing, Verifier};
 use super::{bad_config, ExpandError, Result};
@@ -103,6 +112,13 @@ impl FeConfig {
     }
 }
 
+/// Score of `p_1` smoothed by the interpolant's noise at time `t`:
+/// `s̃(x) = α_t s(α_t x, t)` (see module docs). `x`: [batch, event…].
+pub fn smoothed_score<F: Flow + ?Sized>(flow: &F, x: &Tensor, t: f64) -> Result<Tensor> {
+    let a = Interpolant.alpha(t);
+    Ok((score(flow, &(x * a)?, t)? * a)?)
+}
+
 /// Progress events of [`flow_expander`].
 #[derive(Debug, Clone, Copy)]
 pub enum FeEvent {
@@ -134,9 +150,9 @@ where
         let base = model.frozen_copy()?;
         let lambda = cfg.expand.lambda;
         let entropy_grad = |x: &Tensor| -> Result<Tensor> {
-            let mut s = score(&base, x, t_score)?;
+            let mut s = smoothed_score(&base, x, t_score)?;
             if cfg.beta > 0.0 {
-                s = (s - (score(pre, x, t_score)? * cfg.beta)?)?;
+                s = (s - (smoothed_score(pre, x, t_score)? * cfg.beta)?)?;
             }
             Ok((s * (-cfg.gamma * lambda))?)
         };

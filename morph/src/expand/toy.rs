@@ -7,7 +7,7 @@
 //!
 //! The verifier knows the whole region: `c(x) = 1[sdf(x) ≤ 0]` (signed
 //! distance `sdf`), with the differentiable surrogate
-//! `log c_τ(x) = log σ(−sdf(x)/τ)` (τ = 0.05) for gradient projection.
+//! `log c_τ(x) = log σ(−sdf(x)/τ)` (τ = `ToyConfig::verifier_tau`) for gradient projection.
 //! Coverage is measured against the grid of spacing 0.1 over [−2.5, 2.5]²
 //! restricted to the region, with radius 0.1 (a grid point is covered when a
 //! sample lies within 0.1 of it).
@@ -150,6 +150,8 @@ pub struct ToyConfig {
     /// RBF bandwidth and subsample size of the Vendi score.
     pub vendi_bandwidth: f64,
     pub vendi_n: usize,
+    /// Temperature τ of the verifier's surrogate gradient `∇log σ(−sdf/τ)`.
+    pub verifier_tau: f64,
     pub fe: FeConfig,
     pub actflow: ActFlowConfig,
 }
@@ -168,6 +170,7 @@ impl Default for ToyConfig {
             coverage_radius: 0.1,
             vendi_bandwidth: 0.5,
             vendi_n: 400,
+            verifier_tau: 0.2,
             fe: FeConfig { iterations: 3, epsilon: 0.05, expand: am.clone(), project: am, ..FeConfig::default() },
             actflow: ActFlowConfig::default(),
         }
@@ -191,6 +194,9 @@ impl ToyConfig {
         }
         if !(self.vendi_bandwidth > 0.0) {
             return Err(bad_config(c, "vendi_bandwidth", self.vendi_bandwidth, "> 0"));
+        }
+        if !(self.verifier_tau > 0.0) {
+            return Err(bad_config(c, "verifier_tau", self.verifier_tau, "> 0"));
         }
         if self.vendi_n < 2 {
             return Err(bad_config(c, "vendi_n", self.vendi_n, ">= 2"));
@@ -243,7 +249,7 @@ fn to_array(x: &Tensor) -> Result<Array2<f64>> {
 /// Evaluate a flow with fixed evaluation noise `z` ([n_eval, 2]).
 fn evaluate<F: Flow>(flow: &F, z: &Tensor, task: ToyTask, cfg: &ToyConfig, grid: &Array2<f64>) -> Result<(ToyMetrics, f64, Array2<f64>)> {
     let xs = sample_ode(flow, z, cfg.n_ode_steps)?;
-    let ver = ToyVerifier { task, tau: 0.05 };
+    let ver = ToyVerifier { task, tau: cfg.verifier_tau };
     let validity = validity_rate(&verify_batch(&ver, &xs)?);
     let arr = to_array(&xs)?;
     let cov = coverage(grid.view(), arr.view(), cfg.coverage_radius);
@@ -268,7 +274,7 @@ pub fn run_toy(task: ToyTask, method: ToyMethod, cfg: &ToyConfig, device: &Devic
     let mut eval_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_e7a1);
     let z = model.noise(cfg.n_eval, &mut eval_rng)?;
     let (before, vl_before, samples_before) = evaluate(&pre, &z, task, cfg, &grid)?;
-    let ver = ToyVerifier { task, tau: 0.05 };
+    let ver = ToyVerifier { task, tau: cfg.verifier_tau };
     let mut rounds = Vec::new();
     match method {
         ToyMethod::Fe => {
