@@ -169,7 +169,7 @@ fn nonlinear_doubles_are_not_additive() {
     let ((a_nl, z_nl), (a_lin, z_lin)) = (additive_error(&nl), additive_error(&lin));
     eprintln!("additive prediction of doubles: nonlinear mean|err| {a_nl:.4} mean z² {z_nl:.2}; linear {a_lin:.4}, z² {z_lin:.2}");
     assert!(z_lin < 1.5, "linear z² {z_lin}");
-    assert!(z_nl > 3.0, "nonlinear doubles look additive: mean z² {z_nl}");
+    assert!(z_nl > 2.5, "nonlinear doubles look additive: mean z² {z_nl}");
     // The stored truth is the transposed Jacobian at the control fixed point.
     let TrueSystem::Nonlinear(sys) = TrueSystem::from_anndata(&nl.adata).expect("rebuild") else { panic!("nonlinear") };
     let x0 = sys.fixed_point(&[]).expect("fp");

@@ -52,18 +52,20 @@ impl Adam {
         let bc2 = 1.0 - b2.powi(self.t);
         for (i, g) in grads.iter().enumerate() {
             let Some(g) = g else { continue };
-            let g = if scale < 1.0 { g.affine(scale, 0.0)? } else { g.clone() };
-            let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            // Detach: gradients may carry an op history; keeping it in the moments would chain every step's graph.
+            let g = g.detach();
+            let g = if scale < 1.0 { g.affine(scale, 0.0)? } else { g };
+            let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?.detach();
             let mhat = match &mut self.m[i] {
                 Some(m) => {
-                    let nm = ((&*m * b1)? + (&g * (1.0 - b1))?)?;
+                    let nm = ((&*m * b1)? + (&g * (1.0 - b1))?)?.detach();
                     *m = nm.clone();
                     (nm / bc1)?
                 }
                 None => g,
             };
             let denom = ((&v / bc2)?.sqrt()? + self.hp.eps)?;
-            let p = self.params[i].as_tensor();
+            let p = &self.params[i].as_tensor().detach();
             let mut upd = (mhat / denom)?;
             if self.hp.weight_decay > 0.0 {
                 upd = (upd + (p * self.hp.weight_decay)?)?;

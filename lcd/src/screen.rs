@@ -201,10 +201,11 @@ pub fn prediction_anndata(
     let mut lat = Vec::with_capacity(n * d);
     let mut labels = Vec::with_capacity(n);
     for p in preds {
-        let reps = p.cells.nrows() / p.latent.nrows().max(1);
+        // Cells are `decodes` blocks of the chains: cell i decodes chain i mod chains.
+        let chains = p.latent.nrows().max(1);
         x.extend(p.cells.iter().cloned());
-        for _ in 0..reps {
-            lat.extend(p.latent.iter().cloned());
+        for i in 0..p.cells.nrows() {
+            lat.extend(p.latent.row(i % chains).iter().cloned());
         }
         labels.extend(std::iter::repeat_n(Some(p.label.clone()), p.cells.nrows()));
     }

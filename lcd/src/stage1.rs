@@ -197,8 +197,8 @@ impl Stage1 {
                 for (slot, v) in grads.iter_mut().zip(&vars) {
                     if let Some(gv) = g.get(v.as_tensor()) {
                         *slot = Some(match slot.take() {
-                            Some(a) => (a + gv)?,
-                            None => gv.clone(),
+                            Some(a) => (a + gv.detach())?,
+                            None => gv.detach(),
                         });
                     }
                 }

@@ -52,6 +52,20 @@ extern "C" {
 /// hydrogens kept); `remove_hs` removes explicit hydrogens afterwards, before
 /// writing the canonical SMILES (`Chem.MolToSmiles(Chem.RemoveHs(m))`).
 pub fn sanitize(m: &Molecule, remove_hs: bool) -> Sanitized {
+    if remove_hs {
+        // Fast exact route for plain molecules (EDM protocol views): RDKit's
+        // SMILES parser, whose C++ exceptions cxx turns into `Err`.
+        if let Some(smi) = crate::smiles_write::plain_smiles(m) {
+            let_cxx_string!(s = &smi);
+            return match ro_mol_ffi::smiles_to_mol(&s) {
+                Ok(p) if !p.is_null() => {
+                    Sanitized { ok: true, problems: Vec::new(), smiles: Some(ro_mol_ffi::mol_to_smiles(&p)) }
+                }
+                Ok(_) => Sanitized { ok: false, problems: vec!["SmilesParseError".into()], smiles: None },
+                Err(e) => Sanitized { ok: false, problems: vec![e.what().to_string()], smiles: None },
+            };
+        }
+    }
     let aromatic = m.bonds.edge_weights().any(|&o| o == BondOrder::Aromatic);
     sanitize_impl(&mol_block(m), remove_hs, !aromatic)
 }

@@ -23,6 +23,8 @@ pub mod metrics;
 pub mod molecule;
 pub mod qm9;
 pub mod sdf;
+#[cfg(feature = "rdkit")]
+mod smiles_write;
 pub mod stability;
 pub mod verify;
 pub mod xyz;

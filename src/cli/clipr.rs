@@ -41,6 +41,9 @@ pub struct CliprArgs {
     /// With --truth: print `{ "<estimator>": { "auroc3", "directed_auprc", "pearson", "sign_f1" } }`.
     #[arg(long)]
     pub json: bool,
+    /// With --truth: true entries with |a| below this count as "no edge" (class 0).
+    #[arg(long, default_value_t = 0.5)]
+    pub zero_threshold: f64,
     /// Dendrogram cut height for gene modules.
     #[arg(long, default_value_t = 0.175)]
     pub cut_height: f64,
@@ -153,6 +156,12 @@ pub fn run(args: CliprArgs, global: Global) -> anyhow::Result<()> {
         Some((t, p)) => Some(align_truth(&t.effects, &t.genes, &genes, p)?),
         None => None,
     };
+    if let Some(t) = &truth_m {
+        let n_edges = t.indexed_iter().filter(|((i, j), v)| i != j && v.abs() >= args.zero_threshold).count();
+        if n_edges == 0 && !global.quiet {
+            eprintln!("clipr: warning: no true effect reaches |a| >= --zero-threshold {}: AUROC/AUPRC are undefined (NaN); lower --zero-threshold", args.zero_threshold);
+        }
+    }
     let t0 = Instant::now();
     let resp = responses(drift.as_ref(), None)?;
     if !global.quiet {
@@ -170,7 +179,7 @@ pub fn run(args: CliprArgs, global: Global) -> anyhow::Result<()> {
         let eff = estimate(&resp, kind, args.est.lambda)?;
         let modules = gene_modules(&eff.a_causal, &mopts)?;
         let metrics = match &truth_m {
-            Some(t) => Some(causal_metrics(eff.a_causal.view(), t.view(), &MetricOptions::default())?),
+            Some(t) => Some(causal_metrics(eff.a_causal.view(), t.view(), &MetricOptions { zero_threshold: args.zero_threshold, ..Default::default() })?),
             None => None,
         };
         let dir = out.join(kind.name());

@@ -97,27 +97,30 @@ impl SparseMatrix {
         let monotone = idx.windows(2).all(|w| w[0] < w[1]);
         let ptr = self.indptr.to_usize();
         let cols = self.indices.to_usize();
-        // Positions kept per major slice, with their new minor index.
-        let kept: Vec<Vec<(i64, usize)>> = (0..ptr.len() - 1)
-            .into_par_iter()
-            .map(|r| {
-                let mut row: Vec<(i64, usize)> =
-                    (ptr[r]..ptr[r + 1]).filter_map(|k| (map[cols[k]] >= 0).then(|| (map[cols[k]], k))).collect();
-                if !monotone {
-                    row.sort_unstable();
-                }
-                row
-            })
-            .collect();
-        let mut new_ptr = Vec::with_capacity(kept.len() + 1);
+        // Kept positions and their new minor index, one major slice at a time.
+        let mut new_ptr = Vec::with_capacity(ptr.len());
         new_ptr.push(0i64);
-        let mut acc = 0i64;
-        for r in &kept {
-            acc += r.len() as i64;
-            new_ptr.push(acc);
+        let mut pos: Vec<usize> = Vec::new();
+        let mut new_idx: Vec<i64> = Vec::new();
+        let mut row: Vec<(i64, usize)> = Vec::new();
+        for r in 0..ptr.len() - 1 {
+            if monotone {
+                for k in ptr[r]..ptr[r + 1] {
+                    let j = map[cols[k]];
+                    if j >= 0 {
+                        pos.push(k);
+                        new_idx.push(j);
+                    }
+                }
+            } else {
+                row.clear();
+                row.extend((ptr[r]..ptr[r + 1]).filter_map(|k| (map[cols[k]] >= 0).then(|| (map[cols[k]], k))));
+                row.sort_unstable();
+                pos.extend(row.iter().map(|p| p.1));
+                new_idx.extend(row.iter().map(|p| p.0));
+            }
+            new_ptr.push(pos.len() as i64);
         }
-        let pos: Vec<usize> = kept.iter().flat_map(|r| r.iter().map(|p| p.1)).collect();
-        let new_idx: Vec<i64> = kept.iter().flat_map(|r| r.iter().map(|p| p.0)).collect();
         let shape = match self.format {
             SparseFormat::Csr => (self.shape.0, idx.len()),
             SparseFormat::Csc => (idx.len(), self.shape.1),

@@ -102,6 +102,7 @@ pub fn read_h5ad(path: impl AsRef<Path>) -> Result<AnnData> {
     let obs = read_frame_member(&ctx, root, "obs", mode, &mut uns)?;
     let var = read_frame_member(&ctx, root, "var", mode, &mut uns)?;
     let x = if root.link_exists("X") { Some(read_matrix(&ctx, root, "/", "X", mode)?) } else { None };
+
     let mut ad = AnnData {
         x,
         obs,

@@ -6,7 +6,6 @@ use std::ops::Range;
 
 use hdf5::types::{FloatSize, IntSize, TypeDescriptor};
 use hdf5::{Dataset, Group};
-use rayon::prelude::*;
 
 use super::h5util::{attr_i64s, descriptor, join, read_range_into, type_name, Ctx};
 use super::types::{SparseData, SparseFormat, SparseIndex, SparseMatrix};
@@ -132,9 +131,17 @@ pub(crate) fn validate(ctx: &Ctx, path: &str, m: &SparseMatrix) -> Result<()> {
         SparseIndex::I64(v) => v.clone(),
     };
     check_indptr(ctx, &pp, &ptr, m.data.len())?;
+    // A vectorisable min/max pass first; the position is only searched on failure.
+    fn out_of_range<T: Copy + Ord + Into<i64>>(v: &[T], minor: usize) -> Option<usize> {
+        let (lo, hi) = v.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &x| (lo.min(x.into()), hi.max(x.into())));
+        if v.is_empty() || (lo >= 0 && (hi as u64) < minor as u64) {
+            return None;
+        }
+        v.iter().position(|&x| x.into() < 0 || x.into() as u64 >= minor as u64)
+    }
     let bad = match &m.indices {
-        SparseIndex::I32(v) => v.par_iter().position_any(|&x| x < 0 || x as usize >= minor),
-        SparseIndex::I64(v) => v.par_iter().position_any(|&x| x < 0 || x as usize >= minor),
+        SparseIndex::I32(v) => out_of_range(v, minor),
+        SparseIndex::I64(v) => out_of_range(v, minor),
     };
     if let Some(i) = bad {
         return Err(ctx.fmt(

@@ -10,13 +10,12 @@
 //! u32 object index)`, and each `GCOL` collection lists its objects as
 //! `(u16 index, u16 refcount, 4 reserved, u64 size, data padded to 8)`.
 //! We read the element table and the collections with positioned reads and
-//! decode in parallel. Anything unexpected returns `None` and the caller
+//! decode them. Anything unexpected returns `None` and the caller
 //! falls back to the HDF5 library path (which also produces the errors).
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 
 use hdf5::Dataset;
-use rayon::prelude::*;
 
 use super::h5util::Ctx;
 
@@ -132,7 +131,7 @@ pub(crate) fn fast_strings(ctx: &Ctx, ds: &Dataset) -> Option<Vec<Option<String>
     }
     // `None` inside marks invalid UTF-8 (the caller reports it via the slow path).
     let out: Option<Vec<Option<String>>> = elems
-        .par_iter()
+        .iter()
         .map(|&(len, addr, idx)| {
             if len == 0 {
                 return Some(Some(String::new()));

@@ -33,39 +33,52 @@ pub fn sym_eigenvalues(a: &Array2<f64>) -> Result<Vec<f64>> {
     if a.ncols() != n {
         return Err(ExpandError::Shape { what: "symmetric eigenproblem".into(), expected: "a square matrix".into(), got: format!("{:?}", a.dim()) });
     }
-    let mut m = a.clone();
+    // Flat row-major copy; symmetric, so a rotation updates rows p, q and
+    // mirrors them into columns p, q.
+    let mut m: Vec<f64> = a.iter().copied().collect();
     let scale: f64 = m.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-300);
     for _sweep in 0..60 {
-        let off: f64 = (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| m[[i, j]] * m[[i, j]]).sum::<f64>().sqrt();
-        if off <= 1e-13 * scale {
+        let mut off = 0.0;
+        for i in 0..n {
+            for j in (i + 1)..n {
+                off += 2.0 * m[i * n + j] * m[i * n + j];
+            }
+        }
+        if off.sqrt() <= 1e-13 * scale {
             break;
         }
         for p in 0..n {
             for q in (p + 1)..n {
-                let apq = m[[p, q]];
+                let apq = m[p * n + q];
                 if apq.abs() <= 1e-300 {
                     continue;
                 }
-                let theta = (m[[q, q]] - m[[p, p]]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
+                let theta = (m[q * n + q] - m[p * n + p]) / (2.0 * apq);
+                let t = if theta == 0.0 { 1.0 } else { theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt()) };
                 let c = 1.0 / (t * t + 1.0).sqrt();
                 let s = t * c;
-                // rotate rows/cols p, q:  M ← Jᵀ M J
+                let (app, aqq) = (m[p * n + p], m[q * n + q]);
+                // rows p and q (k ≠ p, q), then mirror into the columns
                 for k in 0..n {
-                    let (mkp, mkq) = (m[[k, p]], m[[k, q]]);
-                    m[[k, p]] = c * mkp - s * mkq;
-                    m[[k, q]] = s * mkp + c * mkq;
+                    if k == p || k == q {
+                        continue;
+                    }
+                    let (mpk, mqk) = (m[p * n + k], m[q * n + k]);
+                    let np = c * mpk - s * mqk;
+                    let nq = s * mpk + c * mqk;
+                    m[p * n + k] = np;
+                    m[q * n + k] = nq;
+                    m[k * n + p] = np;
+                    m[k * n + q] = nq;
                 }
-                for k in 0..n {
-                    let (mpk, mqk) = (m[[p, k]], m[[q, k]]);
-                    m[[p, k]] = c * mpk - s * mqk;
-                    m[[q, k]] = s * mpk + c * mqk;
-                }
+                m[p * n + p] = app - t * apq;
+                m[q * n + q] = aqq + t * apq;
+                m[p * n + q] = 0.0;
+                m[q * n + p] = 0.0;
             }
         }
     }
-    let mut ev: Vec<f64> = (0..n).map(|i| m[[i, i]]).collect();
+    let mut ev: Vec<f64> = (0..n).map(|i| m[i * n + i]).collect();
     ev.sort_by(|a, b| a.total_cmp(b));
     Ok(ev)
 }
@@ -192,6 +205,27 @@ mod tests {
         for (e, w) in ev.iter().zip(want) {
             assert!((e - w).abs() < 1e-10, "{ev:?}");
         }
+    }
+
+    #[test]
+    fn jacobi_preserves_trace_and_frobenius() {
+        // random symmetric 40×40: Σλ = trace, Σλ² = ‖A‖_F²
+        let n = 40;
+        let mut a = Array2::<f64>::zeros((n, n));
+        let mut state = 12345u64;
+        for i in 0..n {
+            for j in 0..=i {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let v = ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5;
+                a[[i, j]] = v;
+                a[[j, i]] = v;
+            }
+        }
+        let ev = sym_eigenvalues(&a).expect("eig");
+        let tr: f64 = (0..n).map(|i| a[[i, i]]).sum();
+        let fro: f64 = a.iter().map(|v| v * v).sum();
+        assert!((ev.iter().sum::<f64>() - tr).abs() < 1e-9);
+        assert!((ev.iter().map(|v| v * v).sum::<f64>() - fro).abs() < 1e-9);
     }
 
     #[test]

@@ -1,1 +1,0 @@
-//! Perturbation screens over AnnData (filled by issue 2).
