@@ -6,6 +6,7 @@
 //!   columns of `X` or a layer without loading the whole matrix, and iterates
 //!   over row chunks.
 mod backed;
+mod direct;
 mod h5util;
 mod legacy;
 mod ops;

@@ -153,6 +153,33 @@ pub(crate) fn validate(ctx: &Ctx, path: &str, m: &SparseMatrix) -> Result<()> {
     Ok(())
 }
 
+/// Append `ranges` of a 1-D dataset to `out`: direct `pread`s when the
+/// storage allows it (see [`super::direct`]), HDF5 hyperslab reads otherwise.
+fn read_ranges_into<T: hdf5::H5Type + Copy>(
+    ctx: &Ctx,
+    path: &str,
+    ds: &Dataset,
+    ranges: &[Range<usize>],
+    out: &mut Vec<T>,
+) -> Result<()> {
+    let n = ds.size();
+    if let Some(r) = ranges.iter().find(|r| r.end > n || r.start > r.end) {
+        return Err(ctx.fmt(path, format!("element range inside 0..{n}"), format!("{r:?}")));
+    }
+    let base = out.len();
+    let direct = super::direct::pieces::<T>(ds).and_then(|p| {
+        let f = std::fs::File::open(&ctx.file).ok()?;
+        super::direct::read_ranges(&f, &p, ranges, out)
+    });
+    if direct.is_none() {
+        out.truncate(base);
+        for r in ranges {
+            read_range_into(ctx, path, ds, r.start, r.len(), out)?;
+        }
+    }
+    Ok(())
+}
+
 /// Read the concatenation of `ranges` of a numeric `data` dataset.
 pub(crate) fn read_data_ranges(ctx: &Ctx, path: &str, ds: &Dataset, ranges: &[Range<usize>]) -> Result<SparseData> {
     let t = descriptor(ctx, path, ds)?;
@@ -160,9 +187,7 @@ pub(crate) fn read_data_ranges(ctx: &Ctx, path: &str, ds: &Dataset, ranges: &[Ra
     macro_rules! rd {
         ($ty:ty, $var:ident) => {{
             let mut v: Vec<$ty> = Vec::with_capacity(total);
-            for r in ranges {
-                read_range_into(ctx, path, ds, r.start, r.len(), &mut v)?;
-            }
+            read_ranges_into(ctx, path, ds, ranges, &mut v)?;
             SparseData::$var(v)
         }};
     }
@@ -186,16 +211,12 @@ pub(crate) fn read_index_ranges(ctx: &Ctx, path: &str, ds: &Dataset, ranges: &[R
         TypeDescriptor::Integer(IntSize::U1 | IntSize::U2 | IntSize::U4)
         | TypeDescriptor::Unsigned(IntSize::U1 | IntSize::U2) => {
             let mut v: Vec<i32> = Vec::with_capacity(total);
-            for r in ranges {
-                read_range_into(ctx, path, ds, r.start, r.len(), &mut v)?;
-            }
+            read_ranges_into(ctx, path, ds, ranges, &mut v)?;
             SparseIndex::I32(v)
         }
         TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) => {
             let mut v: Vec<i64> = Vec::with_capacity(total);
-            for r in ranges {
-                read_range_into(ctx, path, ds, r.start, r.len(), &mut v)?;
-            }
+            read_ranges_into(ctx, path, ds, ranges, &mut v)?;
             SparseIndex::I64(v)
         }
         other => return Err(ctx.fmt(path, "integer indices", type_name(&other))),
