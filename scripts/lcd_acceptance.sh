@@ -14,6 +14,9 @@ if [[ -z "$BIN" ]]; then
   if [[ -x "$ROOT/target/release/cellmol" ]]; then BIN="$ROOT/target/release/cellmol"; else BIN="$ROOT/target/debug/cellmol"; fi
 fi
 PY="$ROOT/.venv/bin/python"; [[ -x "$PY" ]] || PY=python3
+# The shared 2-core machine is oversubscribed: candle/gemm worker threads then
+# spin against each other (measured 16x slower); one thread per process.
+export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-1}"
 mkdir -p "$OUT"
 run() { # name, fit flags, simulate flags
   local name=$1 fitflags=$2 simflags=$3

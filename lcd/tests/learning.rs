@@ -13,12 +13,12 @@ fn tiny(noise: bool) -> LcdConfig {
     c.noise_model = noise;
     c.stage1.steps = 200;
     c.stage1.latent_per_env = 500;
-    c.stage2.hidden = 128;
-    c.stage2.steps = 1000;
+    c.stage2.hidden = 64;
+    c.stage2.steps = 800;
     c.stage2.batch = 256;
     c.sampler.steps_per_level = 30;
     c.sampler.step_base = 1e-5;
-    c.sampler.chains = 300;
+    c.sampler.chains = 200;
     c.sampler.decodes_per_chain = 1;
     c
 }
@@ -31,7 +31,7 @@ fn no_noise_model_predicts_heldout_double() -> anyhow::Result<()> {
     let t = std::time::Instant::now();
     let model = LcdModel::fit(&data, &cfg, 1, &Device::Cpu, &mut |_, _, _, _| {})?;
     eprintln!("fit {:.1}s", t.elapsed().as_secs_f64());
-    let pred = model.predict(&[vec!["G6".into(), "G7".into()], vec![]], 300, 2, |_, _| {})?;
+    let pred = model.predict(&[vec!["G6".into(), "G7".into()], vec![]], 200, 2, |_, _| {})?;
     let truth = sim.mean(&[6, 7]);
     let got: Vec<f64> = pred[0].cells.mean_axis(Axis(0)).map(|m| m.iter().map(|&v| f64::from(v)).collect()).unwrap_or_default();
     let ctrl = sim.mean(&[]);

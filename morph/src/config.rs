@@ -20,11 +20,15 @@ pub struct NetConfig {
     pub coords_range: f64,
     /// Messages are summed and divided by this factor (> 0).
     pub agg_norm: f64,
+    /// Bound the mixture-mean weights by `coords_range · tanh` (true for new
+    /// models; configs written before this field existed load as `false`).
+    #[serde(default)]
+    pub bounded_mixture: bool,
 }
 
 impl Default for NetConfig {
     fn default() -> Self {
-        Self { hidden: 256, n_layers: 9, n_mix: 10, coords_range: 15.0, agg_norm: 10.0 }
+        Self { hidden: 256, n_layers: 9, n_mix: 10, coords_range: 15.0, agg_norm: 10.0, bounded_mixture: true }
     }
 }
 

@@ -73,6 +73,7 @@ impl ModelMeta {
             n_mix: n.n_mix,
             coords_range: n.coords_range,
             agg_norm: n.agg_norm,
+            bounded_mixture: n.bounded_mixture,
         }
     }
 

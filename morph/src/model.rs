@@ -23,6 +23,8 @@ pub struct NetDims {
     pub n_mix: usize,
     pub coords_range: f64,
     pub agg_norm: f64,
+    /// `coords_range · tanh` on the mixture-mean weights.
+    pub bounded_mixture: bool,
 }
 
 /// Network input for a padded batch of noisy molecules.
@@ -229,7 +231,9 @@ impl MorphNet {
         // Equivariant mixture means.
         let pm = pair_mask(mask)?; // [b, n, n, 1]
         let g = self.mix_src.forward(&h)?.unsqueeze(2)?.broadcast_add(&self.mix_dst.forward(&h)?.unsqueeze(1)?)?.add(&self.mix_d.forward(&d2)?)?;
-        let phi = self.mix_out.forward(&ops::silu(&g)?)?.broadcast_mul(&pm)?; // [b, n, n, K]
+        let phi = self.mix_out.forward(&ops::silu(&g)?)?; // [b, n, n, K]
+        let phi = if d.bounded_mixture { (phi.tanh()? * d.coords_range)? } else { phi };
+        let phi = phi.broadcast_mul(&pm)?;
         let w = phi.broadcast_div(&(d2 + 1e-8)?.sqrt()?.affine(1.0, 1.0)?)?; // [b, n, n, K]
         let off = w.transpose(2, 3)?.contiguous()?.reshape((b * n, k, n))?.matmul(&diff.reshape((b * n, n, 3))?)?; // [b n, K, 3]
         let mix_mean = off.reshape((b, n, k, 3))?.broadcast_add(&x1.unsqueeze(2)?)?; // [b, n, K, 3]

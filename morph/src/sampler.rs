@@ -195,6 +195,9 @@ pub fn plan_step<R: Rng>(
             let clean = [0, 1, 2].map(|d| h.mix_mean[oc * 3 + d] as f64 + sd * rng.sample::<f64, _>(StandardNormal));
             let xs = [0, 1, 2].map(|d| h.x1[o * 3 + d] as f64);
             let x = [0, 1, 2].map(|d| s.x[i][d] + clean[d] - xs[d] + (1.0 - t) * flow.ins_noise * rng.sample::<f64, _>(StandardNormal));
+            if !(clean.iter().chain(&x).all(|v| v.is_finite())) {
+                continue;
+            }
             let a = sample_logits(&h.mix_type[oc * na..(oc + 1) * na], rng);
             let c = argmax(&h.mix_charge[oc * nc..(oc + 1) * nc]);
             ins.push(Insertion { spawn: i, clean, x, a, c });
@@ -416,6 +419,9 @@ pub fn sample_batch(
                 s.c[i] = argmax(&h.charge_logits[o * d.n_charges..(o + 1) * d.n_charges]);
             }
         }
+    }
+    if let Some(m) = states.iter().position(|s| s.x.iter().flatten().any(|v| !v.is_finite())) {
+        return Err(crate::error::MorphError::data(format!("sampling (seed {})", spec.seed), format!("molecule {m} has non-finite coordinates")));
     }
     Ok(states)
 }

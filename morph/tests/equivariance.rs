@@ -9,7 +9,7 @@ use proptest::prelude::*;
 fn net(dev: &Device) -> (VarMap, MorphNet) {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, dev);
-    let dims = NetDims { n_types: 4, n_charges: 3, n_bonds: 5, hidden: 16, n_layers: 2, n_mix: 3, coords_range: 15.0, agg_norm: 5.0 };
+    let dims = NetDims { n_types: 4, n_charges: 3, n_bonds: 5, hidden: 16, n_layers: 2, n_mix: 3, coords_range: 15.0, agg_norm: 5.0, bounded_mixture: true };
     (vm.clone(), MorphNet::new(dims, vb).unwrap())
 }
 

@@ -30,7 +30,7 @@ fn step_breakdown() {
     let cfg = MorphConfig::preset("quick").unwrap();
     let prior = Prior::new(&stats, 5).unwrap();
     let vm = VarMap::new();
-    let dims = NetDims { n_types: 5, n_charges: 1, n_bonds: 5, hidden: cfg.net.hidden, n_layers: cfg.net.n_layers, n_mix: 10, coords_range: 15.0, agg_norm: 10.0 };
+    let dims = NetDims { n_types: 5, n_charges: 1, n_bonds: 5, hidden: cfg.net.hidden, n_layers: cfg.net.n_layers, n_mix: 10, coords_range: 15.0, agg_norm: 10.0, bounded_mixture: true };
     let net = MorphNet::new(dims, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
     let recs: Vec<_> = set.records.iter().take(cfg.train.batch_size).collect();
     let props = vec![None; recs.len()];

@@ -175,7 +175,7 @@ mod tests {
         let v: Vec<f32> = (0..10_007).map(|i| i as f32 * 0.5).collect();
         {
             let f = hdf5::File::create(&p).unwrap();
-            f.new_dataset_builder().with_data(&v).chunk(1000).resizable(true).create("chunked").unwrap();
+            f.new_dataset_builder().with_data(&v).chunk(1000).create("chunked").unwrap();
             f.new_dataset_builder().with_data(&v).create("contig").unwrap();
         }
         let f = hdf5::File::open(&p).unwrap();
@@ -185,7 +185,7 @@ mod tests {
             let pcs = pieces::<f32>(&ds).expect("direct layout");
             assert!(pieces::<f64>(&ds).is_none(), "type mismatch refused");
             let ranges = [0..10_007, 5..5, 999..1001, 9_990..10_007, 3_000..7_500];
-            let mut out = Vec::new();
+            let mut out: Vec<f32> = Vec::new();
             read_ranges(&fh, &pcs, &ranges, &mut out).unwrap();
             let want: Vec<f32> = ranges.iter().flat_map(|r| v[r.clone()].iter().copied()).collect();
             assert_eq!(out, want, "{name}");

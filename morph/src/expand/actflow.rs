@@ -70,7 +70,7 @@ impl Default for ActFlowConfig {
             walk_steps: 4,
             novelty_radius: 0.05,
             n_ode_steps: 50,
-            train: CfmConfig { steps: 600, ..CfmConfig::default() },
+            train: CfmConfig { steps: 1000, ..CfmConfig::default() },
         }
     }
 }

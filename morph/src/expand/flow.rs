@@ -254,3 +254,50 @@ impl TrainableFlow for GaussianFlow {
         Ok(Self { mu: vm.as_tensor().clone(), log_s: vs.as_tensor().clone(), vars: vec![vm, vs], device: self.device.clone() })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn moments(x: &Tensor) -> (f64, f64) {
+        let v: Vec<f32> = x.flatten_all().and_then(|t| t.to_vec1()).expect("vec");
+        let n = v.len() as f64;
+        let m = v.iter().map(|a| *a as f64).sum::<f64>() / n;
+        let var = v.iter().map(|a| (*a as f64 - m).powi(2)).sum::<f64>() / n;
+        (m, var)
+    }
+
+    #[test]
+    fn samplers_reproduce_gaussian_data() {
+        let dev = Device::Cpu;
+        let flow = GaussianFlow::new(&[1.5], &[0.5], false, &dev).expect("flow");
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let x0 = flow.noise(20_000, &mut rng).expect("noise");
+        let (m, v) = moments(&sample_ode(&flow, &x0, 50).expect("ode"));
+        assert!((m - 1.5).abs() < 0.03 && (v - 0.25).abs() < 0.02, "ODE: mean {m} var {v}");
+        let traj = sample_memoryless(&flow, &x0, 50, &mut rng).expect("sde");
+        let (m, v) = moments(&traj.xs[50]);
+        assert!((m - 1.5).abs() < 0.03 && (v - 0.25).abs() < 0.02, "SDE: mean {m} var {v}");
+        // intermediate marginal at t = 0.5: N(0.75, 0.25·0.25 + 0.25)
+        let (m, v) = moments(&traj.xs[25]);
+        assert!((m - 0.75).abs() < 0.03 && (v - 0.3125).abs() < 0.02, "SDE t=0.5: mean {m} var {v}");
+    }
+
+    #[test]
+    fn score_from_velocity_matches_closed_form() {
+        let dev = Device::Cpu;
+        let (mu, s) = (0.7f64, 1.3f64);
+        let flow = GaussianFlow::new(&[mu as f32], &[s as f32], false, &dev).expect("flow");
+        let x = Tensor::from_vec(vec![-1.0f32, 0.2, 2.5], (3, 1), &dev).expect("x");
+        for t in [0.2, 0.5, 0.9] {
+            let sc: Vec<f32> = score(&flow, &x, t).and_then(|s| Ok(s.flatten_all()?.to_vec1()?)).expect("score");
+            let var = t * t * s * s + (1.0 - t) * (1.0 - t);
+            for (xi, si) in [-1.0, 0.2, 2.5].iter().zip(sc) {
+                let want = -(xi - t * mu) / var;
+                assert!((si as f64 - want).abs() < 1e-4, "t {t}: {si} vs {want}");
+            }
+        }
+    }
+}
