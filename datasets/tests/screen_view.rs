@@ -54,7 +54,8 @@ fn labels_controls_separators_and_reports() {
         // A target missing from var_names is reported with its cell count, not dropped.
         assert_eq!(r.unknown_targets.get("FOO"), Some(&1));
         let odd = s.condition(&format!("GATA1{sep}FOO")).expect("kept");
-        assert_eq!(odd.target_vars, vec![Some(2), None]);
+        assert_eq!(odd.targets, vec!["FOO", "GATA1"]); // sorted
+        assert_eq!(odd.target_vars, vec![None, Some(2)]);
         assert!(r.to_string().contains("FOO (1 cells)"));
     }
 }

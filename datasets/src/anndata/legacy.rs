@@ -10,7 +10,7 @@ use hdf5::{Dataset, Group};
 use ndarray::{ArrayD, IxDyn};
 
 use super::h5util::{attr_string, has_attr, join, raw_bytes, type_name, utf8, Ctx};
-use super::read::{read_matrices, read_matrix, Mode};
+use super::read::{read_matrices, Mode};
 use super::types::*;
 use crate::error::Result;
 
@@ -189,7 +189,6 @@ pub(crate) fn read_matrix_container(ctx: &Ctx, root: &Group, name: &str, mode: M
         return Ok(compound_fields(ctx, &path, &ds)?.into_iter().map(|(k, a)| (k, Matrix::Dense(a))).collect());
     }
     let g = ctx.h5(&path, "opening group", root.group(name))?;
-    let _ = read_matrix;
     read_matrices(ctx, &g, &path, mode)
 }
 

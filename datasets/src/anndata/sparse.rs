@@ -91,8 +91,14 @@ impl SparseMeta {
 
     /// Read the full matrix exactly as stored, validated.
     pub fn read(&self, ctx: &Ctx) -> Result<SparseMatrix> {
-        let data = read_data_ranges(ctx, &join(&self.path, "data"), &self.data, &[0..self.nnz])?;
-        let indices = read_index_ranges(ctx, &join(&self.path, "indices"), &self.indices, &[0..self.nnz])?;
+        // data and indices are read concurrently (direct preads run outside the HDF5 lock).
+        let (data, indices) = std::thread::scope(|s| {
+            let h = s.spawn(|| read_data_ranges(ctx, &join(&self.path, "data"), &self.data, &[0..self.nnz]));
+            let indices = read_index_ranges(ctx, &join(&self.path, "indices"), &self.indices, &[0..self.nnz]);
+            let data = h.join().unwrap_or_else(|_| Err(ctx.err(&self.path, "reader thread failed")));
+            (data, indices)
+        });
+        let (data, indices) = (data?, indices?);
         let indptr = read_index_ranges(ctx, &join(&self.path, "indptr"), &self.indptr, &[0..self.major() + 1])?;
         let m = SparseMatrix { format: self.format, shape: self.shape, data, indices, indptr };
         validate(ctx, &self.path, &m)?;

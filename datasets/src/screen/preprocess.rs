@@ -129,19 +129,20 @@ mod tests {
 
     #[test]
     fn dispersion_ranks_overdispersed_gene_first() {
-        // 41 genes with Poisson-like var = mean across a range of means, one with var = 20·mean.
+        // 400 genes (~20 per mean bin) with var ≈ mean, one with var = 20·mean.
         let n = 100;
         let mut sum = Vec::new();
         let mut sumsq = Vec::new();
-        for i in 0..41 {
-            let m = 1.0 + i as f64 * 0.05;
-            let v = if i == 20 { 20.0 * m } else { m * (1.0 + 0.01 * (i % 5) as f64) };
+        for i in 0..400 {
+            let m = 1.0 + i as f64 * 0.005;
+            let v = if i == 200 { 20.0 * m } else { m * (1.0 + 0.01 * (i % 5) as f64) };
             sum.push(m * n as f64);
             sumsq.push(v * (n as f64 - 1.0) + n as f64 * m * m);
         }
         let z = seurat_dispersion(&sum, &sumsq, n);
-        let best = (0..41).max_by(|&a, &b| z[a].total_cmp(&z[b])).expect("genes");
-        assert_eq!(best, 20);
+        let best = (0..400).max_by(|&a, &b| z[a].total_cmp(&z[b])).expect("genes");
+        assert_eq!(best, 200);
+        assert!(z[200] > 3.0, "z = {}", z[200]);
         assert!(is_mito("MT-CO1") && is_mito("mt-Nd1") && !is_mito("MTOR"));
     }
 }

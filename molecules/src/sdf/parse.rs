@@ -293,7 +293,7 @@ pub(crate) fn parse_data_fields(lines: &mut Lines<'_>, m: &mut Molecule, ctx: Ct
         let name = String::from_utf8_lossy(name).into_owned();
         let mut value = String::new();
         let mut first = true;
-        while let Some(v) = lines.next() {
+        for v in lines.by_ref() {
             if v.is_empty() || trim(v).is_empty() || v.starts_with(b"$$$$") {
                 break;
             }

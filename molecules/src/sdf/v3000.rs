@@ -37,7 +37,7 @@ fn next_v30<'a>(lines: &mut Lines<'a>, ctx: Ctx<'_>) -> Result<(Cow<'a, [u8]>, u
     }
 }
 
-fn kv<'a>(tok: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+fn kv(tok: &[u8]) -> Option<(&[u8], &[u8])> {
     let i = memchr::memchr(b'=', tok)?;
     Some((&tok[..i], &tok[i + 1..]))
 }
