@@ -13,10 +13,27 @@ fn simulate(dir: &Path, kind: &str, genes: usize, perturbed: usize) -> String {
     let path = dir.join(format!("{kind}_{genes}_{perturbed}.h5ad"));
     let p = path.to_str().expect("utf-8 path").to_string();
     let out = cellmol(&[
-        "simulate", "screen", "--kind", kind, "--genes", &genes.to_string(), "--perturbed", &perturbed.to_string(),
-        "--cells-per-condition", "10", "--seed", "3", "-o", &p, "-q",
+        "simulate",
+        "screen",
+        "--kind",
+        kind,
+        "--genes",
+        &genes.to_string(),
+        "--perturbed",
+        &perturbed.to_string(),
+        "--cells-per-condition",
+        "10",
+        "--seed",
+        "3",
+        "-o",
+        &p,
+        "-q",
     ]);
-    assert!(out.status.success(), "simulate: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "simulate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     p
 }
 
@@ -26,18 +43,40 @@ fn clipr_on_true_linear_drift_prints_scores_and_writes_outputs() {
     let screen = simulate(dir.path(), "linear", 20, 20);
     let out_dir = dir.path().join("out");
     let out = cellmol(&[
-        "clipr", &screen, "-o", out_dir.to_str().expect("utf-8"), "--estimator", "published,direction-aware",
-        "--truth", &screen, "--json", "-q",
+        "clipr",
+        &screen,
+        "-o",
+        out_dir.to_str().expect("utf-8"),
+        "--estimator",
+        "published,direction-aware",
+        "--truth",
+        &screen,
+        "--json",
+        "-q",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     for est in ["published", "direction-aware"] {
         let m = &v[est];
         for key in ["auroc3", "directed_auprc", "pearson", "sign_f1"] {
-            let x = m[key].as_f64().unwrap_or_else(|| panic!("{est}.{key} missing in {v}"));
+            let x = m[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{est}.{key} missing in {v}"));
             assert!(x > 0.99, "{est}.{key} = {x} on the true linear drift");
         }
-        for f in ["effects.tsv", "edges.tsv", "graph.graphml", "graph.dot", "modules.tsv", "heatmap.png", "summary.json"] {
+        for f in [
+            "effects.tsv",
+            "edges.tsv",
+            "graph.graphml",
+            "graph.dot",
+            "modules.tsv",
+            "heatmap.png",
+            "summary.json",
+        ] {
             assert!(out_dir.join(est).join(f).is_file(), "{est}/{f} missing");
         }
     }
@@ -50,13 +89,29 @@ fn clipr_on_true_linear_drift_prints_scores_and_writes_outputs() {
 
 #[test]
 fn clipr_into_writes_anndata_keys_that_anndata_reads() {
-    assert!(Path::new(PY).is_file(), "project venv missing at {PY}: run scripts/setup.sh first");
+    assert!(
+        Path::new(PY).is_file(),
+        "project venv missing at {PY}: run scripts/setup.sh first"
+    );
     let dir = tempfile::tempdir().expect("tmp");
     // half of the genes perturbed: the output must say "NOT IDENTIFIED"
     let screen = simulate(dir.path(), "nonlinear", 16, 8);
     let out_dir = dir.path().join("out");
-    let out = cellmol(&["clipr", &screen, "-o", out_dir.to_str().expect("utf-8"), "--into", &screen, "--min-module-size", "2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cellmol(&[
+        "clipr",
+        &screen,
+        "-o",
+        out_dir.to_str().expect("utf-8"),
+        "--into",
+        &screen,
+        "--min-module-size",
+        "2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("NOT IDENTIFIED"));
     let script = r#"
 import sys, anndata as ad, numpy as np
@@ -69,8 +124,15 @@ assert p["estimator"] == "published" and abs(p["lambda"] - 1e-4) < 1e-12 and not
 assert "true_effects" in a.varp and "simulation" in a.uns
 print("ok", float(np.abs(e).sum()))
 "#;
-    let py = Command::new(PY).args(["-c", script, &screen]).output().expect("python");
-    assert!(py.status.success(), "anndata check failed: {}", String::from_utf8_lossy(&py.stderr));
+    let py = Command::new(PY)
+        .args(["-c", script, &screen])
+        .output()
+        .expect("python");
+    assert!(
+        py.status.success(),
+        "anndata check failed: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
 }
 
 #[test]
@@ -78,10 +140,20 @@ fn clipr_top_lists_regulators_and_targets() {
     let dir = tempfile::tempdir().expect("tmp");
     let screen = simulate(dir.path(), "linear", 12, 12);
     let out = cellmol(&["clipr", "top", &screen, "G3", "-k", "4", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v["published"]["regulators"].as_array().map(|a| a.len()), Some(4));
-    assert_eq!(v["published"]["targets"].as_array().map(|a| a.len()), Some(4));
+    assert_eq!(
+        v["published"]["regulators"].as_array().map(|a| a.len()),
+        Some(4)
+    );
+    assert_eq!(
+        v["published"]["targets"].as_array().map(|a| a.len()),
+        Some(4)
+    );
     let text = cellmol(&["clipr", "top", &screen, "G3"]);
     assert!(text.status.success());
     assert!(String::from_utf8_lossy(&text.stdout).contains("regulators of G3"));
@@ -96,7 +168,10 @@ fn clipr_bad_input_fails_cleanly() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["clipr", "top", &screen, "NOPE"], "NOPE"),
         (vec!["clipr", &screen, "-o", o, "--json"], "--truth"),
-        (vec!["clipr", &screen, "-o", o, "--estimator", "magic"], "magic"),
+        (
+            vec!["clipr", &screen, "-o", o, "--estimator", "magic"],
+            "magic",
+        ),
         (vec!["clipr", &screen, "-o", o, "--lambda=-1"], "lambda"),
         (vec!["clipr", "/nonexistent/model", "-o", o], "nonexistent"),
     ];

@@ -23,7 +23,14 @@ fn row(label: &str, drift: &dyn PerturbableDrift, truth: &Array2<f64>, zero: f64
     let secs = t0.elapsed().as_secs_f64();
     for kind in [EstimatorKind::Published, EstimatorKind::DirectionAware] {
         let eff = estimate(&resp, kind, 1e-4)?;
-        let m = causal_metrics(eff.a_causal.view(), truth.view(), &MetricOptions { zero_threshold: zero, ..Default::default() })?;
+        let m = causal_metrics(
+            eff.a_causal.view(),
+            truth.view(),
+            &MetricOptions {
+                zero_threshold: zero,
+                ..Default::default()
+            },
+        )?;
         println!(
             "| {label} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {secs:.2} |",
             kind.name(),
@@ -39,7 +46,11 @@ fn row(label: &str, drift: &dyn PerturbableDrift, truth: &Array2<f64>, zero: f64
 }
 
 fn training_data(adata: &datasets::AnnData) -> Result<TrainingData> {
-    let labels = adata.obs.column("perturbation").context("obs/perturbation")?.labels();
+    let labels = adata
+        .obs
+        .column("perturbation")
+        .context("obs/perturbation")?
+        .labels();
     let x = match &adata.x {
         Some(Matrix::Dense(DenseArray::F32(a))) => a.clone().into_dimensionality::<Ix2>()?,
         _ => anyhow::bail!("expected dense f32 X (latent states)"),
@@ -54,20 +65,45 @@ fn training_data(adata: &datasets::AnnData) -> Result<TrainingData> {
     let envs = names
         .iter()
         .map(|n| {
-            let rows: Vec<usize> = labels.iter().enumerate().filter(|(_, l)| l.as_deref() == Some(n)).map(|(i, _)| i).collect();
-            let targets = if n == "control" { vec![] } else { n.split('+').map(String::from).collect() };
-            Environment { name: n.clone(), targets, x: x.select(ndarray::Axis(0), &rows) }
+            let rows: Vec<usize> = labels
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.as_deref() == Some(n))
+                .map(|(i, _)| i)
+                .collect();
+            let targets = if n == "control" {
+                vec![]
+            } else {
+                n.split('+').map(String::from).collect()
+            };
+            Environment {
+                name: n.clone(),
+                targets,
+                x: x.select(ndarray::Axis(0), &rows),
+            }
         })
         .collect();
-    Ok(TrainingData { genes: adata.var_names().to_vec(), envs })
+    Ok(TrainingData {
+        genes: adata.var_names().to_vec(),
+        envs,
+    })
 }
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let with_lcd = args.iter().any(|a| a == "--lcd");
     let d1000 = args.iter().any(|a| a == "--d1000");
-    let steps: usize = args.iter().position(|a| a == "--steps").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()).unwrap_or(3000);
-    let only_d: Option<usize> = args.iter().position(|a| a == "--only-d").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok());
+    let steps: usize = args
+        .iter()
+        .position(|a| a == "--steps")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3000);
+    let only_d: Option<usize> = args
+        .iter()
+        .position(|a| a == "--only-d")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok());
     let skip_true = args.iter().any(|a| a == "--skip-true");
     if args.iter().any(|a| a == "--only-d1000") {
         return timing_1000();
@@ -80,16 +116,35 @@ fn main() -> Result<()> {
                 continue;
             }
             for p in [d, d / 2] {
-                let cfg = SimulationConfig { kind, genes: d, perturbed: p, doubles: 0, cells_per_condition: 200, seed: 11, ..Default::default() };
+                let cfg = SimulationConfig {
+                    kind,
+                    genes: d,
+                    perturbed: p,
+                    doubles: 0,
+                    cells_per_condition: 200,
+                    seed: 11,
+                    ..Default::default()
+                };
                 let sim = simulate_screen(&cfg, &|_, _| {})?;
                 let truth = sim.system.true_effects()?;
                 let genes = sim.adata.var_names().to_vec();
-                let perturbed: Vec<usize> = genes.iter().enumerate().filter(|(_, g)| sim.conditions.contains(g)).map(|(i, _)| i).collect();
+                let perturbed: Vec<usize> = genes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| sim.conditions.contains(g))
+                    .map(|(i, _)| i)
+                    .collect();
                 // |a| < 0.5 counts as 0 in the simulator's raw weight units (±U(1, 3)); the
                 // nonlinear simulator rescales W to spectral norm 0.9, so its
                 // threshold is 0.5 × the smallest |W_ij| on an edge.
                 let zero = match &sim.system {
-                    datasets::simulate::TrueSystem::Nonlinear(s) => 0.5 * s.w.iter().filter(|v| **v != 0.0).fold(f64::INFINITY, |m, v| m.min(v.abs())),
+                    datasets::simulate::TrueSystem::Nonlinear(s) => {
+                        0.5 * s
+                            .w
+                            .iter()
+                            .filter(|v| **v != 0.0)
+                            .fold(f64::INFINITY, |m, v| m.min(v.abs()))
+                    }
                     _ => 0.5,
                 };
                 let label = format!("{} d={d} p={p} (zero thr {zero:.3})", kind.name());
@@ -107,7 +162,12 @@ fn main() -> Result<()> {
                     let model = LcdModel::fit(&data, &lcfg, 0, &Device::Cpu, &mut |_, _, _, _| {})?;
                     let fit_s = t0.elapsed().as_secs_f64();
                     let drift = LcdDrift::new(model)?;
-                    row(&format!("{label} LCD quick ({steps} steps, fit {fit_s:.0} s)"), &drift, &truth, zero)?;
+                    row(
+                        &format!("{label} LCD quick ({steps} steps, fit {fit_s:.0} s)"),
+                        &drift,
+                        &truth,
+                        zero,
+                    )?;
                 }
             }
         }
@@ -121,13 +181,27 @@ fn main() -> Result<()> {
 /// Limit responses for control + 1000 single perturbations at d = 1000.
 fn timing_1000() -> Result<()> {
     let d = 1000;
-    let cfg = SimulationConfig { kind: SimKind::Linear, genes: d, perturbed: d, doubles: 0, cells_per_condition: 1, seed: 5, ..Default::default() };
+    let cfg = SimulationConfig {
+        kind: SimKind::Linear,
+        genes: d,
+        perturbed: d,
+        doubles: 0,
+        cells_per_condition: 1,
+        seed: 5,
+        ..Default::default()
+    };
     let sim = simulate_screen(&cfg, &|_, _| {})?;
     let drift = SimulatedDrift::new(sim.system.clone(), sim.adata.var_names().to_vec())?;
-    let perts: Vec<Vec<usize>> = std::iter::once(vec![]).chain((0..d).map(|j| vec![j])).collect();
+    let perts: Vec<Vec<usize>> = std::iter::once(vec![])
+        .chain((0..d).map(|j| vec![j]))
+        .collect();
     let t0 = Instant::now();
     let l = drift.limit_response(&perts)?;
-    println!("d=1000 true linear drift: {} limit responses in {:.2} s", l.nrows(), t0.elapsed().as_secs_f64());
+    println!(
+        "d=1000 true linear drift: {} limit responses in {:.2} s",
+        l.nrows(),
+        t0.elapsed().as_secs_f64()
+    );
     let t0 = Instant::now();
     let resp = responses(&drift, None)?;
     let e = estimate(&resp, EstimatorKind::Published, 1e-2)?;
@@ -150,7 +224,11 @@ fn timing_1000() -> Result<()> {
         let model = LcdModel {
             cfg: lcfg.clone(),
             genes: genes.clone(),
-            vocabulary: { let mut v = genes.clone(); v.sort(); v },
+            vocabulary: {
+                let mut v = genes.clone();
+                v.sort();
+                v
+            },
             train_conditions: vec!["control".into()],
             mean_ctrl: vec![0.0; d],
             std_all: vec![1.0; d],

@@ -83,7 +83,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// TSV with header `source	target	effect`.
+/// TSV with the header line `source`, `target`, `effect` (tab-separated).
 pub fn edges_tsv(edges: &[Edge], genes: &[String]) -> String {
     let mut s = String::from("source\ttarget\teffect\n");
     for e in edges {
@@ -162,7 +162,7 @@ pub fn dot(g: &DiGraph<String, f64>) -> String {
     )
 }
 
-/// Module table: `gene	module	leaf_order` (module empty when none).
+/// Module table with columns `gene`, `module`, `leaf_order` (module empty when none).
 pub fn modules_tsv(m: &Modules, genes: &[String]) -> String {
     let mut pos = vec![0usize; genes.len()];
     for (p, &g) in m.leaf_order.iter().enumerate() {
@@ -251,6 +251,7 @@ pub fn heatmap_png(path: &Path, a: &Array2<f64>, m: &Modules) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use ndarray::array;

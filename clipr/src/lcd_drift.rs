@@ -32,7 +32,10 @@ pub struct LcdDrift {
 }
 
 fn model_err(e: impl std::fmt::Display) -> CliprError {
-    CliprError::Model { context: "LCD".into(), message: e.to_string() }
+    CliprError::Model {
+        context: "LCD".into(),
+        message: e.to_string(),
+    }
 }
 
 impl LcdDrift {
@@ -48,12 +51,26 @@ impl LcdDrift {
         let scale = Array1::from_iter(s.iter().map(|&v| f64::from(v)));
         let genes = model.genes();
         let vocab = model.trained_targets();
-        let vocab_row: Vec<Option<usize>> = genes.iter().map(|g| vocab.iter().position(|v| v == g)).collect();
-        let trained = (0..genes.len()).filter(|&g| vocab_row[g].is_some()).collect();
-        if shift.len() != genes.len() || scale.len() != genes.len() || scale.iter().any(|&v| !(v > 0.0)) {
+        let vocab_row: Vec<Option<usize>> = genes
+            .iter()
+            .map(|g| vocab.iter().position(|v| v == g))
+            .collect();
+        let trained = (0..genes.len())
+            .filter(|&g| vocab_row[g].is_some())
+            .collect();
+        if shift.len() != genes.len()
+            || scale.len() != genes.len()
+            || scale.iter().any(|&v| v.is_nan() || v <= 0.0)
+        {
             return Err(model_err("standardisation statistics do not match the gene list or have a non-positive scale"));
         }
-        Ok(LcdDrift { model, shift, scale, trained, vocab_row })
+        Ok(LcdDrift {
+            model,
+            shift,
+            scale,
+            trained,
+            vocab_row,
+        })
     }
 
     /// Standardisation `(shift, scale)` per gene, latent-state units.
@@ -63,7 +80,12 @@ impl LcdDrift {
 
     /// Genes perturbed in a target set that have no trained embedding.
     pub fn unseen(&self, perts: &[Targets]) -> Vec<String> {
-        let mut out: Vec<String> = perts.iter().flatten().filter(|&&g| self.vocab_row.get(g).copied().flatten().is_none()).map(|&g| self.model.genes()[g].clone()).collect();
+        let mut out: Vec<String> = perts
+            .iter()
+            .flatten()
+            .filter(|&&g| self.vocab_row.get(g).copied().flatten().is_none())
+            .map(|&g| self.model.genes()[g].clone())
+            .collect();
         out.sort();
         out.dedup();
         out
@@ -81,7 +103,10 @@ impl LcdDrift {
         for (r, t) in perts.iter().enumerate() {
             for &g in t {
                 if g >= d {
-                    return Err(CliprError::param("perturbation target", format!("gene index {g} out of range for {d} genes")));
+                    return Err(CliprError::param(
+                        "perturbation target",
+                        format!("gene index {g} out of range for {d} genes"),
+                    ));
                 }
                 match self.vocab_row[g] {
                     Some(v) => multi_hot[r * n_vocab.max(1) + v] += 1.0,
@@ -89,7 +114,8 @@ impl LcdDrift {
                 }
             }
         }
-        let mh = Tensor::from_vec(multi_hot, (perts.len(), n_vocab.max(1)), dev).map_err(model_err)?; // [n, V]
+        let mh =
+            Tensor::from_vec(multi_hot, (perts.len(), n_vocab.max(1)), dev).map_err(model_err)?; // [n, V]
         let mut e = net.condition_embedding(&w, &mh).map_err(model_err)?; // [n, H]
         if unseen.iter().any(|&u| u > 0.0) {
             if n_vocab == 0 {
@@ -110,7 +136,11 @@ impl LcdDrift {
 
     fn to_array(t: &Tensor) -> Result<Array2<f64>> {
         let (n, d) = t.dims2().map_err(model_err)?;
-        let v = t.to_dtype(DType::F32).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>()).map_err(model_err)?;
+        let v = t
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(model_err)?;
         Array2::from_shape_vec((n, d), v.into_iter().map(f64::from).collect()).map_err(model_err)
     }
 }
@@ -130,7 +160,11 @@ impl PerturbableDrift for LcdDrift {
     fn drift(&self, x: ArrayView2<f64>, perts: &[Targets]) -> Result<Array2<f64>> {
         let d = self.dim();
         if x.ncols() != d || x.nrows() != perts.len() {
-            return Err(CliprError::Shape { context: "LcdDrift::drift".into(), expected: format!("[{}, {d}]", perts.len()), found: format!("{:?}", x.shape()) });
+            return Err(CliprError::Shape {
+                context: "LcdDrift::drift".into(),
+                expected: format!("[{}, {d}]", perts.len()),
+                found: format!("{:?}", x.shape()),
+            });
         }
         let n = x.nrows();
         let z = (&x - &self.shift) / &self.scale; // [n, d]
@@ -140,21 +174,28 @@ impl PerturbableDrift for LcdDrift {
         let w = net.params.detached();
         let level = (self.model.n_levels() - 1) as u32;
         let levels = Tensor::from_vec(vec![level; n], n, self.model.device()).map_err(model_err)?;
-        let sigma = net.sigma_of(&vec![level; n], self.model.device()).map_err(model_err)?; // [n, 1]
+        let sigma = net
+            .sigma_of(&vec![level; n], self.model.device())
+            .map_err(model_err)?; // [n, 1]
         let f = net.drift(&w, &zt, &levels, &sigma, &e).map_err(model_err)?; // [n, d]
         Ok(Self::to_array(&f)? / &self.scale)
     }
     /// Noise-free annealed run from `z = 0` through all levels, `[k, d]` in one batch.
     fn limit_response(&self, perts: &[Targets]) -> Result<Array2<f64>> {
         let d = self.dim();
-        let x0 = Tensor::zeros((perts.len(), d), DType::F32, self.model.device()).map_err(model_err)?; // [k, d]
+        let x0 =
+            Tensor::zeros((perts.len(), d), DType::F32, self.model.device()).map_err(model_err)?; // [k, d]
         let e = self.embeddings(perts)?; // [k, H]
         let net = &self.model.net;
         let w = net.params.detached();
-        let lz = annealed_langevin(net, &w, &x0, &e, &self.model.cfg.sampler, None, |_| {}).map_err(model_err)?;
+        let lz = annealed_langevin(net, &w, &x0, &e, &self.model.cfg.sampler, None, |_| {})
+            .map_err(model_err)?;
         let l = Self::to_array(&lz)? * &self.scale + &self.shift;
         if l.iter().any(|v| !v.is_finite()) {
-            return Err(CliprError::NonFinite { context: "LCD noise-free annealed run".into(), what: "the sampler diverged".into() });
+            return Err(CliprError::NonFinite {
+                context: "LCD noise-free annealed run".into(),
+                what: "the sampler diverged".into(),
+            });
         }
         Ok(l)
     }

@@ -8,8 +8,8 @@
 pub mod drift;
 pub mod error;
 pub mod estimate;
-pub mod into;
 pub mod export;
+pub mod into;
 pub mod lcd_drift;
 pub mod metrics;
 pub mod modules;

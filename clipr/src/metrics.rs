@@ -276,6 +276,7 @@ pub fn adjusted_rand_index(a: &[i64], b: &[i64]) -> f64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use ndarray::array;

@@ -315,6 +315,7 @@ pub fn gene_modules(a: &Array2<f64>, opts: &ModuleOptions) -> Result<Modules> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use ndarray::array;

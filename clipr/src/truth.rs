@@ -33,7 +33,11 @@ impl<S: Drift> SimulatedDrift<S> {
             });
         }
         let targets = (0..genes.len()).collect();
-        Ok(SimulatedDrift { system, genes, targets })
+        Ok(SimulatedDrift {
+            system,
+            genes,
+            targets,
+        })
     }
 }
 
@@ -51,22 +55,41 @@ impl<S: Drift + Sync> PerturbableDrift for SimulatedDrift<S> {
     fn drift(&self, x: ArrayView2<f64>, perts: &[Targets]) -> Result<Array2<f64>> {
         let d = self.dim();
         if x.ncols() != d || x.nrows() != perts.len() {
-            return Err(CliprError::Shape { context: "SimulatedDrift::drift".into(), expected: format!("[{}, {d}]", perts.len()), found: format!("{:?}", x.shape()) });
+            return Err(CliprError::Shape {
+                context: "SimulatedDrift::drift".into(),
+                expected: format!("[{}, {d}]", perts.len()),
+                found: format!("{:?}", x.shape()),
+            });
         }
         let mut out = self.system.base_drift(x); // [n, d]
         for (mut row, t) in out.outer_iter_mut().zip(perts) {
-            row += &self.system.shift_vector(t).map_err(|e| CliprError::param("perturbation target", e.to_string()))?;
+            row += &self
+                .system
+                .shift_vector(t)
+                .map_err(|e| CliprError::param("perturbation target", e.to_string()))?;
         }
         Ok(out)
     }
     /// The simulator's exact fixed points (linear solve / contraction + Newton),
     /// one per perturbation, in parallel on large-stack threads (LAPACK).
     fn limit_response(&self, perts: &[Targets]) -> Result<Array2<f64>> {
-        let pool = rayon::ThreadPoolBuilder::new().stack_size(64 << 20).build().map_err(|e| CliprError::linalg("thread pool", e))?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .stack_size(64 << 20)
+            .build()
+            .map_err(|e| CliprError::linalg("thread pool", e))?;
         let rows: Vec<Result<ndarray::Array1<f64>>> = pool.install(|| {
             perts
                 .par_iter()
-                .map(|t| self.system.fixed_point(t).map_err(|e| CliprError::NoConvergence { context: format!("fixed point of {t:?}: {e}"), steps: 0, residual: f64::NAN, tol: 0.0 }))
+                .map(|t| {
+                    self.system
+                        .fixed_point(t)
+                        .map_err(|e| CliprError::NoConvergence {
+                            context: format!("fixed point of {t:?}: {e}"),
+                            steps: 0,
+                            residual: f64::NAN,
+                            tol: 0.0,
+                        })
+                })
                 .collect()
         });
         let mut out = Array2::<f64>::zeros((perts.len(), self.dim()));
@@ -96,21 +119,49 @@ pub fn screen_truth(adata: &AnnData, file: &Path) -> Result<ScreenTruth> {
         Some(Matrix::Dense(a)) => a
             .to_f64()
             .and_then(|a| a.into_dimensionality::<Ix2>().ok())
-            .ok_or_else(|| CliprError::Shape { context: format!("{}: varp/true_effects", file.display()), expected: "a numeric 2-D array".into(), found: a.dtype_name().into() })?,
+            .ok_or_else(|| CliprError::Shape {
+                context: format!("{}: varp/true_effects", file.display()),
+                expected: "a numeric 2-D array".into(),
+                found: a.dtype_name().into(),
+            })?,
         Some(Matrix::Sparse(_)) => {
-            return Err(CliprError::Shape { context: format!("{}: varp/true_effects", file.display()), expected: "a dense array".into(), found: "a sparse matrix".into() })
+            return Err(CliprError::Shape {
+                context: format!("{}: varp/true_effects", file.display()),
+                expected: "a dense array".into(),
+                found: "a sparse matrix".into(),
+            })
         }
         None => {
-            return Err(CliprError::param("--truth", format!("{}: no varp/true_effects (is it a screen from `cellmol simulate screen`?)", file.display())))
+            return Err(CliprError::param(
+                "--truth",
+                format!(
+                    "{}: no varp/true_effects (is it a screen from `cellmol simulate screen`?)",
+                    file.display()
+                ),
+            ))
         }
     };
     if effects.dim() != (d, d) {
-        return Err(CliprError::Shape { context: format!("{}: varp/true_effects", file.display()), expected: format!("[{d}, {d}]"), found: format!("{:?}", effects.shape()) });
+        return Err(CliprError::Shape {
+            context: format!("{}: varp/true_effects", file.display()),
+            expected: format!("[{d}, {d}]"),
+            found: format!("{:?}", effects.shape()),
+        });
     }
     let perturbed = match adata.var.column("perturbed") {
-        Some(Column::Array(DenseArray::Bool(b))) => b.iter().enumerate().filter(|(_, &v)| v).map(|(i, _)| i).collect(),
+        Some(Column::Array(DenseArray::Bool(b))) => b
+            .iter()
+            .enumerate()
+            .filter(|(_, &v)| v)
+            .map(|(i, _)| i)
+            .collect(),
         _ => (0..d).collect(),
     };
     let system = TrueSystem::from_anndata(adata).ok();
-    Ok(ScreenTruth { effects, genes, perturbed, system })
+    Ok(ScreenTruth {
+        effects,
+        genes,
+        perturbed,
+        system,
+    })
 }

@@ -1,4 +1,5 @@
 //! Estimators on true drifts with a known answer.
+#![allow(clippy::unwrap_used)]
 mod common;
 
 use clipr::estimate::{relative_error, symmetry_ratio};

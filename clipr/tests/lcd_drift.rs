@@ -17,7 +17,8 @@ fn tiny_model() -> LcdModel {
     let genes: Vec<String> = (0..d).map(|g| format!("G{g}")).collect();
     // G3 is never perturbed in training
     let vocab: Vec<String> = genes[..3].to_vec();
-    let net = lcd::stage2::ScoreNet::init(d, vocab.len(), cfg.sigmas(), 16, &mut rng, &dev).expect("net");
+    let net =
+        lcd::stage2::ScoreNet::init(d, vocab.len(), cfg.sigmas(), 16, &mut rng, &dev).expect("net");
     LcdModel {
         cfg,
         genes,
@@ -55,24 +56,43 @@ fn lcd_drift_converts_units_and_batches_conditions() {
     let m = &drift.model;
     let names = |t: &Vec<usize>| t.iter().map(|&g| m.genes()[g].clone()).collect::<Vec<_>>();
     for (r, t) in perts.iter().enumerate() {
-        let z0 = (-&shift / &scale).insert_axis(ndarray::Axis(0)).mapv(|x| x as f32);
-        let z0 = Tensor::from_vec(z0.iter().cloned().collect::<Vec<_>>(), (1, 4), m.device()).expect("t");
+        let z0 = (-&shift / &scale)
+            .insert_axis(ndarray::Axis(0))
+            .mapv(|x| x as f32);
+        let z0 = Tensor::from_vec(z0.iter().cloned().collect::<Vec<_>>(), (1, 4), m.device())
+            .expect("t");
         let f = t2a(&m.drift(&z0, m.n_levels() - 1, &names(t)).expect("drift")) / &scale;
         for j in 0..4 {
-            assert!((f[[0, j]] - v[[r, j]]).abs() < 1e-4 * (1.0 + f[[0, j]].abs()), "row {r} gene {j}: {} vs {}", f[[0, j]], v[[r, j]]);
+            assert!(
+                (f[[0, j]] - v[[r, j]]).abs() < 1e-4 * (1.0 + f[[0, j]].abs()),
+                "row {r} gene {j}: {} vs {}",
+                f[[0, j]],
+                v[[r, j]]
+            );
         }
         let x0 = Tensor::zeros((1, 4), candle_core::DType::F32, m.device()).expect("zeros");
         let lz = t2a(&m.sample_noise_free(&x0, &names(t)).expect("sample"));
         let want = lz.row(0).to_owned() * &scale + &shift;
         for j in 0..4 {
-            assert!((want[j] - l[[r, j]]).abs() < 1e-3 * (1.0 + want[j].abs()), "limit row {r} gene {j}: {} vs {}", want[j], l[[r, j]]);
+            assert!(
+                (want[j] - l[[r, j]]).abs() < 1e-3 * (1.0 + want[j].abs()),
+                "limit row {r} gene {j}: {} vs {}",
+                want[j],
+                l[[r, j]]
+            );
         }
     }
     // the drift at a latent state equals the standardised drift divided by the scale
     let x = array![[0.3, -1.0, 2.0, 5.0]];
     let f = drift.drift(x.view(), &perts[1..2]).expect("f");
     let z = ((&x - &shift) / &scale).mapv(|v| v as f32);
-    let zt = Tensor::from_vec(z.iter().cloned().collect::<Vec<_>>(), (1, 4), m.device()).expect("t");
-    let fz = t2a(&m.drift(&zt, m.n_levels() - 1, &names(&perts[1])).expect("drift")) / &scale;
-    assert!((&fz - &f).iter().all(|e| e.abs() < 1e-4 * (1.0 + fz.iter().fold(0.0f64, |a, b| a.max(b.abs())))));
+    let zt =
+        Tensor::from_vec(z.iter().cloned().collect::<Vec<_>>(), (1, 4), m.device()).expect("t");
+    let fz = t2a(&m
+        .drift(&zt, m.n_levels() - 1, &names(&perts[1]))
+        .expect("drift"))
+        / &scale;
+    assert!((&fz - &f)
+        .iter()
+        .all(|e| e.abs() < 1e-4 * (1.0 + fz.iter().fold(0.0f64, |a, b| a.max(b.abs())))));
 }

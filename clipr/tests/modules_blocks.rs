@@ -1,4 +1,5 @@
 //! Gene modules on a simulated block-structured graph recover the blocks.
+#![allow(clippy::unwrap_used)]
 mod common;
 
 use clipr::metrics::adjusted_rand_index;
@@ -25,7 +26,11 @@ fn block_graph(n_blocks: usize, size: usize, seed: u64) -> (Array2<f64>, Vec<i64
                 continue;
             }
             let same = block[i] == block[j];
-            let (p, lo, hi) = if same { (0.5, 2.0, 4.0) } else { (0.05, 0.1, 0.3) };
+            let (p, lo, hi) = if same {
+                (0.5, 2.0, 4.0)
+            } else {
+                (0.05, 0.1, 0.3)
+            };
             if rng.random_bool(p) {
                 let v: f64 = rng.random_range(lo..hi);
                 a[[perm[i], perm[j]]] = if rng.random_bool(0.5) { v } else { -v };
@@ -44,8 +49,19 @@ fn modules_recover_planted_blocks() {
     let (a, truth) = block_graph(4, 10, 7);
     // Within-block shortest paths are ≈ 0.1–0.25 and between-block ≈ 1.5+;
     // cut between the two scales.
-    let m = gene_modules(&a, &ModuleOptions { cut_height: 0.6, min_size: 5 }).unwrap();
-    let pred: Vec<i64> = m.module.iter().map(|x| x.map(|v| v as i64).unwrap_or(-1)).collect();
+    let m = gene_modules(
+        &a,
+        &ModuleOptions {
+            cut_height: 0.6,
+            min_size: 5,
+        },
+    )
+    .unwrap();
+    let pred: Vec<i64> = m
+        .module
+        .iter()
+        .map(|x| x.map(|v| v as i64).unwrap_or(-1))
+        .collect();
     let ari = adjusted_rand_index(&pred, &truth);
     eprintln!("ARI (cut 0.6) = {ari}, {} modules", m.n_modules);
     assert!(ari > 0.95, "ARI {ari}");
@@ -57,7 +73,10 @@ fn modules_recover_planted_blocks() {
     // the published default cut (0.175) is finer: every module is pure
     let m2 = gene_modules(&a, &ModuleOptions::default()).unwrap();
     for k in 0..m2.n_modules {
-        let blocks: std::collections::BTreeSet<i64> = (0..a.nrows()).filter(|&g| m2.module[g] == Some(k)).map(|g| truth[g]).collect();
+        let blocks: std::collections::BTreeSet<i64> = (0..a.nrows())
+            .filter(|&g| m2.module[g] == Some(k))
+            .map(|g| truth[g])
+            .collect();
         assert_eq!(blocks.len(), 1);
     }
 }

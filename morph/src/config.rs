@@ -20,7 +20,8 @@ pub struct NetConfig {
     pub coords_range: f64,
     /// Messages are summed and divided by this factor (> 0).
     pub agg_norm: f64,
-    /// Bound the mixture-mean weights by `coords_range · tanh` (true for new
+    /// Heads v2: `tanh`-bounded mixture-mean weights and ln(1 + d²) distance
+    /// features in the messages and pair heads (true for new
     /// models; configs written before this field existed load as `false`).
     #[serde(default)]
     pub bounded_mixture: bool,

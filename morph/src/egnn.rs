@@ -80,10 +80,11 @@ pub struct EgnnLayer {
     coord2: Lin,
     coords_range: f64,
     agg_norm: f64,
+    log_dist: bool,
 }
 
 impl EgnnLayer {
-    pub fn new(hidden: usize, n_edge: usize, coords_range: f64, agg_norm: f64, vb: VarBuilder) -> Result<Self> {
+    pub fn new(hidden: usize, n_edge: usize, coords_range: f64, agg_norm: f64, log_dist: bool, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             src: Lin::new(hidden, hidden, true, vb.pp("src"))?,
             dst: Lin::new(hidden, hidden, false, vb.pp("dst"))?,
@@ -97,6 +98,7 @@ impl EgnnLayer {
             coord2: Lin::new(hidden, 1, false, vb.pp("coord2"))?,
             coords_range,
             agg_norm,
+            log_dist,
         })
     }
 
@@ -106,7 +108,9 @@ impl EgnnLayer {
         let (_diff, d2) = pair_geometry(x)?;
         let hs = self.src.forward(h)?.unsqueeze(2)?; // [b, n, 1, H]
         let hd = self.dst.forward(h)?.unsqueeze(1)?; // [b, 1, n, H]
-        let pre = self.edge.forward(edge)?.add(&self.dist.forward(&d2)?)?.broadcast_add(&hs)?.broadcast_add(&hd)?; // [b, n, n, H]
+        // Message distance feature: d² (EDM) or ln(1 + d²) (bounded sensitivity).
+        let df = if self.log_dist { d2.affine(1.0, 1.0)?.log()? } else { d2.clone() };
+        let pre = self.edge.forward(edge)?.add(&self.dist.forward(&df)?)?.broadcast_add(&hs)?.broadcast_add(&hd)?; // [b, n, n, H]
         let m = ops::silu(&self.msg.forward(&ops::silu(&pre)?)?)?; // [b, n, n, H]
         let (b, n, _, hd) = m.dims4()?;
         let gate = ops::sigmoid(&self.att.forward(&m)?)?.mul(pmask)?; // [b, n, n, 1]
@@ -133,9 +137,9 @@ pub struct Egnn {
 }
 
 impl Egnn {
-    pub fn new(hidden: usize, n_layers: usize, n_edge: usize, coords_range: f64, agg_norm: f64, vb: VarBuilder) -> Result<Self> {
+    pub fn new(hidden: usize, n_layers: usize, n_edge: usize, coords_range: f64, agg_norm: f64, log_dist: bool, vb: VarBuilder) -> Result<Self> {
         let layers = (0..n_layers)
-            .map(|l| EgnnLayer::new(hidden, n_edge, coords_range / n_layers as f64, agg_norm, vb.pp(format!("layer{l}"))))
+            .map(|l| EgnnLayer::new(hidden, n_edge, coords_range / n_layers as f64, agg_norm, log_dist, vb.pp(format!("layer{l}"))))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { layers })
     }

@@ -23,7 +23,7 @@ pub struct NetDims {
     pub n_mix: usize,
     pub coords_range: f64,
     pub agg_norm: f64,
-    /// `coords_range · tanh` on the mixture-mean weights.
+    /// `tanh` on the mixture-mean weights.
     pub bounded_mixture: bool,
 }
 
@@ -159,7 +159,7 @@ impl MorphNet {
         Ok(Self {
             dims,
             embed: Lin::new(a + c + N_TIME + N_COUNT + N_COND, h, true, vb.pp("embed"))?,
-            backbone: Egnn::new(h, dims.n_layers, e, dims.coords_range, dims.agg_norm, vb.pp("egnn"))?,
+            backbone: Egnn::new(h, dims.n_layers, e, dims.coords_range, dims.agg_norm, dims.bounded_mixture, vb.pp("egnn"))?,
             node1: Lin::new(h, h, true, vb.pp("node1"))?,
             node_out: Lin::new(h, n_node_out, true, vb.pp("node_out"))?,
             pair_a: Lin::new(h, h, true, vb.pp("pair_a"))?,
@@ -215,7 +215,9 @@ impl MorphNet {
         let mix_type = take(k * a)?.reshape((b, n, k, a))?;
         let mix_charge = take(k * c)?.reshape((b, n, k, c))?;
         // Pair heads on the output geometry (symmetric in i, j).
-        let (diff, d2) = pair_geometry(&x1)?; // [b, n, n, 3], [b, n, n, 1]
+        let (diff, d2_raw) = pair_geometry(&x1)?; // [b, n, n, 3], [b, n, n, 1]
+        // Heads see ln(1 + d²): bounded sensitivity keeps invariants exact in f32.
+        let d2 = if d.bounded_mixture { d2_raw.affine(1.0, 1.0)?.log()? } else { d2_raw.clone() };
         let pa = self.pair_a.forward(&h)?; // [b, n, H]
         let hi = h.unsqueeze(2)?; // [b, n, 1, H]
         let hj = h.unsqueeze(1)?; // [b, 1, n, H]
@@ -232,9 +234,9 @@ impl MorphNet {
         let pm = pair_mask(mask)?; // [b, n, n, 1]
         let g = self.mix_src.forward(&h)?.unsqueeze(2)?.broadcast_add(&self.mix_dst.forward(&h)?.unsqueeze(1)?)?.add(&self.mix_d.forward(&d2)?)?;
         let phi = self.mix_out.forward(&ops::silu(&g)?)?; // [b, n, n, K]
-        let phi = if d.bounded_mixture { (phi.tanh()? * d.coords_range)? } else { phi };
+        let phi = if d.bounded_mixture { phi.tanh()? } else { phi };
         let phi = phi.broadcast_mul(&pm)?;
-        let w = phi.broadcast_div(&(d2 + 1e-8)?.sqrt()?.affine(1.0, 1.0)?)?; // [b, n, n, K]
+        let w = phi.broadcast_div(&(d2_raw + 1e-8)?.sqrt()?.affine(1.0, 1.0)?)?; // [b, n, n, K]
         let off = w.transpose(2, 3)?.contiguous()?.reshape((b * n, k, n))?.matmul(&diff.reshape((b * n, n, 3))?)?; // [b n, K, 3]
         let mix_mean = off.reshape((b, n, k, 3))?.broadcast_add(&x1.unsqueeze(2)?)?; // [b, n, K, 3]
         Ok(NetOutput {
@@ -266,6 +268,7 @@ impl MorphNet {
         let oh = one_hot(types, self.dims.n_types, out.h.device())?; // [b, q, A]
         let src = self.ib_src.forward(&hs)?.add(&self.ib_type.forward(&oh)?)?; // [b, q, H]
         let d2 = pos.unsqueeze(2)?.broadcast_sub(&out.x1.unsqueeze(1)?)?.sqr()?.sum_keepdim(3)?; // [b, q, n, 1]
+        let d2 = if self.dims.bounded_mixture { d2.affine(1.0, 1.0)?.log()? } else { d2 };
         let pre = self.ib_d.forward(&d2)?.broadcast_add(&src.unsqueeze(2)?)?.broadcast_add(&self.ib_dst.forward(&out.h)?.unsqueeze(1)?)?;
         self.ib_out.forward(&ops::silu(&pre)?)
     }

@@ -110,7 +110,8 @@ fn load_drift(path: &Path, device: &str) -> anyhow::Result<Box<dyn PerturbableDr
         return Ok(Box::new(drift));
     }
     let dev = super::device::select(device)?;
-    let drift = LcdDrift::load(path, &dev).with_context(|| format!("loading the LCD model {}", path.display()))?;
+    let drift = LcdDrift::load(path, &dev)
+        .with_context(|| format!("loading the LCD model {}", path.display()))?;
     Ok(Box::new(drift))
 }
 
@@ -135,7 +136,10 @@ pub fn run(args: CliprArgs, global: Global) -> anyhow::Result<()> {
     if args.json && args.truth.is_none() {
         bail!("--json prints the scores against a truth: give --truth SCREEN.h5ad");
     }
-    let mopts = ModuleOptions { cut_height: args.cut_height, min_size: args.min_module_size };
+    let mopts = ModuleOptions {
+        cut_height: args.cut_height,
+        min_size: args.min_module_size,
+    };
     mopts.validate()?;
     let sel = match args.edge_threshold {
         Some(t) if t.is_finite() && t >= 0.0 => EdgeSelect::Threshold(t),
@@ -157,7 +161,10 @@ pub fn run(args: CliprArgs, global: Global) -> anyhow::Result<()> {
         None => None,
     };
     if let Some(t) = &truth_m {
-        let n_edges = t.indexed_iter().filter(|((i, j), v)| i != j && v.abs() >= args.zero_threshold).count();
+        let n_edges = t
+            .indexed_iter()
+            .filter(|((i, j), v)| i != j && v.abs() >= args.zero_threshold)
+            .count();
         if n_edges == 0 && !global.quiet {
             eprintln!("clipr: warning: no true effect reaches |a| >= --zero-threshold {}: AUROC/AUPRC are undefined (NaN); lower --zero-threshold", args.zero_threshold);
         }
@@ -179,13 +186,27 @@ pub fn run(args: CliprArgs, global: Global) -> anyhow::Result<()> {
         let eff = estimate(&resp, kind, args.est.lambda)?;
         let modules = gene_modules(&eff.a_causal, &mopts)?;
         let metrics = match &truth_m {
-            Some(t) => Some(causal_metrics(eff.a_causal.view(), t.view(), &MetricOptions { zero_threshold: args.zero_threshold, ..Default::default() })?),
+            Some(t) => Some(causal_metrics(
+                eff.a_causal.view(),
+                t.view(),
+                &MetricOptions {
+                    zero_threshold: args.zero_threshold,
+                    ..Default::default()
+                },
+            )?),
             None => None,
         };
         let dir = out.join(kind.name());
         write_outputs(&dir, &genes, &eff, &modules, sel, metrics.as_ref())?;
         if !global.quiet {
-            eprintln!("clipr {}: {} (symmetry ratio {:.3}, {} modules) -> {}", kind.name(), eff.note, symmetry_ratio(&eff.a_causal), modules.n_modules, dir.display());
+            eprintln!(
+                "clipr {}: {} (symmetry ratio {:.3}, {} modules) -> {}",
+                kind.name(),
+                eff.note,
+                symmetry_ratio(&eff.a_causal),
+                modules.n_modules,
+                dir.display()
+            );
         }
         if let Some(m) = metrics {
             if !args.json {
@@ -205,14 +226,24 @@ pub fn run(args: CliprArgs, global: Global) -> anyhow::Result<()> {
         }
     }
     if let (Some(path), Some((eff, modules))) = (&args.into, &first) {
-        let params = IntoParams { model: model.display().to_string(), module_options: mopts };
-        write_into(path, &genes, eff, modules, &params).with_context(|| format!("writing CLIPR results into {}", path.display()))?;
+        let params = IntoParams {
+            model: model.display().to_string(),
+            module_options: mopts,
+        };
+        write_into(path, &genes, eff, modules, &params)
+            .with_context(|| format!("writing CLIPR results into {}", path.display()))?;
         if !global.quiet {
-            eprintln!("clipr: wrote varp/clipr_effects, var/clipr_module, uns/clipr/params into {}", path.display());
+            eprintln!(
+                "clipr: wrote varp/clipr_effects, var/clipr_module, uns/clipr/params into {}",
+                path.display()
+            );
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::Value::Object(scores))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::Value::Object(scores))?
+        );
     }
     Ok(())
 }
@@ -222,7 +253,12 @@ fn run_top(args: TopArgs, _global: Global) -> anyhow::Result<()> {
     let drift = load_drift(&args.model_dir, &args.est.device)?;
     let genes = drift.gene_names();
     let Some(g) = genes.iter().position(|x| *x == args.gene) else {
-        bail!("gene {:?} is not among the {} genes of {}", args.gene, genes.len(), args.model_dir.display());
+        bail!(
+            "gene {:?} is not among the {} genes of {}",
+            args.gene,
+            genes.len(),
+            args.model_dir.display()
+        );
     };
     let resp = responses(drift.as_ref(), None)?;
     let mut out = serde_json::Map::new();
@@ -230,22 +266,35 @@ fn run_top(args: TopArgs, _global: Global) -> anyhow::Result<()> {
         let eff = estimate(&resp, kind, args.est.lambda)?;
         let (regs, tgts) = top_partners(&eff.a_causal, g, args.k);
         if args.json {
-            let list = |v: &[(usize, f64)]| v.iter().map(|&(i, e)| serde_json::json!({ "gene": genes[i], "effect": e })).collect::<Vec<_>>();
+            let list = |v: &[(usize, f64)]| {
+                v.iter()
+                    .map(|&(i, e)| serde_json::json!({ "gene": genes[i], "effect": e }))
+                    .collect::<Vec<_>>()
+            };
             out.insert(kind.name().into(), serde_json::json!({ "gene": args.gene, "regulators": list(&regs), "targets": list(&tgts), "note": eff.note }));
         } else {
             println!("# {} ({}): {}", args.gene, kind.name(), eff.note);
-            println!("regulators of {} (effect of regulator on {}):", args.gene, args.gene);
+            println!(
+                "regulators of {} (effect of regulator on {}):",
+                args.gene, args.gene
+            );
             for (i, e) in &regs {
                 println!("  {:<20} {:+.4}", genes[*i], e);
             }
-            println!("targets of {} (effect of {} on target):", args.gene, args.gene);
+            println!(
+                "targets of {} (effect of {} on target):",
+                args.gene, args.gene
+            );
             for (j, e) in &tgts {
                 println!("  {:<20} {:+.4}", genes[*j], e);
             }
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::Value::Object(out))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::Value::Object(out))?
+        );
     }
     Ok(())
 }

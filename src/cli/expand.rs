@@ -105,7 +105,6 @@ fn run_toy_cmd(args: ToyArgs, global: Global) -> anyhow::Result<()> {
     density_png(&args.out.join("before.png"), task, &out.samples_before)?;
     density_png(&args.out.join("after.png"), task, &out.samples_after)?;
     panels_png(&args.out.join("compare.png"), task, &[&out.data, &out.samples_before, &out.samples_after])?;
-    let summary = serde_json::json!({ "before": metrics_json(&out.before), "after": metrics_json(&out.after) });
     let full = serde_json::json!({
         "task": task,
         "method": method,
@@ -118,7 +117,17 @@ fn run_toy_cmd(args: ToyArgs, global: Global) -> anyhow::Result<()> {
     });
     write_atomic(&args.out.join("metrics.json"), serde_json::to_string_pretty(&full)?.as_bytes())?;
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        // keys in the documented order: before/after, validity/coverage/vendi
+        let obj = |m: &ToyMetrics| -> anyhow::Result<String> {
+            Ok(format!(
+                "{{\"validity\":{},\"coverage\":{},\"vendi\":{}}}",
+                serde_json::to_string(&m.validity)?,
+                serde_json::to_string(&m.coverage)?,
+                serde_json::to_string(&m.vendi)?
+            ))
+        };
+        let line = format!("{{\"before\":{},\"after\":{}}}", obj(&out.before)?, obj(&out.after)?);
+        println!("{line}");
     } else {
         println!("{:<8} {:>9} {:>9} {:>8}", "", "validity", "coverage", "vendi");
         for (name, m) in [("before", out.before), ("after", out.after)] {

@@ -71,7 +71,7 @@ pub fn sample_zip(pi: f64, lambda: f64, rng: &mut ChaCha8Rng) -> u32 {
 pub fn moment_rate(values: &[f64]) -> f64 {
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
-    if !(mean > 0.0) {
+    if mean.is_nan() || mean <= 0.0 {
         return 1.0;
     }
     let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;

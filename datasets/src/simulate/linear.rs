@@ -66,7 +66,7 @@ impl LinearSystem {
     pub fn sample(mean: ArrayView1<f64>, chol: &Array2<f64>, n: usize, rng: &mut ChaCha8Rng) -> Array2<f64> {
         let d = mean.len();
         let z = Array2::from_shape_fn((n, d), |_| rng.sample::<f64, _>(StandardNormal)); // [n, d]
-        z.dot(&chol.t()) + &mean
+        z.dot(&chol.t()) + mean
     }
 
     /// Stationary means `−A⁻¹(b + c_q)` of many conditions with one LU

@@ -240,12 +240,12 @@ mod tests {
     #[test]
     fn validate_names_bad_values() {
         let cfg = SimulationConfig { genes: 10, perturbed: 11, ..Default::default() };
-        assert!(cfg.validate().unwrap_err().to_string().contains("perturbed"));
+        assert!(cfg.validate().expect_err("invalid").to_string().contains("perturbed"));
         let cfg = SimulationConfig { genes: 10, perturbed: 4, doubles: 7, ..Default::default() };
-        let e = cfg.validate().unwrap_err().to_string();
+        let e = cfg.validate().expect_err("invalid").to_string();
         assert!(e.contains("doubles") && e.contains('6'), "{e}");
         let cfg = SimulationConfig { kind: SimKind::Nonlinear, contraction: 1.2, ..Default::default() };
-        assert!(cfg.validate().unwrap_err().to_string().contains("1.2"));
+        assert!(cfg.validate().expect_err("invalid").to_string().contains("1.2"));
         assert!(SimulationConfig::default().validate().is_ok());
     }
 

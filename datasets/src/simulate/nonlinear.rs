@@ -177,7 +177,7 @@ impl Drift for NonlinearSystem {
         }
         let f = drift(&x);
         let res = f.iter().map(|v| v.abs()).fold(0.0, f64::max);
-        if !(res < 1e-6) {
+        if res.is_nan() || res >= 1e-6 {
             return Err(DatasetsError::InvalidConfig {
                 param: "nonlinear system".into(),
                 message: format!("no fixed point found (max |f| = {res:.3e}); is ‖W‖₂ < 1?"),
