@@ -7,6 +7,11 @@ use clap::Parser;
 mod cli;
 
 fn main() -> ExitCode {
+    // OpenBLAS's threaded LU needs more than the 2 MiB default stack of Rust
+    // (rayon) threads; set a larger default before any thread is spawned.
+    if std::env::var_os("RUST_MIN_STACK").is_none() {
+        std::env::set_var("RUST_MIN_STACK", "67108864");
+    }
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
