@@ -23,7 +23,16 @@ pub fn write_h5ad(ad: &AnnData, path: impl AsRef<Path>) -> Result<()> {
     let fname = path.file_name().ok_or_else(|| ctx.err("/", "output path has no file name"))?;
     let tmp = dir.join(format!(".{}.tmp{}", fname.to_string_lossy(), std::process::id()));
     let res = (|| -> Result<()> {
-        let f = File::create(&tmp).map_err(|e| ctx.err("/", format!("cannot create {}: {e}", tmp.display())))?;
+        // No HDF5 file lock on the temp file: the lock is an flock on an fd
+        // HDF5 opens without O_CLOEXEC, so a child process spawned by another
+        // thread while we write would inherit it and keep the finished file
+        // locked ("unable to lock file, errno = 11") for its whole lifetime.
+        // The temp-file-then-rename protocol already keeps readers off
+        // half-written data.
+        let f = File::with_options()
+            .with_fapl(|p| p.file_locking(false))
+            .create(&tmp)
+            .map_err(|e| ctx.err("/", format!("cannot create {}: {e}", tmp.display())))?;
         write_into(&ctx, &f, ad)?;
         ctx.h5("/", "flushing", f.flush())?;
         Ok(())
