@@ -1,13 +1,40 @@
 #!/usr/bin/env bash
-# The main job on built-in (simulated) data: simulate a perturbation screen
-# with a known causal truth and inspect it. Outputs go to out/.
+# The main job on built-in (simulated) data, end to end:
+#   simulate a perturbation screen with counts and a known causal truth
+#   -> inspect it -> fit LCD (quick preset, fold 0 of the doubles held out)
+#   -> evaluate LCD against the control/additive/pooled baselines
+#   -> CLIPR effect matrix, graph and modules, scored against the truth
+#   -> training-curve pictures.
+# Outputs go to out/ (override with OUT=...). Set CELLMOL=path to use an
+# existing binary instead of building a release one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-cargo build --release --quiet --bin cellmol
-CELLMOL=target/release/cellmol
-mkdir -p out
-echo "== simulate a nonlinear screen with counts (50 genes, 20 perturbed, 30 doubles)"
-$CELLMOL simulate screen --kind nonlinear --genes 50 --perturbed 20 --doubles 30 \
-  --cells-per-condition 200 --counts --graph er --seed 0 -o out/screen.h5ad
+OUT=${OUT:-out}
+if [ -z "${CELLMOL:-}" ]; then
+  cargo build --release --quiet --bin cellmol
+  CELLMOL=target/release/cellmol
+fi
+mkdir -p "$OUT"
+echo "== simulate a nonlinear screen with counts (30 genes, all perturbed, 20 doubles)"
+$CELLMOL simulate screen --kind nonlinear --genes 30 --perturbed 30 --doubles 20 \
+  --cells-per-condition 200 --counts --graph er --seed 0 -o "$OUT/screen.h5ad"
 echo "== inspect it"
-$CELLMOL data inspect out/screen.h5ad
+$CELLMOL data inspect "$OUT/screen.h5ad"
+echo "== fit LCD (quick preset; fold 0 of 5 holds out doubles)"
+$CELLMOL lcd fit "$OUT/screen.h5ad" -o "$OUT/lcd" --preset quick --folds 5 --fold 0 --seed 0 --force
+echo "== evaluate on the held-out doubles against the baselines"
+$CELLMOL lcd evaluate "$OUT/lcd" "$OUT/screen.h5ad" --json > "$OUT/evaluate.json"
+python3 - "$OUT/evaluate.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))["summary"]
+keys = ["energy_distance", "mmd", "rmse", "pearson_delta", "w1"]
+print(f"{'method':10s}" + "".join(f"{k:>16s}" for k in keys))
+for m, v in s.items():
+    print(f"{m:10s}" + "".join(f"{v.get(k, float('nan')):16.4f}" for k in keys))
+PY
+echo "== CLIPR: causal effects, graph and modules (scored against the simulator's truth)"
+$CELLMOL clipr "$OUT/lcd" -o "$OUT/clipr" --estimator published,direction-aware \
+  --truth "$OUT/screen.h5ad" --json --zero-threshold 0.03
+echo "== training curves"
+$CELLMOL plot curves "$OUT/lcd"
+echo "done: see $OUT/ (evaluate.json, clipr/, curves_*.png)"

@@ -35,7 +35,7 @@ pub fn run(cmd: PlotCommand, global: Global) -> anyhow::Result<()> {
                         stem,
                         o.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "png".into())
                     )),
-                    (None, _) => dir.join(format!("curves_{stem}.png")),
+                    (None, _) => dir.join(format!("{stem}.png")),
                 };
                 datasets::train::plot::plot_curves(&records, &format!("{} ({})", dir.display(), stem), &out)
                     .with_context(|| format!("plotting {}", log.display()))?;

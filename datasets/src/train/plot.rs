@@ -45,14 +45,20 @@ pub fn series(records: &[serde_json::Value]) -> Vec<(String, Vec<(f64, f64)>)> {
     for (i, r) in records.iter().enumerate() {
         let Some(obj) = r.as_object() else { continue };
         let step = obj.get("step").and_then(|s| s.as_f64()).unwrap_or(i as f64);
+        // runs with several stages restart `step`: keep each stage's curves apart
+        let stage = ["stage", "phase"].iter().find_map(|k| obj.get(*k).and_then(|v| v.as_str()));
         for (k, v) in obj {
             if k == "step" {
                 continue;
             }
             let Some(x) = v.as_f64().filter(|x| x.is_finite()) else { continue };
-            match out.iter_mut().find(|(n, _)| n == k) {
+            let name = match stage {
+                Some(st) => format!("{st}: {k}"),
+                None => k.clone(),
+            };
+            match out.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, s)) => s.push((step, x)),
-                None => out.push((k.clone(), vec![(step, x)])),
+                None => out.push((name, vec![(step, x)])),
             }
         }
     }
@@ -120,6 +126,14 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].0, "loss");
         assert_eq!(s[0].1, vec![(1.0, 3.0), (2.0, 2.0), (3.0, 1.0)]);
+        let staged = vec![
+            serde_json::json!({"stage": "stage1", "step": 0, "loss": 3.0}),
+            serde_json::json!({"stage": "stage1", "step": 1, "loss": 2.0}),
+            serde_json::json!({"stage": "stage2", "step": 0, "loss": 9.0}),
+            serde_json::json!({"stage": "stage2", "step": 1, "loss": 8.0}),
+        ];
+        let names: Vec<String> = series(&staged).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["stage1: loss", "stage2: loss"]);
     }
 
     #[test]
