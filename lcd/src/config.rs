@@ -99,6 +99,10 @@ pub struct LcdConfig {
     pub stage2: Stage2Config,
     pub sampler: SamplerConfig,
     pub eval: EvalConfig,
+    /// Write a resumable checkpoint every this many optimisation steps, counted
+    /// within each stage (500); 0 = only when a stop signal arrives. Applies to
+    /// both stages; `cellmol lcd fit --resume` continues from the latest one.
+    pub checkpoint_every: usize,
 }
 
 impl Default for Stage1Config {
@@ -154,6 +158,7 @@ impl Default for LcdConfig {
             stage2: Stage2Config::default(),
             sampler: SamplerConfig::default(),
             eval: EvalConfig::default(),
+            checkpoint_every: 500,
         }
     }
 }
@@ -196,6 +201,7 @@ impl LcdConfig {
             },
             sampler: SamplerConfig { steps_per_level: 50, step_base: 1e-5, chains: 200, decodes_per_chain: 5 },
             eval: EvalConfig { max_cells: 400, n_de: 20 },
+            checkpoint_every: 500,
         }
     }
     /// `quick` or `paper`.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod evaluate;
+pub mod fit;
 pub mod metrics;
 pub mod optim;
 pub mod model;

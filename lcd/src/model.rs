@@ -8,13 +8,10 @@
 //!   annealed sampler with ξ = 0 from `x0` through all levels.
 //! - [`LcdModel::standardisation`]`() -> (mean_ctrl, std_all)` (latent-state units).
 //! - [`LcdModel::genes`], [`LcdModel::trained_targets`], [`LcdModel::n_levels`].
-use std::time::Instant;
-
 use candle_core::{Device, Tensor};
 use ndarray::Array2;
 
 use crate::config::LcdConfig;
-use crate::data::TrainingData;
 use crate::params::Weights;
 use crate::rng::TensorRng;
 use crate::sampler::annealed_langevin;
@@ -80,85 +77,6 @@ pub(crate) fn array_to_tensor(a: &Array2<f32>, dev: &Device) -> Result<Tensor> {
 }
 
 impl LcdModel {
-    /// Fit both stages on `data` (control first). Deterministic for a given
-    /// seed and device.
-    pub fn fit(data: &TrainingData, cfg: &LcdConfig, seed: u64, dev: &Device, progress: &mut ProgressFn) -> Result<Self> {
-        cfg.validate()?;
-        data.validate(cfg.noise_model)?;
-        let d = data.n_genes();
-        let mut rng = TensorRng::new(seed, dev)?;
-        let mut curves = Vec::new();
-        let t0 = Instant::now();
-        let every = |steps: usize| (steps / 1000).max(1);
-        // Stage 1 (or raw expression).
-        let (latents, stage1, pi, u): (Vec<Tensor>, Option<Stage1>, Vec<f32>, Vec<f32>) = if cfg.noise_model {
-            let mut s1 = Stage1::init(data, &cfg.stage1, &mut rng, dev)?;
-            let total = cfg.stage1.steps;
-            let ev = every(total);
-            s1.train(data, &mut rng, dev, |step, loss, lr| {
-                progress("stage 1", step + 1, total, loss);
-                if step % ev == 0 || step + 1 == total {
-                    curves.push(CurvePoint { stage: "stage1".into(), step, loss, lr, seconds: t0.elapsed().as_secs_f64() });
-                }
-            })?;
-            let lat = s1.sample_latents(cfg.stage1.latent_per_env, &mut rng, dev)?;
-            let pi = s1.pi()?;
-            let u = s1.log_u.exp()?.to_vec1::<f32>()?;
-            (lat, Some(s1), pi, u)
-        } else {
-            let lat = data.envs.iter().map(|e| array_to_tensor(&e.x, dev)).collect::<Result<Vec<_>>>()?;
-            (lat, None, Vec::new(), Vec::new())
-        };
-        // Standardise: mean of control, std pooled over all environments.
-        let mean_ctrl = latents[0].mean_keepdim(0)?; // [1, d]
-        let all = Tensor::cat(&latents, 0)?; // [ΣN, d]
-        let var = all.broadcast_sub(&all.mean_keepdim(0)?)?.sqr()?.mean_keepdim(0)?;
-        let std = var.sqrt()?.maximum(1e-6f32)?; // [1, d]
-        let states: Vec<Tensor> =
-            latents.iter().map(|l| Ok(l.broadcast_sub(&mean_ctrl)?.broadcast_div(&std)?)).collect::<Result<_>>()?;
-        drop(all);
-        // Stage 2.
-        let vocabulary = data.vocabulary();
-        let vpos = |t: &str| vocabulary.iter().position(|v| v == t);
-        let multi_hot: Vec<Tensor> = data
-            .envs
-            .iter()
-            .map(|e| {
-                let mut v = vec![0f32; vocabulary.len().max(1)];
-                for t in &e.targets {
-                    if let Some(i) = vpos(t) {
-                        v[i] += 1.0;
-                    }
-                }
-                Ok(Tensor::from_vec(v, (1, vocabulary.len().max(1)), dev)?)
-            })
-            .collect::<Result<_>>()?;
-        let mut net = ScoreNet::init(d, vocabulary.len(), cfg.sigmas(), cfg.stage2.hidden, &mut rng, dev)?;
-        let total = cfg.stage2.steps;
-        let ev = every(total);
-        net.train(&states, &multi_hot, &cfg.stage2, &mut rng, |step, loss, lr| {
-            progress("stage 2", step + 1, total, loss);
-            if step % ev == 0 || step + 1 == total {
-                curves.push(CurvePoint { stage: "stage2".into(), step, loss, lr, seconds: t0.elapsed().as_secs_f64() });
-            }
-        })?;
-        Ok(LcdModel {
-            cfg: cfg.clone(),
-            genes: data.genes.clone(),
-            vocabulary,
-            train_conditions: data.envs.iter().map(|e| e.name.clone()).collect(),
-            mean_ctrl: mean_ctrl.flatten_all()?.to_vec1()?,
-            std_all: std.flatten_all()?.to_vec1()?,
-            pi,
-            u,
-            net,
-            stage1,
-            curves,
-            seed,
-            device: dev.clone(),
-        })
-    }
-
     pub fn genes(&self) -> &[String] {
         &self.genes
     }

@@ -16,6 +16,9 @@ pub struct AdamParams {
     pub clip: Option<f64>,
 }
 
+/// Optimiser tensors of a checkpoint (see [`Adam::export`]).
+pub type OptState = std::collections::HashMap<String, Tensor>;
+
 pub struct Adam {
     params: Vec<Var>,
     m: Vec<Option<Tensor>>,
@@ -74,6 +77,38 @@ impl Adam {
             self.v[i] = v;
         }
         Ok(norm)
+    }
+}
+
+impl Adam {
+    /// Optimiser state for a checkpoint: moments `{prefix}m.{i}` / `{prefix}v.{i}`
+    /// (parameter order) and the step counter `{prefix}t` (an exact f64 scalar).
+    pub fn export(&self, prefix: &str, out: &mut std::collections::HashMap<String, Tensor>) -> Result<()> {
+        for (i, v) in self.v.iter().enumerate() {
+            out.insert(format!("{prefix}v.{i}"), v.clone());
+            if let Some(m) = &self.m[i] {
+                out.insert(format!("{prefix}m.{i}"), m.clone());
+            }
+        }
+        out.insert(format!("{prefix}t"), Tensor::new(&[f64::from(self.t)], &candle_core::Device::Cpu)?);
+        Ok(())
+    }
+
+    /// Restore the state written by [`Adam::export`] (shapes must match).
+    pub fn import(&mut self, prefix: &str, map: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+        let get = |k: String| map.get(&k).ok_or_else(|| crate::LcdError::Data(format!("checkpoint lacks optimiser tensor {k:?}")));
+        for i in 0..self.v.len() {
+            let v = get(format!("{prefix}v.{i}"))?;
+            if v.dims() != self.v[i].dims() {
+                return Err(crate::LcdError::Data(format!("checkpoint optimiser tensor {prefix}v.{i} has shape {:?}, expected {:?}", v.dims(), self.v[i].dims())));
+            }
+            self.v[i] = v.to_device(self.v[i].device())?;
+            if self.m[i].is_some() {
+                self.m[i] = Some(get(format!("{prefix}m.{i}"))?.to_device(self.v[i].device())?);
+            }
+        }
+        self.t = get(format!("{prefix}t"))?.to_vec1::<f64>()?.first().copied().unwrap_or(0.0) as i32;
+        Ok(())
     }
 }
 

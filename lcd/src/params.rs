@@ -11,7 +11,8 @@ use rand_distr::StandardNormal;
 
 use crate::{LcdError, Result};
 
-#[derive(Default)]
+/// Cloning shares the variables (a clone sees every update).
+#[derive(Default, Clone)]
 pub struct Params {
     vars: BTreeMap<String, Var>,
 }
@@ -53,6 +54,24 @@ impl Params {
     /// Live view (builds the graph for backward).
     pub fn live(&self) -> Weights {
         Weights(self.vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect())
+    }
+    /// All tensors, named `{prefix}{name}` (for checkpoints).
+    pub fn export(&self, prefix: &str, out: &mut std::collections::HashMap<String, Tensor>) {
+        for (k, v) in &self.vars {
+            out.insert(format!("{prefix}{k}"), v.as_tensor().clone());
+        }
+    }
+    /// Overwrite every variable's value with `map["{prefix}{name}"]` (shapes must match).
+    pub fn assign(&self, prefix: &str, map: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+        for (k, v) in &self.vars {
+            let key = format!("{prefix}{k}");
+            let t = map.get(&key).ok_or_else(|| LcdError::Data(format!("checkpoint lacks parameter {key:?}")))?;
+            if t.dims() != v.as_tensor().dims() {
+                return Err(LcdError::Data(format!("checkpoint parameter {key:?} has shape {:?}, expected {:?}", t.dims(), v.as_tensor().dims())));
+            }
+            v.set(&t.to_device(v.as_tensor().device())?)?;
+        }
+        Ok(())
     }
     pub fn save(&self, path: &Path, prefix: &str) -> Result<()> {
         let map: std::collections::HashMap<String, Tensor> =

@@ -22,6 +22,20 @@ impl TensorRng {
         }
         Ok(TensorRng { host: ChaCha8Rng::seed_from_u64(seed), device: device.clone() })
     }
+    /// The host stream's state for a checkpoint. On CUDA the device
+    /// generator's state cannot be read back: [`TensorRng::restore`] reseeds it
+    /// from the seed and the step, so a resumed CUDA run is deterministic but
+    /// not identical to an uninterrupted one (on the CPU it is identical).
+    pub fn capture(&self) -> datasets::train::RngState {
+        datasets::train::RngState::capture(&self.host)
+    }
+    /// Continue from a captured host state (see [`TensorRng::capture`]).
+    pub fn restore(state: &datasets::train::RngState, reseed: u64, device: &Device) -> Result<Self> {
+        if !device.is_cpu() {
+            device.set_seed(reseed)?;
+        }
+        Ok(TensorRng { host: state.restore()?, device: device.clone() })
+    }
     /// The host stream (index sampling, level draws, ZIP decoding).
     pub fn host(&mut self) -> &mut ChaCha8Rng {
         &mut self.host

@@ -17,7 +17,7 @@ use rand::seq::index::sample;
 
 use crate::config::Stage1Config;
 use crate::data::TrainingData;
-use crate::optim::{warmup_cosine, Adam, AdamParams};
+use crate::optim::{warmup_cosine, Adam, AdamParams, OptState};
 use crate::params::{Params, Weights};
 use crate::rng::TensorRng;
 use crate::zip::{cell_features, log_lik, moment_scale};
@@ -111,14 +111,17 @@ impl Stage1 {
         Ok(candle_nn_sigmoid(&self.params.get("pi_logit")?)?.to_vec1::<f32>()?)
     }
 
-    /// Train with the tempered MC marginal likelihood. `on_step(step, loss, lr)`
-    /// is called every step (progress, curves).
+    /// Train with the tempered MC marginal likelihood. `on_step(step, loss,
+    /// lr, optimisers)` is called after every step (progress, curves,
+    /// checkpoints); an error from it ends training (a stop request).
+    /// `resume = (first step, optimiser state)` continues a checkpointed run.
     pub fn train(
         &mut self,
         data: &TrainingData,
         rng: &mut TensorRng,
         dev: &Device,
-        mut on_step: impl FnMut(usize, f64, f64),
+        resume: Option<(usize, &OptState)>,
+        mut on_step: impl FnMut(usize, f64, f64, &[(&str, &Adam)], &TensorRng) -> Result<()>,
     ) -> Result<()> {
         let cfg = self.cfg.clone();
         let q = self.n_envs;
@@ -130,7 +133,12 @@ impl Stage1 {
         let vars = self.params.vars();
         let mut opt = Adam::new(vars.clone(), hp)?;
         let temps = [1.0, cfg.t_hi];
-        for step in 0..cfg.steps {
+        let mut start = 0;
+        if let Some((first, state)) = resume {
+            opt.import("opt.", state)?;
+            start = first;
+        }
+        for step in start..cfg.steps {
             // Environments and cells of this step.
             let envs: Vec<usize> = if e == q { (0..q).collect() } else { sample(rng.host(), q, e).into_vec() };
             let idx = if e == q {
@@ -208,7 +216,7 @@ impl Stage1 {
             }
             let lr = warmup_cosine(step, cfg.warmup, cfg.steps, cfg.lr);
             opt.step(&grads, lr)?;
-            on_step(step, loss_val / d as f64, lr);
+            on_step(step, loss_val / d as f64, lr, &[("opt.", &opt)], &*rng)?;
         }
         Ok(())
     }

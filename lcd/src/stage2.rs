@@ -11,7 +11,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::config::Stage2Config;
-use crate::optim::{warmup_cosine, Adam, AdamParams};
+use crate::optim::{warmup_cosine, Adam, AdamParams, OptState};
 use crate::params::{Params, Weights};
 use crate::rng::TensorRng;
 use crate::{LcdError, Result};
@@ -130,7 +130,7 @@ impl ScoreNet {
         Ok((r.sqr()?.sum(1)?.mean_all()? * 0.5)?)
     }
 
-    /// Train by DSM. `states[q]`: standardised latent states `[n_q, d]` of
+    /// Train by DSM (`resume` and `on_step` as in [`crate::stage1::Stage1::train`]). `states[q]`: standardised latent states `[n_q, d]` of
     /// environment q; `multi_hot[q]`: `[1, V]` its targets.
     pub fn train(
         &mut self,
@@ -138,7 +138,8 @@ impl ScoreNet {
         multi_hot: &[Tensor],
         cfg: &Stage2Config,
         rng: &mut TensorRng,
-        mut on_step: impl FnMut(usize, f64, f64),
+        resume: Option<(usize, &OptState)>,
+        mut on_step: impl FnMut(usize, f64, f64, &[(&str, &Adam)], &TensorRng) -> Result<()>,
     ) -> Result<()> {
         let vars = self.params.vars();
         let names = self.params.names();
@@ -152,7 +153,15 @@ impl ScoreNet {
             opt_emb = Some(Adam::new(vec![vars[i].clone()], hp0)?);
         }
         let dev = states.first().map(|s| s.device().clone()).ok_or_else(|| LcdError::Data("no environments".into()))?;
-        for step in 0..cfg.steps {
+        let mut start = 0;
+        if let Some((first, state)) = resume {
+            opt.import("opt.", state)?;
+            if let Some(o) = opt_emb.as_mut() {
+                o.import("opt_emb.", state)?;
+            }
+            start = first;
+        }
+        for step in start..cfg.steps {
             let q = rng.indices(1, states.len())[0];
             let nq = states[q].dim(0)?;
             let rows: Vec<u32> = rng.indices(cfg.batch, nq).into_iter().map(|v| v as u32).collect();
@@ -170,7 +179,10 @@ impl ScoreNet {
                 o.step(&[grads[i].take()], lr)?;
             }
             opt.step(&grads, lr)?;
-            on_step(step, lv, lr);
+            match &opt_emb {
+                Some(o) => on_step(step, lv, lr, &[("opt.", &opt), ("opt_emb.", o)], &*rng)?,
+                None => on_step(step, lv, lr, &[("opt.", &opt)], &*rng)?,
+            }
         }
         Ok(())
     }

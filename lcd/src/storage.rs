@@ -1,11 +1,15 @@
 //! Model directories. A finished directory holds
 //! `config.toml` (the [`LcdConfig`] used), `model.json` (genes, perturbation
 //! vocabulary, normalisation statistics, π, u, noise levels, seed),
-//! `weights.safetensors` (`score.*` = stage 2, `stage1.*` = generators and π)
-//! and `curves.jsonl` (training curves). It is written into a temporary
-//! sibling directory and renamed into place, `model.json` last, so an
-//! interrupted fit never leaves a directory that loads.
-use std::path::{Path, PathBuf};
+//! `weights.safetensors` (`score.*` = stage 2, `stage1.*` = generators and π),
+//! `curves.jsonl` (training curves, JSON lines) and, written last, the
+//! `COMPLETE` marker of the shared run-directory mechanism
+//! ([`datasets::train::RunDir`]): each file is written atomically (temp +
+//! rename) and a directory without the marker (an interrupted fit, which
+//! holds `checkpoint/` instead) never loads.
+use std::path::Path;
+
+use datasets::train::{RunDir, COMPLETE_MARKER};
 
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
@@ -47,66 +51,40 @@ fn mdir(dir: &Path, message: impl Into<String>) -> LcdError {
 
 /// Whether `dir` holds a finished model.
 pub fn is_finished(dir: &Path) -> bool {
-    dir.join(META).is_file()
-}
-
-/// Refuse to overwrite a finished model (unless `force`), and refuse a path
-/// that exists but is not a model directory.
-pub fn check_output(dir: &Path, force: bool) -> Result<()> {
-    if dir.exists() {
-        if is_finished(dir) && !force {
-            return Err(mdir(dir, "already holds a trained model (use --force to replace it)"));
-        }
-        if !dir.is_dir() {
-            return Err(mdir(dir, "exists and is not a directory"));
-        }
-        let non_empty = std::fs::read_dir(dir).map(|mut r| r.next().is_some()).unwrap_or(true);
-        if !is_finished(dir) && non_empty && !force {
-            return Err(mdir(dir, "exists, is not empty and is not a finished model (use --force to replace it)"));
-        }
-    }
-    Ok(())
+    dir.join(COMPLETE_MARKER).is_file()
 }
 
 impl LcdModel {
-    /// Write the model directory atomically (see module docs).
+    /// Write a finished model directory (refusing to replace one unless
+    /// `force`; see [`RunDir::prepare`]).
     pub fn save(&self, dir: &Path, force: bool, info: serde_json::Value) -> Result<()> {
-        check_output(dir, force)?;
-        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(|e| LcdError::io(parent, e))?;
-        let name = dir.file_name().ok_or_else(|| mdir(dir, "has no file name"))?.to_string_lossy().to_string();
-        let tmp: PathBuf = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| LcdError::io(&tmp, e))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| LcdError::io(&tmp, e))?;
-        let result = self.write_into(&tmp, info);
-        if let Err(e) = result {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        if dir.exists() {
-            let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-            std::fs::rename(dir, &old).map_err(|e| LcdError::io(dir, e))?;
-            std::fs::rename(&tmp, dir).map_err(|e| LcdError::io(dir, e))?;
-            let _ = std::fs::remove_dir_all(&old);
-        } else {
-            std::fs::rename(&tmp, dir).map_err(|e| LcdError::io(dir, e))?;
-        }
+        let run = RunDir::new(dir);
+        run.prepare(false, force)?;
+        self.save_run(&run, info, true)
+    }
+
+    /// Write the model into a prepared run directory and mark it finished
+    /// (dropping its checkpoint). `write_curves = false` keeps the metrics log
+    /// that [`LcdModel::fit_run`] appended during training.
+    pub fn save_run(&self, run: &RunDir, info: serde_json::Value, write_curves: bool) -> Result<()> {
+        std::fs::create_dir_all(&run.path).map_err(|e| LcdError::io(&run.path, e))?;
+        self.write_into(run, info, write_curves)?;
+        run.finish()?;
         Ok(())
     }
 
-    fn write_into(&self, dir: &Path, info: serde_json::Value) -> Result<()> {
-        let w = |name: &str, bytes: &[u8]| -> Result<()> {
-            std::fs::write(dir.join(name), bytes).map_err(|e| LcdError::io(dir.join(name), e))
-        };
+    fn write_into(&self, run: &RunDir, info: serde_json::Value, write_curves: bool) -> Result<()> {
+        let dir = run.path.as_path();
+        let w = |name: &str, bytes: &[u8]| -> Result<()> { Ok(run.write_file(name, bytes)?) };
         w(CONFIG, self.cfg.to_toml().as_bytes())?;
-        let mut curves = String::new();
-        for c in &self.curves {
-            curves.push_str(&serde_json::to_string(c).unwrap_or_default());
-            curves.push('\n');
+        if write_curves {
+            let mut curves = String::new();
+            for c in &self.curves {
+                curves.push_str(&serde_json::to_string(c).unwrap_or_default());
+                curves.push('\n');
+            }
+            w(CURVES, curves.as_bytes())?;
         }
-        w(CURVES, curves.as_bytes())?;
         // Weights: stage 2 and (optionally) stage 1 in one safetensors file.
         let mut map = std::collections::HashMap::new();
         for (name, var) in self.net.params.names().iter().zip(self.net.params.vars()) {
@@ -117,7 +95,9 @@ impl LcdModel {
                 map.insert(format!("stage1.{name}"), var.as_tensor().clone());
             }
         }
-        candle_core::safetensors::save(&map, dir.join(WEIGHTS))?;
+        let tmp = dir.join(format!(".{WEIGHTS}.tmp"));
+        candle_core::safetensors::save(&map, &tmp)?;
+        std::fs::rename(&tmp, dir.join(WEIGHTS)).map_err(|e| LcdError::io(dir.join(WEIGHTS), e))?;
         let meta = ModelMeta {
             format: FORMAT.into(),
             noise_model: self.cfg.noise_model,
@@ -142,9 +122,10 @@ impl LcdModel {
         if !dir.is_dir() {
             return Err(mdir(dir, "does not exist or is not a directory"));
         }
+        RunDir::new(dir).require_finished()?;
         let meta_path = dir.join(META);
         if !meta_path.is_file() {
-            return Err(mdir(dir, format!("has no {META}: not a model directory or an interrupted fit")));
+            return Err(mdir(dir, format!("has no {META}: not an LCD model directory")));
         }
         let text = std::fs::read_to_string(&meta_path).map_err(|e| LcdError::io(&meta_path, e))?;
         let meta: ModelMeta =

@@ -326,13 +326,16 @@ fn forward(net: &MorphNet, states: &[State], t: f64, spec: &SampleSpec, dev: &De
     }
 }
 
-/// Initial states: prior molecules (plus pinned scaffold atoms).
-pub fn initial_states<R: Rng>(n_mol: usize, prior: &Prior, scaffold: Option<&State>, rng: &mut R) -> Vec<State> {
+/// Initial states: prior molecules (plus pinned scaffold atoms). The prior's
+/// size range (data range ± `prior_extra`) can exceed the sampling limits, so
+/// the drawn size is clamped into `[min_atoms, cap]` (a scaffold larger than
+/// the cap keeps all its atoms plus one free atom).
+pub fn initial_states<R: Rng>(n_mol: usize, prior: &Prior, scaffold: Option<&State>, lim: Limits, rng: &mut R) -> Vec<State> {
     (0..n_mol)
         .map(|_| {
-            let n0 = prior.n_atoms(rng);
+            let n0 = prior.n_atoms(rng).clamp(lim.min_atoms.min(lim.cap), lim.cap.max(lim.min_atoms));
             let s0 = scaffold.map_or(0, |s| s.n());
-            let n_free = n0.saturating_sub(s0).max(if s0 == 0 { 3 } else { 1 });
+            let n_free = n0.saturating_sub(s0).max(if s0 == 0 { 3.min(lim.cap.max(1)) } else { 1 });
             let mut st = scaffold.cloned().unwrap_or_default();
             st.pinned = vec![true; st.n()];
             let x = prior.positions(n_free, rng);
@@ -358,7 +361,7 @@ pub fn sample_batch(
     on_step: &mut dyn FnMut(usize),
 ) -> Result<Vec<State>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
-    let mut states = initial_states(n_mol, prior, spec.scaffold.as_ref(), &mut rng);
+    let mut states = initial_states(n_mol, prior, spec.scaffold.as_ref(), spec.limits, &mut rng);
     let grid = time_grid(spec.steps);
     let d = net.dims;
     let dims = (d.n_types, d.n_charges, d.n_bonds, d.n_mix);

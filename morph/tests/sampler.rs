@@ -187,3 +187,18 @@ fn tiny_fit_then_sample_with_limits_and_scaffold() {
         assert!((d(s, 0, 2) - d(&scaffold, 0, 2)).abs() < 1e-9);
     }
 }
+
+/// Regression (found by a clean CI run): the prior draws sizes up to
+/// `n_max + prior_extra`, which can exceed the sampling cap; the initial
+/// states must already respect the limits.
+#[test]
+fn initial_sizes_respect_the_cap_when_the_prior_is_wider() {
+    let set = toy_set();
+    let stats = set.stats().expect("stats");
+    let prior = Prior::new(&stats, 20).expect("prior");
+    let limits = Limits { min_atoms: 2, cap: stats.n_max };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let states = morph::sampler::initial_states(200, &prior, None, limits, &mut rng);
+    assert!(states.iter().all(|s| s.n() >= 2 && s.n() <= limits.cap), "sizes {:?}", states.iter().map(State::n).collect::<Vec<_>>());
+    assert!(states.iter().any(|s| s.n() == limits.cap), "the clamp was never exercised");
+}

@@ -10,7 +10,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lcd::data::parse_condition;
 use lcd::evaluate::{evaluate as run_eval, METHODS};
 use lcd::screen::{prediction_anndata, ScreenData};
-use lcd::storage::check_output;
+use datasets::train::{Progress, RunDir, StopSignal};
+use lcd::fit::{checkpoint_position, FitRun};
+use lcd::LcdError;
 use lcd::{LcdConfig, LcdModel};
 
 use super::{device, Global};
@@ -60,9 +62,13 @@ pub struct FitArgs {
     /// Skip the count model: stage 2 directly on the (normalised) expression in X.
     #[arg(long)]
     pub no_noise_model: bool,
-    /// Replace an existing model directory.
+    /// Replace an existing model directory (finished or interrupted).
     #[arg(long)]
     pub force: bool,
+    /// Continue an interrupted run from its checkpoint (on a fresh directory:
+    /// just start; batch scripts always pass it).
+    #[arg(long)]
+    pub resume: bool,
 }
 
 #[derive(Debug, Args)]
@@ -137,13 +143,28 @@ fn fit(a: &FitArgs, global: Global) -> anyhow::Result<()> {
         cfg.noise_model = false;
     }
     cfg.validate()?;
-    // Fail before any work if the output exists.
-    check_output(&a.output, a.force)?;
+    // Refuse a finished model / an interrupted run before any work (RunDir::prepare).
+    let run = RunDir::new(&a.output);
+    let existed = a.output.exists();
+    let resume = run.prepare(a.resume, a.force)?;
     let dev = device::select(&a.device)?;
-    let screen = ScreenData::read(&a.screen).with_context(|| format!("reading screen {}", a.screen.display()))?;
-    let split = screen.split(a.folds, a.fold)?;
-    let data = screen.training_data(&split);
-    data.validate(cfg.noise_model).with_context(|| format!("screen {}", a.screen.display()))?;
+    let loaded = (|| -> anyhow::Result<_> {
+        let screen = ScreenData::read(&a.screen).with_context(|| format!("reading screen {}", a.screen.display()))?;
+        let split = screen.split(a.folds, a.fold)?;
+        let data = screen.training_data(&split);
+        data.validate(cfg.noise_model).with_context(|| format!("screen {}", a.screen.display()))?;
+        Ok((screen, split, data))
+    })();
+    let (screen, split, data) = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            if !existed {
+                // nothing was written yet: leave no empty directory behind
+                let _ = std::fs::remove_dir(&a.output);
+            }
+            return Err(e);
+        }
+    };
     if !global.quiet {
         eprintln!(
             "{}: {} genes, {} training conditions, {} test conditions{}",
@@ -154,28 +175,42 @@ fn fit(a: &FitArgs, global: Global) -> anyhow::Result<()> {
             if split.dropped.is_empty() { String::new() } else { format!(" ({} dropped: targets not singly perturbed)", split.dropped.len()) }
         );
     }
+    if let Some(ck) = &resume {
+        let (stage, step) = checkpoint_position(ck);
+        // always printed: batch logs are checked for it
+        eprintln!("resuming from checkpoint at {stage} step {step} ({})", a.output.display());
+    }
+    let stop = StopSignal::install()?;
     let start = Instant::now();
-    let mut current: Option<(String, ProgressBar, Instant)> = None;
+    let first = resume.as_ref().map(checkpoint_position);
+    let mut current: Option<(String, Progress)> = None;
     let mut progress = |stage: &str, step: usize, total: usize, loss: f64| {
         if current.as_ref().map(|c| c.0 != stage).unwrap_or(true) {
-            if let Some((_, b, _)) = current.take() {
+            if let Some((_, mut b)) = current.take() {
                 b.finish();
             }
-            current = Some((stage.to_string(), bar(global.quiet, total as u64, stage), Instant::now()));
+            let from = match &first {
+                Some((s, n)) if s.replace("stage", "stage ") == stage => *n,
+                _ => 0,
+            };
+            current = Some((stage.to_string(), Progress::new(stage, total as u64, from, global.quiet)));
         }
-        if let Some((_, b, t)) = &current {
-            b.set_position(step as u64);
-            if step % 10 == 0 || step == total {
-                let per = t.elapsed().as_secs_f64() / step.max(1) as f64;
-                b.set_message(format!("loss {loss:.4} {:.1} ms/step", per * 1e3));
-            }
+        if let Some((_, b)) = &mut current {
+            b.update(step as u64, &[("loss", loss)]);
         }
     };
-    let model = LcdModel::fit(&data, &cfg, a.seed, &dev, &mut progress)?;
+    let fit_run = FitRun { dir: &run, resume, stop };
+    let fitted = LcdModel::fit_run(&data, &cfg, a.seed, &dev, &fit_run, &mut progress);
     drop(progress);
-    if let Some((_, b, _)) = current.take() {
+    if let Some((_, mut b)) = current.take() {
         b.finish();
     }
+    let model = match fitted {
+        Ok(m) => m,
+        // keep DatasetsError::Interrupted in the chain: the CLI exits with 75 on it
+        Err(LcdError::Datasets(e)) => return Err(anyhow::Error::new(e)),
+        Err(e) => return Err(e.into()),
+    };
     let info = serde_json::json!({
         "screen": a.screen.display().to_string(),
         "fold": a.fold,
@@ -185,7 +220,7 @@ fn fit(a: &FitArgs, global: Global) -> anyhow::Result<()> {
         "device": a.device,
         "fit_seconds": start.elapsed().as_secs_f64(),
     });
-    model.save(&a.output, a.force, info)?;
+    model.save_run(&run, info, false)?;
     if !global.quiet {
         eprintln!("wrote {} ({:.1} s)", a.output.display(), start.elapsed().as_secs_f64());
     }
