@@ -120,11 +120,70 @@ fn fit_predict_evaluate_counts() {
     datasets::anndata::write_h5ad(&ad, &other).expect("write");
     let e = err_text(&cellmol(&["-q", "lcd", "evaluate", &m, &other.to_string_lossy(), "--fold", "0"]));
     assert!(e.contains("gene list mismatch"), "{e}");
-    // Interrupted model directory.
+    // A directory that is not a finished model (no COMPLETE marker).
     let broken = dir.path().join("broken");
     std::fs::create_dir_all(&broken).expect("mkdir");
     let e = err_text(&cellmol(&["-q", "lcd", "predict", &broken.to_string_lossy(), "--perturbation", "G0", "-o", &p3.to_string_lossy()]));
+    assert!(e.contains("COMPLETE"), "{e}");
+}
+
+/// SIGTERM mid-training → checkpoint + exit 75; predict/evaluate refuse the
+/// interrupted directory; plain `fit` refuses it too; `fit --resume`
+/// continues from the checkpoint and finishes (COMPLETE marker, curves kept).
+#[test]
+fn sigterm_checkpoints_and_resume_finishes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let screen = simulate(dir.path(), false);
+    let cfg = dir.path().join("long.toml");
+    let text = format!("checkpoint_every = 20\n{}", TINY.replace("noise_model = true", "noise_model = false").replace("steps = 150", "steps = 5000"));
+    std::fs::write(&cfg, text).expect("write config");
+    let model = dir.path().join("model");
+    let (s, m, c) = (screen.to_string_lossy().to_string(), model.to_string_lossy().to_string(), cfg.to_string_lossy().to_string());
+    let child = Command::new(BIN)
+        .args(["lcd", "fit", &s, "-o", &m, "--config", &c, "--no-noise-model", "--resume"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn cellmol");
+    // Wait for the first periodic checkpoint, then ask the run to stop.
+    let t0 = std::time::Instant::now();
+    while !model.join("checkpoint").join("state.json").exists() {
+        assert!(t0.elapsed().as_secs() < 120, "no checkpoint after 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    assert!(!model.join("COMPLETE").exists());
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("checkpoint").join("state.json")).expect("state")).expect("json");
+    let stopped_at = state["step"].as_u64().expect("step");
+    assert!(stopped_at > 0 && stopped_at < 5000, "{state}");
+    let logged = std::fs::read_to_string(model.join("curves.jsonl")).expect("curves").lines().count();
+    // Loaders and a plain fit refuse the interrupted run.
+    let p = dir.path().join("p.h5ad").to_string_lossy().to_string();
+    let e = err_text(&cellmol(&["-q", "lcd", "predict", &m, "--perturbation", "G0", "-o", &p]));
     assert!(e.contains("interrupted"), "{e}");
+    let e = err_text(&cellmol(&["-q", "lcd", "fit", &s, "-o", &m, "--config", &c, "--no-noise-model"]));
+    assert!(e.contains("interrupted") && e.contains("--resume"), "{e}");
+    // Resume with fewer remaining steps than a fresh run would need.
+    let out = cellmol(&["-q", "lcd", "fit", &s, "-o", &m, "--config", &c, "--no-noise-model", "--resume"]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("resuming from checkpoint at stage2 step {stopped_at}")), "{err}");
+    assert!(model.join("COMPLETE").is_file());
+    assert!(!model.join("checkpoint").exists());
+    let rows = std::fs::read_to_string(model.join("curves.jsonl")).expect("curves").lines().count();
+    assert!(rows > logged, "curves.jsonl was not appended ({rows} vs {logged})");
+    ok(&cellmol(&["-q", "lcd", "predict", &m, "--perturbation", "G0", "-n", "10", "-o", &p]));
+    // A requeued task whose model finished: `--resume` leaves it untouched and succeeds.
+    let before = std::fs::read(model.join("weights.safetensors")).expect("weights");
+    let out = cellmol(&["-q", "lcd", "fit", &s, "-o", &m, "--config", &c, "--no-noise-model", "--resume"]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to resume"));
+    assert_eq!(std::fs::read(model.join("weights.safetensors")).expect("weights"), before);
 }
 
 #[test]

@@ -23,10 +23,10 @@ fn main() -> anyhow::Result<()> {
     let mut s2 = cfg.stage2.clone();
     s2.batch = batch;
     s2.steps = 1;
-    net.train(&states, &mh, &s2, &mut rng, |_, _, _| {})?; // warm-up
+    net.train(&states, &mh, &s2, &mut rng, None, |_, _, _, _, _| Ok(()))?; // warm-up
     s2.steps = reps;
     let t = Instant::now();
-    net.train(&states, &mh, &s2, &mut rng, |_, _, _| {})?;
+    net.train(&states, &mh, &s2, &mut rng, None, |_, _, _, _, _| Ok(()))?;
     let step_s = t.elapsed().as_secs_f64() / reps as f64;
     // Dense FLOPs per step: forward 2·B·(dH + H² + Hd), backward ≈ 2× forward.
     let flops = 3.0 * 2.0 * batch as f64 * (2.0 * (d * h) as f64 + (h * h) as f64);

@@ -41,6 +41,9 @@ pub struct Stage1Config {
     pub envs_per_step: usize,
     /// Latent states drawn per training environment for stage 2 (10 000), ≥ 2.
     pub latent_per_env: usize,
+    /// Checkpoint interval for stage 1 (overrides the top-level `checkpoint_every`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<usize>,
 }
 
 /// Stage 2: the score network and denoising score matching.
@@ -63,6 +66,9 @@ pub struct Stage2Config {
     pub sigma_min: f64,
     /// Number of geometric noise levels L (30), ≥ 2.
     pub n_levels: usize,
+    /// Checkpoint interval for stage 2 (overrides the top-level `checkpoint_every`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<usize>,
 }
 
 /// Annealed Langevin sampling and decoding.
@@ -101,7 +107,9 @@ pub struct LcdConfig {
     pub eval: EvalConfig,
     /// Write a resumable checkpoint every this many optimisation steps, counted
     /// within each stage (500); 0 = only when a stop signal arrives. Applies to
-    /// both stages; `cellmol lcd fit --resume` continues from the latest one.
+    /// both stages unless `[stage1]` / `[stage2]` set their own
+    /// `checkpoint_every`; `cellmol lcd fit --resume` continues from the latest
+    /// checkpoint.
     pub checkpoint_every: usize,
 }
 
@@ -123,6 +131,7 @@ impl Default for Stage1Config {
             res_hidden: 256,
             envs_per_step: 1,
             latent_per_env: 10_000,
+            checkpoint_every: None,
         }
     }
 }
@@ -137,6 +146,7 @@ impl Default for Stage2Config {
             sigma_max: 10.0,
             sigma_min: 0.01,
             n_levels: 30,
+            checkpoint_every: None,
         }
     }
 }
@@ -188,6 +198,7 @@ impl LcdConfig {
                 res_hidden: 128,
                 envs_per_step: 8,
                 latent_per_env: 1000,
+                checkpoint_every: None,
             },
             stage2: Stage2Config {
                 hidden: 256,
@@ -198,6 +209,7 @@ impl LcdConfig {
                 sigma_max: 10.0,
                 sigma_min: 0.01,
                 n_levels: 30,
+                checkpoint_every: None,
             },
             sampler: SamplerConfig { steps_per_level: 50, step_base: 1e-5, chains: 200, decodes_per_chain: 5 },
             eval: EvalConfig { max_cells: 400, n_de: 20 },
@@ -217,6 +229,31 @@ impl LcdConfig {
             toml::from_str(text).map_err(|e| LcdError::Parse { path: path.into(), message: e.to_string() })?;
         cfg.validate()?;
         Ok(cfg)
+    }
+    /// Parse TOML laid over `base` (a preset): keys the file sets replace
+    /// the preset's, everything else keeps the preset's value.
+    pub fn from_toml_over(text: &str, path: &std::path::Path, base: &LcdConfig) -> Result<Self> {
+        let parse = |m: String| LcdError::Parse { path: path.into(), message: m };
+        let over: toml::Table = toml::from_str(text).map_err(|e| parse(e.to_string()))?;
+        let mut merged: toml::Table = toml::from_str(&base.to_toml()).map_err(|e| parse(e.to_string()))?;
+        fn merge(dst: &mut toml::Table, src: toml::Table) {
+            for (k, v) in src {
+                match (dst.get_mut(&k), v) {
+                    (Some(toml::Value::Table(d)), toml::Value::Table(s)) => merge(d, s),
+                    (_, v) => {
+                        dst.insert(k, v);
+                    }
+                }
+            }
+        }
+        merge(&mut merged, over);
+        let cfg: LcdConfig = toml::Value::Table(merged).try_into().map_err(|e: toml::de::Error| parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+    /// Checkpoint interval of stage 1 and stage 2 (0 = only on a stop request).
+    pub fn checkpoint_intervals(&self) -> (usize, usize) {
+        (self.stage1.checkpoint_every.unwrap_or(self.checkpoint_every), self.stage2.checkpoint_every.unwrap_or(self.checkpoint_every))
     }
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
@@ -319,5 +356,25 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("a.toml") && e.contains("stepz"), "{e}");
+        let e = LcdConfig::from_toml_over("[stage1]\nstepz = 3\n", std::path::Path::new("b.toml"), &LcdConfig::quick())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("b.toml") && e.contains("stepz"), "{e}");
+    }
+
+    #[test]
+    fn toml_over_a_preset_and_checkpoint_intervals() -> Result<()> {
+        let p = std::path::Path::new("c.toml");
+        let c = LcdConfig::from_toml_over("checkpoint_every = 7\n[stage2]\nsteps = 4000\ncheckpoint_every = 100\n", p, &LcdConfig::quick())?;
+        let mut want = LcdConfig::quick();
+        want.checkpoint_every = 7;
+        want.stage2.steps = 4000;
+        want.stage2.checkpoint_every = Some(100);
+        assert_eq!(c, want);
+        assert_eq!(c.checkpoint_intervals(), (7, 100));
+        assert_eq!(LcdConfig::from_toml(&c.to_toml(), p)?, c);
+        assert_eq!(LcdConfig::from_toml_over("", p, &LcdConfig::paper())?, LcdConfig::paper());
+        Ok(())
     }
 }

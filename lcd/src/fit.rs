@@ -14,7 +14,10 @@
 //!
 //! Checkpoints are written every `checkpoint_every` steps of each stage and
 //! whenever a stop is requested; a stop then ends the fit with
-//! `DatasetsError::Interrupted` (wrapped in [`LcdError::Datasets`]).
+//! `DatasetsError::Interrupted` (wrapped in [`LcdError::Datasets`]). The
+//! metrics log `curves.jsonl` is appended live; on resume it is first reset
+//! to the checkpoint's points (the history up to the checkpoint is kept, lines
+//! written after it by a killed process are recomputed, never duplicated).
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -106,12 +109,13 @@ struct Saver<'a> {
 impl Saver<'_> {
     /// Whether to checkpoint after finishing step `next − 1` of `total`
     /// (`Some(true)`: and stop).
-    fn due(&self, next: usize, total: usize) -> Option<bool> {
+    fn due(&self, stage: usize, next: usize, total: usize) -> Option<bool> {
         let run = self.run?;
         if run.stop.requested().is_some() {
             return Some(true);
         }
-        let every = self.cfg.checkpoint_every;
+        let (e1, e2) = self.cfg.checkpoint_intervals();
+        let every = if stage == 1 { e1 } else { e2 };
         (every > 0 && next % every == 0 && next < total).then_some(false)
     }
 
@@ -181,12 +185,24 @@ impl LcdModel {
                 });
             }
         }
+        let mut curves: Vec<CurvePoint> = state.as_ref().map(|s| s.curves.iter().map(CurvePoint::from).collect()).unwrap_or_default();
         let mut metrics = match run {
-            Some(r) => Some(MetricsLog::open(&r.dir.path.join(CURVES), resume.is_some())?),
+            Some(r) => {
+                if resume.is_some() {
+                    // The log continues from the checkpoint: lines a hard kill left
+                    // after it are replaced (they will be recomputed), earlier ones kept.
+                    let mut text = String::new();
+                    for c in &curves {
+                        text.push_str(&serde_json::to_string(c).map_err(|e| LcdError::Data(e.to_string()))?);
+                        text.push('\n');
+                    }
+                    r.dir.write_file(CURVES, text.as_bytes())?;
+                }
+                Some(MetricsLog::open(&r.dir.path.join(CURVES), resume.is_some())?)
+            }
             None => None,
         };
         let saver = Saver { run, cfg, seed };
-        let mut curves: Vec<CurvePoint> = state.as_ref().map(|s| s.curves.iter().map(CurvePoint::from).collect()).unwrap_or_default();
         let t0 = Instant::now();
         let offset = curves.last().map(|c| c.seconds).unwrap_or(0.0);
         let every = |steps: usize| (steps / 1000).max(1);
@@ -239,7 +255,7 @@ impl LcdModel {
                         if step % ev == 0 || step + 1 == total {
                             record(curves, "stage1", step, loss, lr)?;
                         }
-                        if let Some(stop) = saver.due(step + 1, total) {
+                        if let Some(stop) = saver.due(1, step + 1, total) {
                             saver.save("stage1", step + 1, rng, curves, vec![("stage1.safetensors".into(), with_opts(&params, opts)?)])?;
                             if stop {
                                 return Err(saver.interrupted(step + 1));
@@ -318,7 +334,7 @@ impl LcdModel {
                 if step % ev == 0 || step + 1 == total {
                     record(curves, "stage2", step, loss, lr)?;
                 }
-                if let Some(stop) = saver.due(step + 1, total) {
+                if let Some(stop) = saver.due(2, step + 1, total) {
                     let mut files = fixed.clone();
                     files.push(("stage2.safetensors".into(), with_opts(&net_params, opts)?));
                     saver.save("stage2", step + 1, rng, curves, files)?;

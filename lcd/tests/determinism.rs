@@ -59,11 +59,11 @@ fn save_load_round_trip_and_refuse_overwrite() -> anyhow::Result<()> {
     let (_, unseen) = back.embedding(&["G1".to_string()])?;
     assert!(unseen.is_empty());
     assert!(back.embedding(&["NOPE".to_string()]).is_err());
-    // Interrupted directory (no model.json) does not load.
+    // A half-written directory (no COMPLETE marker) does not load.
     let broken = dir.path().join("broken");
     std::fs::create_dir_all(&broken)?;
     std::fs::write(broken.join("weights.safetensors"), b"partial")?;
     let err = LcdModel::load(&broken, &Device::Cpu).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(err.contains("interrupted"), "{err}");
+    assert!(err.contains("COMPLETE"), "{err}");
     Ok(())
 }

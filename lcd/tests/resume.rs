@@ -105,6 +105,15 @@ fn stopped_twice_and_resumed_is_bit_for_bit() -> anyhow::Result<()> {
     let log = datasets::train::read_metrics(&dir.path.join("curves.jsonl"))?;
     assert_eq!(log.len(), full.curves.len());
 
+    // A hard kill leaves the last periodic checkpoint (stage 2 step 25 of 30)
+    // and log lines after it: resuming from it also ends bit-for-bit, without
+    // duplicated log lines.
+    assert_eq!(checkpoint_position(&full_dir.load_checkpoint()?), ("stage2".to_string(), 25));
+    let again = fit(&data, &c, &full_dir, true, None)?;
+    assert_eq!(weights(&full)?, weights(&again)?);
+    let log = datasets::train::read_metrics(&full_dir.path.join("curves.jsonl"))?;
+    assert_eq!(log.len(), full.curves.len());
+
     // Finishing: COMPLETE marker, checkpoint dropped, loads; a finished model is refused.
     resumed.save_run(&dir, serde_json::json!({}), false)?;
     assert!(dir.path.join(datasets::train::COMPLETE_MARKER).is_file());

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lcd::data::parse_condition;
 use lcd::evaluate::{evaluate as run_eval, METHODS};
 use lcd::screen::{prediction_anndata, ScreenData};
-use datasets::train::{Progress, RunDir, StopSignal};
+use datasets::train::{Progress, RunDir, RunState, StopSignal};
 use lcd::fit::{checkpoint_position, FitRun};
 use lcd::LcdError;
 use lcd::{LcdConfig, LcdModel};
@@ -42,7 +42,8 @@ pub struct FitArgs {
     /// Model directory to create.
     #[arg(short = 'o', long)]
     pub output: PathBuf,
-    /// LcdConfig TOML (replaces the preset; missing fields take the paper defaults).
+    /// LcdConfig TOML laid over --preset: the keys it sets replace the preset's
+    /// (default preset: paper). Includes `checkpoint_every` (top level or per stage).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Settings preset when no --config is given.
@@ -129,15 +130,16 @@ fn bar(quiet: bool, len: u64, prefix: &str) -> ProgressBar {
 }
 
 fn fit(a: &FitArgs, global: Global) -> anyhow::Result<()> {
+    let preset = match a.preset {
+        Preset::Quick => LcdConfig::quick(),
+        Preset::Paper => LcdConfig::paper(),
+    };
     let mut cfg = match &a.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            LcdConfig::from_toml(&text, p)?
+            LcdConfig::from_toml_over(&text, p, &preset)?
         }
-        None => match a.preset {
-            Preset::Quick => LcdConfig::quick(),
-            Preset::Paper => LcdConfig::paper(),
-        },
+        None => preset,
     };
     if a.no_noise_model {
         cfg.noise_model = false;
@@ -145,6 +147,11 @@ fn fit(a: &FitArgs, global: Global) -> anyhow::Result<()> {
     cfg.validate()?;
     // Refuse a finished model / an interrupted run before any work (RunDir::prepare).
     let run = RunDir::new(&a.output);
+    if a.resume && !a.force && matches!(run.state()?, RunState::Finished) {
+        // a requeued batch task whose model already finished: nothing to do
+        eprintln!("{} already holds a finished model; nothing to resume", a.output.display());
+        return Ok(());
+    }
     let existed = a.output.exists();
     let resume = run.prepare(a.resume, a.force)?;
     let dev = device::select(&a.device)?;
@@ -201,8 +208,7 @@ fn fit(a: &FitArgs, global: Global) -> anyhow::Result<()> {
     };
     let fit_run = FitRun { dir: &run, resume, stop };
     let fitted = LcdModel::fit_run(&data, &cfg, a.seed, &dev, &fit_run, &mut progress);
-    drop(progress);
-    if let Some((_, mut b)) = current.take() {
+    if let (Some((_, mut b)), true) = (current.take(), fitted.is_ok()) {
         b.finish();
     }
     let model = match fitted {
