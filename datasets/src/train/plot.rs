@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn series_groups_metrics_by_name() {
         let recs = vec![
-            serde_json::json!({"step": 1, "loss": 3.0, "lr": 0.1, "phase": "stage1"}),
+            serde_json::json!({"step": 1, "loss": 3.0, "lr": 0.1, "note": "strings are skipped"}),
             serde_json::json!({"step": 2, "loss": 2.0, "lr": 0.1}),
             serde_json::json!({"step": 3, "loss": 1.0}),
         ];
