@@ -113,4 +113,4 @@ LOG=$(ls "$W/long/logs/"*.out | head -1)
 cat "$LOG"
 grep -q "resum" "$LOG" || { echo "[slurm-test] the requeued task did not resume from its checkpoint"; exit 1; }
 [ -f "$MODEL/COMPLETE" ] || { echo "[slurm-test] preempted run did not finish"; exit 1; }
-echo "[slurm-test] 2 passed, 0 failed"
+echo "slurm: 2 passed, 0 failed"
