@@ -17,7 +17,9 @@ if ! command -v slurmctld >/dev/null 2>&1 && [ ! -x /usr/sbin/slurmctld ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
 fi
 cargo build --quiet --bin cellmol
-CELLMOL="$ROOT/target/debug/cellmol"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+CELLMOL="$TARGET_DIR/debug/cellmol"
 
 D=$(mktemp -d /tmp/cellmol-slurm.XXXXXX); H=$(hostname -s)
 mkdir -p "$D/state" "$D/spool" "$D/log"
