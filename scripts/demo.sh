@@ -37,4 +37,4 @@ $CELLMOL clipr "$OUT/lcd" -o "$OUT/clipr" --estimator published,direction-aware 
   --truth "$OUT/screen.h5ad" --json --zero-threshold 0.03
 echo "== training curves"
 $CELLMOL plot curves "$OUT/lcd"
-echo "done: see $OUT/ (evaluate.json, clipr/, curves_*.png)"
+echo "done: see $OUT/ (evaluate.json, clipr/, lcd/curves.png)"

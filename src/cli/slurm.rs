@@ -5,8 +5,9 @@
 //! Every script forwards SIGTERM/SIGUSR1 to cellmol, which checkpoints and
 //! exits with code 75 ([`datasets::train::EXIT_REQUEUE`]); the script then
 //! requeues the job itself (time-limit warning) or lets SLURM do it
-//! (`scontrol requeue`, preemption). Training commands always run with
-//! `--resume`, so a requeued task continues from its checkpoint.
+//! (`scontrol requeue`, preemption). LCD training runs with `--resume`, so a
+//! requeued task continues from its checkpoint; Morph training cannot resume
+//! yet and restarts.
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -338,9 +339,12 @@ fn write_lcd(job: &LcdJob) -> anyhow::Result<PathBuf> {
 pub fn morph_script(job: &MorphJob, cellmol: &Path, log_dir: &Path) -> anyhow::Result<String> {
     validate(&job.res)?;
     let mut s = header(&job.job_name, &job.res, log_dir, None);
+    // `morph fit` has no --resume yet (it is not wired into datasets::train):
+    // a requeued Morph task starts its training again.
+    s.push_str("# note: morph fit cannot resume yet; a requeued task restarts training\n");
     let _ = writeln!(
         s,
-        "run_cellmol {bin} morph fit {data} -o {out} --preset {preset}{config}{cond} --device {device} --resume",
+        "run_cellmol {bin} morph fit {data} -o {out} --preset {preset}{config}{cond} --device {device}",
         bin = q(cellmol),
         data = q(abs(&job.data)?),
         out = q(abs(&job.output)?),
@@ -466,6 +470,8 @@ mod tests {
             res: res(),
         };
         let m = morph_script(&job, Path::new("/bin/cellmol"), Path::new("/m/logs"))?;
+        // every flag the script passes must exist on `morph fit`
+        assert!(!m.contains("--resume"), "{m}");
         let c = clipr_script(Path::new("/runs/it's"), "published", "c", &res(), Path::new("/bin/cellmol"), Path::new("/l"))?;
         for s in [m, c] {
             let st = Command::new("bash").arg("-n").arg("-c").arg(&s).status()?;
