@@ -14,14 +14,25 @@ n_candidates = 400
 steps = 150
 "#;
 
-fn run(dir: &std::path::Path, cfg: &std::path::Path, seed: &str) -> anyhow::Result<serde_json::Value> {
+fn run(
+    dir: &std::path::Path,
+    cfg: &std::path::Path,
+    seed: &str,
+) -> anyhow::Result<serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_cellmol"))
-        .args(["expand", "toy", "--task", "ring", "--method", "rec-f", "--json", "--quiet", "--seed", seed, "--config"])
+        .args([
+            "expand", "toy", "--task", "ring", "--method", "rec-f", "--json", "--quiet", "--seed",
+            seed, "--config",
+        ])
         .arg(cfg)
         .arg("-o")
         .arg(dir)
         .output()?;
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
@@ -33,18 +44,32 @@ fn toy_json_contract_pictures_and_reproducibility() -> anyhow::Result<()> {
     let (d1, d2) = (tmp.path().join("a"), tmp.path().join("b"));
     let j1 = run(&d1, &cfg, "3")?;
     for side in ["before", "after"] {
-        let obj = j1[side].as_object().ok_or_else(|| anyhow::anyhow!("missing {side}"))?;
+        let obj = j1[side]
+            .as_object()
+            .ok_or_else(|| anyhow::anyhow!("missing {side}"))?;
         let mut keys: Vec<&str> = obj.keys().map(|k| k.as_str()).collect();
         keys.sort_unstable();
         assert_eq!(keys, ["coverage", "validity", "vendi"]);
         for k in keys {
-            let v = obj[k].as_f64().ok_or_else(|| anyhow::anyhow!("{side}.{k} not a number"))?;
+            let v = obj[k]
+                .as_f64()
+                .ok_or_else(|| anyhow::anyhow!("{side}.{k} not a number"))?;
             assert!(v.is_finite() && v >= 0.0);
         }
     }
-    for f in ["before.png", "after.png", "data.png", "compare.png", "metrics.json"] {
+    for f in [
+        "before.png",
+        "after.png",
+        "data.png",
+        "compare.png",
+        "metrics.json",
+    ] {
         let p = d1.join(f);
-        assert!(std::fs::metadata(&p)?.len() > 100, "{} missing or empty", p.display());
+        assert!(
+            std::fs::metadata(&p)?.len() > 100,
+            "{} missing or empty",
+            p.display()
+        );
     }
     let png = std::fs::read(d1.join("after.png"))?;
     assert_eq!(&png[1..4], b"PNG");
@@ -56,7 +81,16 @@ fn toy_json_contract_pictures_and_reproducibility() -> anyhow::Result<()> {
 #[test]
 fn bad_task_is_rejected() {
     let out = Command::new(env!("CARGO_BIN_EXE_cellmol"))
-        .args(["expand", "toy", "--task", "spiral", "--method", "fe", "-o", "/tmp/never"])
+        .args([
+            "expand",
+            "toy",
+            "--task",
+            "spiral",
+            "--method",
+            "fe",
+            "-o",
+            "/tmp/never",
+        ])
         .output()
         .expect("run cellmol");
     assert!(!out.status.success());

@@ -16,7 +16,12 @@ fn qm9pack_dir() -> PathBuf {
         .flatten()
         .map(|e| e.path().join("site-packages/qm9pack"))
         .find(|p| p.is_dir());
-    found.unwrap_or_else(|| panic!("qm9pack not found under {} — run scripts/setup.sh first", lib.display()))
+    found.unwrap_or_else(|| {
+        panic!(
+            "qm9pack not found under {} — run scripts/setup.sh first",
+            lib.display()
+        )
+    })
 }
 
 fn run(args: &[&str]) -> std::process::Output {
@@ -26,16 +31,34 @@ fn run(args: &[&str]) -> std::process::Output {
 
 fn ok(args: &[&str]) -> String {
     let out = run(args);
-    assert!(out.status.success(), "cellmol {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cellmol {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn rdkit_reread(path: &Path) -> usize {
-    assert!(Path::new(PY).exists(), "project venv python missing at {PY} — run scripts/setup.sh first");
+    assert!(
+        Path::new(PY).exists(),
+        "project venv python missing at {PY} — run scripts/setup.sh first"
+    );
     let code = "import sys\nfrom rdkit import Chem\nms=list(Chem.SDMolSupplier(sys.argv[1], sanitize=False, removeHs=False))\nassert all(m is not None for m in ms), 'unreadable record'\nprint(len(ms))";
-    let out = Command::new(PY).args(["-c", code, path.to_str().expect("utf8 path")]).output().expect("run python");
-    assert!(out.status.success(), "RDKit could not read {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().parse().expect("count")
+    let out = Command::new(PY)
+        .args(["-c", code, path.to_str().expect("utf8 path")])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "RDKit could not read {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("count")
 }
 
 #[test]
@@ -43,28 +66,105 @@ fn fit_sample_evaluate_scaffold() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
     let qm9 = qm9pack_dir();
-    ok(&["-q", "mol", "import-qm9", "--from", qm9.to_str().expect("utf8"), "-o", &d("data.sdf"), "--limit", "60"]);
+    ok(&[
+        "-q",
+        "mol",
+        "import-qm9",
+        "--from",
+        qm9.to_str().expect("utf8"),
+        "-o",
+        &d("data.sdf"),
+        "--limit",
+        "60",
+    ]);
     // Fit a tiny conditional model for a few steps.
-    ok(&["-q", "morph", "fit", &d("data.sdf"), "-o", &d("model"), "--preset", "tiny", "--condition", "gap", "--steps", "3"]);
-    assert!(dir.path().join("model/config.json").exists() && dir.path().join("model/model.safetensors").exists());
+    ok(&[
+        "-q",
+        "morph",
+        "fit",
+        &d("data.sdf"),
+        "-o",
+        &d("model"),
+        "--preset",
+        "tiny",
+        "--condition",
+        "gap",
+        "--steps",
+        "3",
+    ]);
+    assert!(
+        dir.path().join("model/config.json").exists()
+            && dir.path().join("model/model.safetensors").exists()
+    );
     // Conditional sampling with guidance.
-    ok(&["-q", "morph", "sample", &d("model"), "-n", "6", "-o", &d("out.sdf"), "--property", "gap=0.25", "--guidance", "2.0", "--steps", "6", "--seed", "3"]);
+    ok(&[
+        "-q",
+        "morph",
+        "sample",
+        &d("model"),
+        "-n",
+        "6",
+        "-o",
+        &d("out.sdf"),
+        "--property",
+        "gap=0.25",
+        "--guidance",
+        "2.0",
+        "--steps",
+        "6",
+        "--seed",
+        "3",
+    ]);
     let mols = molecules::read_molecules_path(Path::new(&d("out.sdf"))).expect("read samples");
     assert_eq!(mols.len(), 6);
     for m in &mols {
         assert_eq!(m.property("morph_step_count"), Some("6"));
-        assert_eq!(m.property("gap").map(|v| v.parse::<f64>().expect("number")), Some(0.25));
+        assert_eq!(
+            m.property("gap").map(|v| v.parse::<f64>().expect("number")),
+            Some(0.25)
+        );
         assert!(m.n_atoms() >= 2);
     }
     assert_eq!(rdkit_reread(Path::new(&d("out.sdf"))), 6);
     // Same seed → same output.
-    ok(&["-q", "morph", "sample", &d("model"), "-n", "6", "-o", &d("out2.sdf"), "--property", "gap=0.25", "--guidance", "2.0", "--steps", "6", "--seed", "3"]);
-    assert_eq!(std::fs::read(d("out.sdf")).expect("a"), std::fs::read(d("out2.sdf")).expect("b"));
+    ok(&[
+        "-q",
+        "morph",
+        "sample",
+        &d("model"),
+        "-n",
+        "6",
+        "-o",
+        &d("out2.sdf"),
+        "--property",
+        "gap=0.25",
+        "--guidance",
+        "2.0",
+        "--steps",
+        "6",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(
+        std::fs::read(d("out.sdf")).expect("a"),
+        std::fs::read(d("out2.sdf")).expect("b")
+    );
     // Evaluation, both protocols labelled.
-    let js: serde_json::Value = serde_json::from_str(&ok(&["morph", "evaluate", &d("out.sdf"), "--train", &d("data.sdf"), "--json"])).expect("json");
+    let js: serde_json::Value = serde_json::from_str(&ok(&[
+        "morph",
+        "evaluate",
+        &d("out.sdf"),
+        "--train",
+        &d("data.sdf"),
+        "--json",
+    ]))
+    .expect("json");
     assert_eq!(js["n_samples"], 6);
     for key in ["edm", "model_bonds"] {
-        assert!(js[key]["label"].as_str().expect("label").contains("protocol"));
+        assert!(js[key]["label"]
+            .as_str()
+            .expect("label")
+            .contains("protocol"));
         let tv = js[key]["distances"]["atom_count"].as_f64().expect("tv");
         assert!((0.0..=1.0 + 1e-9).contains(&tv), "{key}: TV {tv}");
         assert!(js[key]["metrics"]["mol_stability"].is_number());
@@ -72,18 +172,42 @@ fn fit_sample_evaluate_scaffold() {
     assert_eq!(js["conditional"]["property"], "gap");
     // Scaffold growth: the first training molecule with ≥ 4 atoms and a bond.
     let data = molecules::read_molecules_path(Path::new(&d("data.sdf"))).expect("data");
-    let scaf = data.iter().find(|m| m.n_atoms() >= 4 && m.n_bonds() >= 2).expect("scaffold candidate").clone();
+    let scaf = data
+        .iter()
+        .find(|m| m.n_atoms() >= 4 && m.n_bonds() >= 2)
+        .expect("scaffold candidate")
+        .clone();
     let mut buf = Vec::new();
     molecules::write_sdf(&mut buf, [&scaf]).expect("write");
     std::fs::write(d("scaffold.sdf"), buf).expect("write scaffold");
-    ok(&["-q", "morph", "sample", &d("model"), "-n", "4", "-o", &d("scaf_out.sdf"), "--scaffold", &d("scaffold.sdf"), "--steps", "6"]);
+    ok(&[
+        "-q",
+        "morph",
+        "sample",
+        &d("model"),
+        "-n",
+        "4",
+        "-o",
+        &d("scaf_out.sdf"),
+        "--scaffold",
+        &d("scaffold.sdf"),
+        "--steps",
+        "6",
+    ]);
     let grown = molecules::read_molecules_path(Path::new(&d("scaf_out.sdf"))).expect("read");
     assert_eq!(grown.len(), 4);
     let k = scaf.n_atoms();
-    let sb: Vec<(usize, usize, molecules::BondOrder)> = scaf.bond_list().map(|(i, j, o, _)| (i.min(j), i.max(j), o)).collect();
+    let sb: Vec<(usize, usize, molecules::BondOrder)> = scaf
+        .bond_list()
+        .map(|(i, j, o, _)| (i.min(j), i.max(j), o))
+        .collect();
     for g in &grown {
         assert_eq!(&g.elements[..k], &scaf.elements[..]);
-        let gb: Vec<(usize, usize, molecules::BondOrder)> = g.bond_list().map(|(i, j, o, _)| (i.min(j), i.max(j), o)).filter(|&(i, j, _)| i < k && j < k).collect();
+        let gb: Vec<(usize, usize, molecules::BondOrder)> = g
+            .bond_list()
+            .map(|(i, j, o, _)| (i.min(j), i.max(j), o))
+            .filter(|&(i, j, _)| i < k && j < k)
+            .collect();
         for b in &sb {
             assert!(gb.contains(b), "scaffold bond {b:?} lost");
         }
@@ -91,10 +215,28 @@ fn fit_sample_evaluate_scaffold() {
     }
     assert_eq!(rdkit_reread(Path::new(&d("scaf_out.sdf"))), 4);
     // Errors name the problem.
-    let out = run(&["morph", "sample", &d("model"), "-n", "2", "-o", &d("x.sdf"), "--property", "mu=1.0"]);
+    let out = run(&[
+        "morph",
+        "sample",
+        &d("model"),
+        "-n",
+        "2",
+        "-o",
+        &d("x.sdf"),
+        "--property",
+        "mu=1.0",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("conditioned on `gap`"));
-    let out = run(&["morph", "fit", &d("data.sdf"), "-o", &d("m2"), "--preset", "huge"]);
+    let out = run(&[
+        "morph",
+        "fit",
+        &d("data.sdf"),
+        "-o",
+        &d("m2"),
+        "--preset",
+        "huge",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("huge"));
 }

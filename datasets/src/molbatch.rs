@@ -31,7 +31,11 @@ pub struct MolVocab {
 impl MolVocab {
     /// Vocabulary with the given elements and charges and the standard bond classes.
     pub fn new(elements: Vec<String>, charges: Vec<i32>) -> Self {
-        Self { elements, charges, bonds: BOND_CLASSES.iter().map(|s| s.to_string()).collect() }
+        Self {
+            elements,
+            charges,
+            bonds: BOND_CLASSES.iter().map(|s| s.to_string()).collect(),
+        }
     }
     pub fn n_types(&self) -> usize {
         self.elements.len()
@@ -43,7 +47,9 @@ impl MolVocab {
         self.bonds.len()
     }
     pub fn element_index(&self, symbol: &str) -> Option<usize> {
-        self.elements.iter().position(|e| e.eq_ignore_ascii_case(symbol))
+        self.elements
+            .iter()
+            .position(|e| e.eq_ignore_ascii_case(symbol))
     }
     pub fn charge_index(&self, charge: i32) -> Option<usize> {
         self.charges.iter().position(|&c| c == charge)
@@ -102,18 +108,31 @@ impl MolRecord {
         if self.charges.len() != n || self.pos.dim() != (n, 3) {
             return Err(bad(
                 &format!("{n} charges and [{n}, 3] positions"),
-                format!("{} charges and {:?} positions", self.charges.len(), self.pos.dim()),
+                format!(
+                    "{} charges and {:?} positions",
+                    self.charges.len(),
+                    self.pos.dim()
+                ),
             ));
         }
         if let Some(&t) = self.types.iter().find(|&&t| t >= vocab.n_types()) {
-            return Err(bad(&format!("element class < {}", vocab.n_types()), t.to_string()));
+            return Err(bad(
+                &format!("element class < {}", vocab.n_types()),
+                t.to_string(),
+            ));
         }
         if let Some(&c) = self.charges.iter().find(|&&c| c >= vocab.n_charges()) {
-            return Err(bad(&format!("charge class < {}", vocab.n_charges()), c.to_string()));
+            return Err(bad(
+                &format!("charge class < {}", vocab.n_charges()),
+                c.to_string(),
+            ));
         }
         for &(i, j, c) in &self.bonds {
             if i >= n || j >= n || i == j || c == 0 || c >= vocab.n_bonds() {
-                return Err(bad("bond (i < n, j < n, i != j, 1 <= class < n_bonds)", format!("({i}, {j}, {c})")));
+                return Err(bad(
+                    "bond (i < n, j < n, i != j, 1 <= class < n_bonds)",
+                    format!("({i}, {j}, {c})"),
+                ));
             }
         }
         Ok(())
@@ -210,7 +229,10 @@ impl MolSet {
     /// Training-set statistics (computed on centred coordinates).
     pub fn stats(&self) -> Result<MolStats> {
         if self.records.is_empty() {
-            return Err(DatasetsError::InvalidConfig { param: "molecules".into(), message: "empty data set".into() });
+            return Err(DatasetsError::InvalidConfig {
+                param: "molecules".into(),
+                message: "empty data set".into(),
+            });
         }
         let n_max = self.records.iter().map(|r| r.n_atoms()).max().unwrap_or(0);
         let n_min = self.records.iter().map(|r| r.n_atoms()).min().unwrap_or(0);
@@ -242,9 +264,18 @@ impl MolSet {
         norm(&mut cf);
         norm(&mut bf);
         let mut properties = BTreeMap::new();
-        let names: std::collections::BTreeSet<&String> = self.records.iter().flat_map(|r| r.properties.keys()).collect();
+        let names: std::collections::BTreeSet<&String> = self
+            .records
+            .iter()
+            .flat_map(|r| r.properties.keys())
+            .collect();
         for name in names {
-            let vals: Vec<f64> = self.records.iter().filter_map(|r| r.properties.get(name)).copied().collect();
+            let vals: Vec<f64> = self
+                .records
+                .iter()
+                .filter_map(|r| r.properties.get(name))
+                .copied()
+                .collect();
             let m = vals.iter().sum::<f64>() / vals.len() as f64;
             let v = vals.iter().map(|x| (x - m).powi(2)).sum::<f64>() / vals.len().max(1) as f64;
             properties.insert(name.clone(), (m, v.sqrt()));
@@ -272,7 +303,10 @@ impl MolSet {
 
     /// Values of one property column (`None` where a record lacks it).
     pub fn property(&self, name: &str) -> Vec<Option<f64>> {
-        self.records.iter().map(|r| r.properties.get(name).copied()).collect()
+        self.records
+            .iter()
+            .map(|r| r.properties.get(name).copied())
+            .collect()
     }
 
     /// Random split into (train, validation) indices with `val_frac` in [0, 1).
@@ -322,10 +356,20 @@ impl MolVocab {
     /// Vocabulary of a molecule list: elements sorted by atomic number,
     /// charges sorted (0 always included).
     pub fn from_molecules(mols: &[molecules::Molecule]) -> Self {
-        let els: std::collections::BTreeSet<u8> = mols.iter().flat_map(|m| m.elements.iter().map(|e| e.0)).collect();
-        let mut ch: std::collections::BTreeSet<i32> = mols.iter().flat_map(|m| m.charges.iter().map(|&c| i32::from(c))).collect();
+        let els: std::collections::BTreeSet<u8> = mols
+            .iter()
+            .flat_map(|m| m.elements.iter().map(|e| e.0))
+            .collect();
+        let mut ch: std::collections::BTreeSet<i32> = mols
+            .iter()
+            .flat_map(|m| m.charges.iter().map(|&c| i32::from(c)))
+            .collect();
         ch.insert(0);
-        let elements = els.into_iter().filter_map(|z| molecules::Element::from_z(u32::from(z))).map(|e| e.symbol().to_string()).collect();
+        let elements = els
+            .into_iter()
+            .filter_map(|z| molecules::Element::from_z(u32::from(z)))
+            .map(|e| e.symbol().to_string())
+            .collect();
         Self::new(elements, ch.into_iter().collect())
     }
 }
@@ -334,20 +378,54 @@ impl MolRecord {
     /// Encode a molecule with `vocab`; numeric SDF properties become property
     /// columns. `context` names the record in errors.
     pub fn from_molecule(m: &molecules::Molecule, vocab: &MolVocab, context: &str) -> Result<Self> {
-        let bad = |expected: String, found: String| DatasetsError::Shape { context: context.to_string(), expected, found };
+        let bad = |expected: String, found: String| DatasetsError::Shape {
+            context: context.to_string(),
+            expected,
+            found,
+        };
         let types = m
             .elements
             .iter()
-            .map(|e| vocab.element_index(e.symbol()).ok_or_else(|| bad(format!("an element of {:?}", vocab.elements), e.symbol().to_string())))
+            .map(|e| {
+                vocab.element_index(e.symbol()).ok_or_else(|| {
+                    bad(
+                        format!("an element of {:?}", vocab.elements),
+                        e.symbol().to_string(),
+                    )
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         let charges = m
             .charges
             .iter()
-            .map(|&c| vocab.charge_index(i32::from(c)).ok_or_else(|| bad(format!("a charge of {:?}", vocab.charges), c.to_string())))
+            .map(|&c| {
+                vocab
+                    .charge_index(i32::from(c))
+                    .ok_or_else(|| bad(format!("a charge of {:?}", vocab.charges), c.to_string()))
+            })
             .collect::<Result<Vec<_>>>()?;
-        let bonds = m.bond_list().map(|(i, j, o, _)| (i.min(j), i.max(j), bond_class(o))).collect();
-        let properties = m.properties.iter().filter_map(|(k, v)| v.trim().parse::<f64>().ok().filter(|x| x.is_finite()).map(|x| (k.clone(), x))).collect();
-        let r = Self { types, charges, pos: m.positions.clone(), bonds, properties };
+        let bonds = m
+            .bond_list()
+            .map(|(i, j, o, _)| (i.min(j), i.max(j), bond_class(o)))
+            .collect();
+        let properties = m
+            .properties
+            .iter()
+            .filter_map(|(k, v)| {
+                v.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite())
+                    .map(|x| (k.clone(), x))
+            })
+            .collect();
+        let r = Self {
+            types,
+            charges,
+            pos: m.positions.clone(),
+            bonds,
+            properties,
+        };
         r.check(vocab, context)?;
         Ok(r)
     }
@@ -358,17 +436,29 @@ impl MolRecord {
             .types
             .iter()
             .map(|&t| {
-                vocab.elements.get(t).and_then(|s| molecules::Element::from_symbol(s)).ok_or_else(|| DatasetsError::Shape {
-                    context: "decoding a generated molecule".into(),
-                    expected: format!("element class < {}", vocab.n_types()),
-                    found: t.to_string(),
-                })
+                vocab
+                    .elements
+                    .get(t)
+                    .and_then(|s| molecules::Element::from_symbol(s))
+                    .ok_or_else(|| DatasetsError::Shape {
+                        context: "decoding a generated molecule".into(),
+                        expected: format!("element class < {}", vocab.n_types()),
+                        found: t.to_string(),
+                    })
             })
             .collect::<Result<Vec<_>>>()?;
-        let err = |e: molecules::MolError| DatasetsError::Shape { context: "decoding a generated molecule".into(), expected: "a valid molecule".into(), found: e.to_string() };
+        let err = |e: molecules::MolError| DatasetsError::Shape {
+            context: "decoding a generated molecule".into(),
+            expected: "a valid molecule".into(),
+            found: e.to_string(),
+        };
         let mut m = molecules::Molecule::new(els, self.pos.mapv(|v| v * scale)).map_err(err)?;
         m.is_3d = true;
-        m.charges = self.charges.iter().map(|&c| vocab.charges.get(c).copied().unwrap_or(0) as i8).collect();
+        m.charges = self
+            .charges
+            .iter()
+            .map(|&c| vocab.charges.get(c).copied().unwrap_or(0) as i8)
+            .collect();
         for &(i, j, c) in &self.bonds {
             if let Some(o) = bond_order(c) {
                 m.add_bond(i, j, o).map_err(err)?;
@@ -388,7 +478,9 @@ impl MolSet {
         let records = mols
             .iter()
             .enumerate()
-            .map(|(k, m)| MolRecord::from_molecule(m, &vocab, &format!("molecule {} ({})", k + 1, m.title)))
+            .map(|(k, m)| {
+                MolRecord::from_molecule(m, &vocab, &format!("molecule {} ({})", k + 1, m.title))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { vocab, records })
     }

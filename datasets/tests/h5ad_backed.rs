@@ -17,7 +17,13 @@ fn random_csr(rng: &mut rand_chacha::ChaCha8Rng, n: usize, m: usize, density: f6
         }
         indptr.push(indices.len() as i32);
     }
-    SparseMatrix { format: SparseFormat::Csr, shape: (n, m), data: SparseData::F32(data), indices: SparseIndex::I32(indices), indptr: SparseIndex::I32(indptr) }
+    SparseMatrix {
+        format: SparseFormat::Csr,
+        shape: (n, m),
+        data: SparseData::F32(data),
+        indices: SparseIndex::I32(indices),
+        indptr: SparseIndex::I32(indptr),
+    }
 }
 
 fn to_csc(m: &SparseMatrix) -> SparseMatrix {
@@ -35,7 +41,13 @@ fn to_csc(m: &SparseMatrix) -> SparseMatrix {
         }
         indptr.push(indices.len() as i64);
     }
-    SparseMatrix { format: SparseFormat::Csc, shape: m.shape, data: SparseData::F64(data), indices: SparseIndex::I64(indices), indptr: SparseIndex::I64(indptr) }
+    SparseMatrix {
+        format: SparseFormat::Csc,
+        shape: m.shape,
+        data: SparseData::F64(data),
+        indices: SparseIndex::I64(indices),
+        indptr: SparseIndex::I64(indptr),
+    }
 }
 
 fn dense(m: &Matrix) -> Array2<f32> {
@@ -47,18 +59,60 @@ fn fixture(dir: &std::path::Path) -> (std::path::PathBuf, AnnData) {
     let (n, m) = (300, 40);
     let x = random_csr(&mut rng, n, m, 0.1);
     let mut obs = DataFrame::new((0..n).map(|i| format!("cell{i}")).collect());
-    let labels: Vec<Option<String>> = (0..n).map(|i| if i % 17 == 0 { None } else { Some(format!("P{}", i % 7)) }).collect();
+    let labels: Vec<Option<String>> = (0..n)
+        .map(|i| {
+            if i % 17 == 0 {
+                None
+            } else {
+                Some(format!("P{}", i % 7))
+            }
+        })
+        .collect();
     obs.set_column("perturbation", Column::categorical_from_labels(&labels));
-    obs.set_column("n", Column::Array(DenseArray::I64(ArrayD::from_shape_vec(vec![n], (0..n as i64).collect()).unwrap())));
+    obs.set_column(
+        "n",
+        Column::Array(DenseArray::I64(
+            ArrayD::from_shape_vec(vec![n], (0..n as i64).collect()).unwrap(),
+        )),
+    );
     let var = DataFrame::new((0..m).map(|j| format!("G{j}")).collect());
-    let mut ad = AnnData { obs, var, ..Default::default() };
+    let mut ad = AnnData {
+        obs,
+        var,
+        ..Default::default()
+    };
     ad.layers.insert("csc".into(), Matrix::Sparse(to_csc(&x)));
-    ad.layers.insert("dense".into(), Matrix::Dense(DenseArray::F32(x.to_dense_f32().into_dyn())));
-    ad.obsm.insert("X_pca".into(), Matrix::Dense(DenseArray::F64(ArrayD::from_shape_fn(vec![n, 3], |i| (i[0] * 3 + i[1]) as f64))));
-    ad.varm.insert("PCs".into(), Matrix::Dense(DenseArray::F32(ArrayD::from_shape_fn(vec![m, 2], |i| i[0] as f32))));
-    ad.obsp.insert("conn".into(), Matrix::Sparse(random_csr(&mut rng, n, n, 0.02)));
-    ad.varp.insert("eff".into(), Matrix::Dense(DenseArray::F64(ArrayD::from_shape_fn(vec![m, m], |i| (i[0] * m + i[1]) as f64))));
-    ad.raw = Some(Raw { x: Matrix::Sparse(random_csr(&mut rng, n, m + 5, 0.1)), var: DataFrame::new((0..m + 5).map(|j| format!("R{j}")).collect()), varm: Default::default() });
+    ad.layers.insert(
+        "dense".into(),
+        Matrix::Dense(DenseArray::F32(x.to_dense_f32().into_dyn())),
+    );
+    ad.obsm.insert(
+        "X_pca".into(),
+        Matrix::Dense(DenseArray::F64(ArrayD::from_shape_fn(vec![n, 3], |i| {
+            (i[0] * 3 + i[1]) as f64
+        }))),
+    );
+    ad.varm.insert(
+        "PCs".into(),
+        Matrix::Dense(DenseArray::F32(ArrayD::from_shape_fn(vec![m, 2], |i| {
+            i[0] as f32
+        }))),
+    );
+    ad.obsp.insert(
+        "conn".into(),
+        Matrix::Sparse(random_csr(&mut rng, n, n, 0.02)),
+    );
+    ad.varp.insert(
+        "eff".into(),
+        Matrix::Dense(DenseArray::F64(ArrayD::from_shape_fn(vec![m, m], |i| {
+            (i[0] * m + i[1]) as f64
+        }))),
+    );
+    ad.raw = Some(Raw {
+        x: Matrix::Sparse(random_csr(&mut rng, n, m + 5, 0.1)),
+        var: DataFrame::new((0..m + 5).map(|j| format!("R{j}")).collect()),
+        varm: Default::default(),
+    });
     ad.x = Some(Matrix::Sparse(x));
     let p = dir.join("backed.h5ad");
     write_h5ad(&ad, &p).unwrap();
@@ -76,12 +130,16 @@ fn partial_reads_match_in_memory_selection() {
     let row_sets: Vec<Vec<usize>> = vec![
         vec![],
         vec![5],
-        (10..60).collect(),                                       // contiguous
-        (0..300).step_by(37).collect(),                           // scattered, sorted
-        vec![299, 3, 3, 150, 0],                                  // unsorted with repeats
+        (10..60).collect(),             // contiguous
+        (0..300).step_by(37).collect(), // scattered, sorted
+        vec![299, 3, 3, 150, 0],        // unsorted with repeats
         (0..40).map(|_| rng.random_range(0..300)).collect(),
     ];
-    let col_sets: Vec<Option<Vec<usize>>> = vec![None, Some(vec![3, 1, 39]), Some((0..40).step_by(2).collect())];
+    let col_sets: Vec<Option<Vec<usize>>> = vec![
+        None,
+        Some(vec![3, 1, 39]),
+        Some((0..40).step_by(2).collect()),
+    ];
     for elem in ["X", "layers/csc", "layers/dense"] {
         let full = match elem {
             "X" => ad.x.clone().unwrap(),
@@ -94,13 +152,21 @@ fn partial_reads_match_in_memory_selection() {
                 if let Some(c) = cols {
                     want = want.select_cols(c);
                 }
-                assert_eq!(dense(&got), dense(&want), "{elem} rows {rows:?} cols {cols:?}");
+                assert_eq!(
+                    dense(&got),
+                    dense(&want),
+                    "{elem} rows {rows:?} cols {cols:?}"
+                );
                 assert_eq!(got.encoding(), full.encoding());
             }
         }
     }
     assert!(r.read_rows(&[300]).is_err(), "row out of range is an error");
-    assert!(r.read_cols(&[40]).unwrap_err().to_string().contains("index 40"));
+    assert!(r
+        .read_cols(&[40])
+        .unwrap_err()
+        .to_string()
+        .contains("index 40"));
 }
 
 #[test]
@@ -142,7 +208,10 @@ fn read_subset_is_consistent() {
     assert_eq!(sub.varm, want.varm);
     assert_eq!(sub.varp, want.varp);
     assert_eq!(dense(&sub.obsp["conn"]), dense(&want.obsp["conn"]));
-    assert_eq!(dense(sub.x.as_ref().unwrap()), dense(want.x.as_ref().unwrap()));
+    assert_eq!(
+        dense(sub.x.as_ref().unwrap()),
+        dense(want.x.as_ref().unwrap())
+    );
     for k in ["csc", "dense"] {
         assert_eq!(dense(&sub.layers[k]), dense(&want.layers[k]));
     }

@@ -8,7 +8,10 @@ use hdf5::types::VarLenUnicode;
 fn small(dir: &Path) -> PathBuf {
     let n_obs = 4;
     let mut obs = DataFrame::new((0..n_obs).map(|i| format!("c{i}")).collect());
-    obs.set_column("perturbation", Column::categorical_from_labels(&[Some("control"), Some("G1"), None, Some("G1")]));
+    obs.set_column(
+        "perturbation",
+        Column::categorical_from_labels(&[Some("control"), Some("G1"), None, Some("G1")]),
+    );
     let var = DataFrame::new(vec!["G0".into(), "G1".into(), "G2".into()]);
     let x = SparseMatrix {
         format: SparseFormat::Csr,
@@ -17,7 +20,12 @@ fn small(dir: &Path) -> PathBuf {
         indices: SparseIndex::I32(vec![0, 2, 1, 2]),
         indptr: SparseIndex::I32(vec![0, 2, 3, 3, 4]),
     };
-    let ad = AnnData { x: Some(Matrix::Sparse(x)), obs, var, ..Default::default() };
+    let ad = AnnData {
+        x: Some(Matrix::Sparse(x)),
+        obs,
+        var,
+        ..Default::default()
+    };
     let p = dir.join("ok.h5ad");
     write_h5ad(&ad, &p).unwrap();
     p
@@ -27,18 +35,26 @@ fn err_of(p: &Path) -> String {
     let e = read_h5ad(p).expect_err("bad input must be refused");
     let backed = H5adReader::open(p).and_then(|r| r.read_rows(&[0, 1]).map(|_| ()));
     let msg = e.to_string();
-    assert!(msg.contains(&p.display().to_string()), "message names the file: {msg}");
+    assert!(
+        msg.contains(&p.display().to_string()),
+        "message names the file: {msg}"
+    );
     let _ = backed; // must not panic either
     msg
 }
 
 fn set_attr(p: &Path, obj: &str, name: &str, value: Option<&str>) {
     let f = hdf5::File::open_rw(p).unwrap();
-    let loc: hdf5::Location = if let Ok(g) = f.group(obj) { (*g).clone() } else { (**f.dataset(obj).unwrap()).clone() };
+    let loc: hdf5::Location = if let Ok(g) = f.group(obj) {
+        (*g).clone()
+    } else {
+        (**f.dataset(obj).unwrap()).clone()
+    };
     loc.delete_attr(name).unwrap();
     if let Some(v) = value {
         let a = loc.new_attr::<VarLenUnicode>().create(name).unwrap();
-        a.write_scalar(&v.parse::<VarLenUnicode>().unwrap()).unwrap();
+        a.write_scalar(&v.parse::<VarLenUnicode>().unwrap())
+            .unwrap();
     }
 }
 
@@ -53,7 +69,10 @@ fn not_hdf5() {
     std::fs::write(&p, "").unwrap();
     assert!(err_of(&p).contains("empty file"));
     let missing = d.path().join("missing.h5ad");
-    assert!(read_h5ad(&missing).unwrap_err().to_string().contains("missing.h5ad"));
+    assert!(read_h5ad(&missing)
+        .unwrap_err()
+        .to_string()
+        .contains("missing.h5ad"));
 }
 
 #[test]
@@ -64,7 +83,10 @@ fn truncated() {
     for keep in [bytes.len() / 2, bytes.len() - 100, 600] {
         std::fs::write(&p, &bytes[..keep]).unwrap();
         let m = err_of(&p);
-        assert!(m.contains("truncated") || m.contains("corrupt") || m.contains("read failed"), "{m}");
+        assert!(
+            m.contains("truncated") || m.contains("corrupt") || m.contains("read failed"),
+            "{m}"
+        );
     }
 }
 
@@ -95,7 +117,10 @@ fn indptr_inconsistent_with_shape() {
         let f = hdf5::File::open_rw(&p).unwrap();
         let g = f.group("X").unwrap();
         g.delete_attr("shape").unwrap();
-        g.new_attr_builder().with_data(&[5i64, 3]).create("shape").unwrap();
+        g.new_attr_builder()
+            .with_data(&[5i64, 3])
+            .create("shape")
+            .unwrap();
     }
     let m = err_of(&p);
     assert!(m.contains("/X/indptr") && m.contains("6 entries"), "{m}");
@@ -103,10 +128,16 @@ fn indptr_inconsistent_with_shape() {
     let p = small(d.path());
     {
         let f = hdf5::File::open_rw(&p).unwrap();
-        f.dataset("X/indptr").unwrap().write_raw(&[0i32, 3, 2, 3, 4]).unwrap();
+        f.dataset("X/indptr")
+            .unwrap()
+            .write_raw(&[0i32, 3, 2, 3, 4])
+            .unwrap();
     }
     let m = err_of(&p);
-    assert!(m.contains("/X/indptr") && m.contains("non-decreasing"), "{m}");
+    assert!(
+        m.contains("/X/indptr") && m.contains("non-decreasing"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -115,15 +146,24 @@ fn index_out_of_range() {
     let p = small(d.path());
     {
         let f = hdf5::File::open_rw(&p).unwrap();
-        f.dataset("X/indices").unwrap().write_raw(&[0i32, 2, 7, 2]).unwrap();
+        f.dataset("X/indices")
+            .unwrap()
+            .write_raw(&[0i32, 2, 7, 2])
+            .unwrap();
     }
     let m = err_of(&p);
-    assert!(m.contains("/X/indices") && m.contains("[0, 3)") && m.contains("= 7"), "{m}");
+    assert!(
+        m.contains("/X/indices") && m.contains("[0, 3)") && m.contains("= 7"),
+        "{m}"
+    );
     // categorical codes out of range
     let p = small(d.path());
     {
         let f = hdf5::File::open_rw(&p).unwrap();
-        f.dataset("obs/perturbation/codes").unwrap().write_raw(&[0i8, 1, 5, 1]).unwrap();
+        f.dataset("obs/perturbation/codes")
+            .unwrap()
+            .write_raw(&[0i8, 1, 5, 1])
+            .unwrap();
     }
     let m = err_of(&p);
     assert!(m.contains("/obs/perturbation/codes"), "{m}");
@@ -135,11 +175,17 @@ fn duplicated_obs_names() {
     let p = small(d.path());
     {
         let f = hdf5::File::open_rw(&p).unwrap();
-        let v: Vec<VarLenUnicode> = ["c0", "c1", "c1", "c3"].iter().map(|s| s.parse().unwrap()).collect();
+        let v: Vec<VarLenUnicode> = ["c0", "c1", "c1", "c3"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         f.dataset("obs/_index").unwrap().write_raw(&v).unwrap();
     }
     let m = err_of(&p);
-    assert!(m.contains("/obs") && m.contains("unique obs names") && m.contains("`c1`"), "{m}");
+    assert!(
+        m.contains("/obs") && m.contains("unique obs names") && m.contains("`c1`"),
+        "{m}"
+    );
     // the writer refuses too
     let mut a = read_h5ad(small(d.path())).unwrap();
     a.obs.index[3] = "c0".into();
@@ -162,9 +208,17 @@ fn non_utf8_strings() {
             .iter()
             .map(|s| unsafe { hdf5::types::FixedAscii::from_ascii_unchecked(s) })
             .collect();
-        let ds = g.new_dataset_builder().with_data(&bad).create("_index").unwrap();
-        let a = ds.new_attr::<VarLenUnicode>().create("encoding-type").unwrap();
-        a.write_scalar(&"string-array".parse::<VarLenUnicode>().unwrap()).unwrap();
+        let ds = g
+            .new_dataset_builder()
+            .with_data(&bad)
+            .create("_index")
+            .unwrap();
+        let a = ds
+            .new_attr::<VarLenUnicode>()
+            .create("encoding-type")
+            .unwrap();
+        a.write_scalar(&"string-array".parse::<VarLenUnicode>().unwrap())
+            .unwrap();
     }
     let m = err_of(&p);
     assert!(m.contains("/var/_index") && m.contains("UTF-8"), "{m}");
@@ -175,6 +229,8 @@ fn shape_mismatch_between_x_and_obs() {
     let d = tempfile::tempdir().unwrap();
     let mut a = read_h5ad(small(d.path())).unwrap();
     a.var.index.pop();
-    let e = write_h5ad(&a, d.path().join("bad.h5ad")).unwrap_err().to_string();
+    let e = write_h5ad(&a, d.path().join("bad.h5ad"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("/X"), "{e}");
 }

@@ -9,7 +9,10 @@ use h5ad_common::*;
 
 fn make_reference(dir: &std::path::Path) -> std::path::PathBuf {
     let out = dir.join("reference.h5ad");
-    run_python(&[script("h5ad_make_reference.py").as_os_str(), out.as_os_str()]);
+    run_python(&[
+        script("h5ad_make_reference.py").as_os_str(),
+        out.as_os_str(),
+    ]);
     out
 }
 
@@ -27,7 +30,11 @@ fn legacy_pbmc68k_reads_like_anndata() {
     let ours = read_h5ad(&f).unwrap();
     assert_eq!((ours.n_obs(), ours.n_vars()), (700, 765));
     assert!(ours.raw.is_some(), "raw.X of the legacy file");
-    assert_same(&summary(&ours), &python_summary(&f), "10x_pbmc68k_reduced.h5ad");
+    assert_same(
+        &summary(&ours),
+        &python_summary(&f),
+        "10x_pbmc68k_reduced.h5ad",
+    );
 }
 
 #[test]
@@ -37,8 +44,16 @@ fn files_written_here_load_in_anndata() {
         let a = read_h5ad(&src).unwrap();
         let out = dir.path().join("ours.h5ad");
         write_h5ad(&a, &out).unwrap();
-        assert_same(&summary(&a), &python_summary(&out), &format!("re-written {}", src.display()));
+        assert_same(
+            &summary(&a),
+            &python_summary(&out),
+            &format!("re-written {}", src.display()),
+        );
         // and our own reader agrees with itself
-        assert_same(&summary(&read_h5ad(&out).unwrap()), &summary(&a), "Rust re-read");
+        assert_same(
+            &summary(&read_h5ad(&out).unwrap()),
+            &summary(&a),
+            "Rust re-read",
+        );
     }
 }

@@ -7,8 +7,12 @@ use ndarray::ArrayD;
 use proptest::prelude::*;
 
 fn csr_strategy(n: usize, m: usize) -> impl Strategy<Value = SparseMatrix> {
-    (proptest::collection::vec(proptest::option::weighted(0.3, -1e6f32..1e6f32), n * m), any::<bool>(), any::<bool>()).prop_map(
-        move |(cells, csc, wide)| {
+    (
+        proptest::collection::vec(proptest::option::weighted(0.3, -1e6f32..1e6f32), n * m),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(move |(cells, csc, wide)| {
             let (major, minor) = if csc { (m, n) } else { (n, m) };
             let mut data = Vec::new();
             let mut indices = Vec::new();
@@ -26,12 +30,28 @@ fn csr_strategy(n: usize, m: usize) -> impl Strategy<Value = SparseMatrix> {
             let (indices, indptr) = if wide {
                 (SparseIndex::I64(indices), SparseIndex::I64(indptr))
             } else {
-                (SparseIndex::I32(indices.iter().map(|&x| x as i32).collect()), SparseIndex::I32(indptr.iter().map(|&x| x as i32).collect()))
+                (
+                    SparseIndex::I32(indices.iter().map(|&x| x as i32).collect()),
+                    SparseIndex::I32(indptr.iter().map(|&x| x as i32).collect()),
+                )
             };
-            let data = if wide { SparseData::F64(data) } else { SparseData::F32(data.iter().map(|&x| x as f32).collect()) };
-            SparseMatrix { format: if csc { SparseFormat::Csc } else { SparseFormat::Csr }, shape: (n, m), data, indices, indptr }
-        },
-    )
+            let data = if wide {
+                SparseData::F64(data)
+            } else {
+                SparseData::F32(data.iter().map(|&x| x as f32).collect())
+            };
+            SparseMatrix {
+                format: if csc {
+                    SparseFormat::Csc
+                } else {
+                    SparseFormat::Csr
+                },
+                shape: (n, m),
+                data,
+                indices,
+                indptr,
+            }
+        })
 }
 
 fn label() -> impl Strategy<Value = String> {
@@ -44,7 +64,9 @@ fn scalar() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(|x| Value::Scalar(Scalar::I64(x))),
         any::<bool>().prop_map(|x| Value::Scalar(Scalar::Bool(x))),
         label().prop_map(|s| Value::Scalar(Scalar::String(s))),
-        proptest::collection::vec(any::<i32>(), 0..5).prop_map(|v| Value::Array(DenseArray::I32(ArrayD::from_shape_vec(vec![v.len()], v).unwrap()))),
+        proptest::collection::vec(any::<i32>(), 0..5).prop_map(|v| Value::Array(DenseArray::I32(
+            ArrayD::from_shape_vec(vec![v.len()], v).unwrap()
+        ))),
         proptest::collection::vec(label(), 1..4).prop_map(|v| Value::Array(DenseArray::strings(v))),
     ]
 }
@@ -60,10 +82,16 @@ fn anndata() -> impl Strategy<Value = AnnData> {
         (
             prop_oneof![
                 csr_strategy(n, m).prop_map(Matrix::Sparse),
-                proptest::collection::vec(-100i32..100, n * m)
-                    .prop_map(move |v| Matrix::Dense(DenseArray::I32(ArrayD::from_shape_vec(vec![n, m], v).unwrap()))),
-                proptest::collection::vec(any::<f64>().prop_filter("finite", |x| x.is_finite()), n * m)
-                    .prop_map(move |v| Matrix::Dense(DenseArray::F64(ArrayD::from_shape_vec(vec![n, m], v).unwrap()))),
+                proptest::collection::vec(-100i32..100, n * m).prop_map(move |v| Matrix::Dense(
+                    DenseArray::I32(ArrayD::from_shape_vec(vec![n, m], v).unwrap())
+                )),
+                proptest::collection::vec(
+                    any::<f64>().prop_filter("finite", |x| x.is_finite()),
+                    n * m
+                )
+                .prop_map(move |v| Matrix::Dense(DenseArray::F64(
+                    ArrayD::from_shape_vec(vec![n, m], v).unwrap()
+                ))),
             ],
             proptest::collection::vec(proptest::option::of("[abc]{1,2}"), n),
             any::<bool>(),
@@ -80,13 +108,32 @@ fn anndata() -> impl Strategy<Value = AnnData> {
                     *o = ordered;
                 }
                 obs.set_column("perturbation", c);
-                obs.set_column("nint", Column::NullableInt { values: nints.iter().map(|p| if p.1 { 0 } else { p.0 }).collect(), mask: nints.iter().map(|p| p.1).collect() });
-                obs.set_column("nbool", Column::NullableBool { values: nbools.iter().map(|p| p.0 && !p.1).collect(), mask: nbools.iter().map(|p| p.1).collect() });
+                obs.set_column(
+                    "nint",
+                    Column::NullableInt {
+                        values: nints.iter().map(|p| if p.1 { 0 } else { p.0 }).collect(),
+                        mask: nints.iter().map(|p| p.1).collect(),
+                    },
+                );
+                obs.set_column(
+                    "nbool",
+                    Column::NullableBool {
+                        values: nbools.iter().map(|p| p.0 && !p.1).collect(),
+                        mask: nbools.iter().map(|p| p.1).collect(),
+                    },
+                );
                 obs.set_column("label", Column::Array(DenseArray::strings(strs)));
                 let var = DataFrame::new((0..m).map(|j| format!("gene{j}")).collect());
                 let mut layers = BTreeMap::new();
                 layers.insert("counts".to_string(), Matrix::Sparse(layer));
-                AnnData { x: Some(x), obs, var, layers, uns, ..Default::default() }
+                AnnData {
+                    x: Some(x),
+                    obs,
+                    var,
+                    layers,
+                    uns,
+                    ..Default::default()
+                }
             })
     })
 }

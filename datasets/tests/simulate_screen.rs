@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use datasets::anndata::{Column, DenseArray, Matrix, Scalar, Value};
-use datasets::simulate::{simulate_screen, Drift, GraphKind, SimKind, SimulatedScreen, SimulationConfig, TrueSystem};
+use datasets::simulate::{
+    simulate_screen, Drift, GraphKind, SimKind, SimulatedScreen, SimulationConfig, TrueSystem,
+};
 use ndarray::{Array1, Array2, Axis, Ix2};
 
 fn run(cfg: &SimulationConfig) -> SimulatedScreen {
@@ -13,7 +15,11 @@ fn run(cfg: &SimulationConfig) -> SimulatedScreen {
 
 fn dense_f64(m: &Matrix) -> Array2<f64> {
     match m {
-        Matrix::Dense(a) => a.to_f64().expect("numeric").into_dimensionality::<Ix2>().expect("2-D"),
+        Matrix::Dense(a) => a
+            .to_f64()
+            .expect("numeric")
+            .into_dimensionality::<Ix2>()
+            .expect("2-D"),
         Matrix::Sparse(s) => {
             let mut out = Array2::zeros(s.shape);
             for r in 0..s.shape.0 {
@@ -32,11 +38,24 @@ fn condition_means(sim: &SimulatedScreen, layer: Option<&str>) -> HashMap<String
         None => dense_f64(sim.adata.x.as_ref().expect("X")),
         Some(l) => dense_f64(&sim.adata.layers[l]),
     };
-    let labels = sim.adata.obs.column("perturbation").expect("perturbation").labels();
+    let labels = sim
+        .adata
+        .obs
+        .column("perturbation")
+        .expect("perturbation")
+        .labels();
     let mut out = HashMap::new();
     for c in &sim.conditions {
-        let rows: Vec<usize> = labels.iter().enumerate().filter(|(_, l)| l.as_deref() == Some(c.as_str())).map(|(i, _)| i).collect();
-        let m = x.select(Axis(0), &rows).mean_axis(Axis(0)).expect("non-empty");
+        let rows: Vec<usize> = labels
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.as_deref() == Some(c.as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        let m = x
+            .select(Axis(0), &rows)
+            .mean_axis(Axis(0))
+            .expect("non-empty");
         out.insert(c.clone(), m);
     }
     out
@@ -47,11 +66,24 @@ fn condition_means(sim: &SimulatedScreen, layer: Option<&str>) -> HashMap<String
 /// the error over its sampling standard error; z² ≈ 1 when additivity holds).
 pub fn additive_error(sim: &SimulatedScreen) -> (f64, f64) {
     let x = dense_f64(sim.adata.x.as_ref().expect("X"));
-    let labels = sim.adata.obs.column("perturbation").expect("perturbation").labels();
+    let labels = sim
+        .adata
+        .obs
+        .column("perturbation")
+        .expect("perturbation")
+        .labels();
     let stats = |c: &str| {
-        let rows: Vec<usize> = labels.iter().enumerate().filter(|(_, l)| l.as_deref() == Some(c)).map(|(i, _)| i).collect();
+        let rows: Vec<usize> = labels
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.as_deref() == Some(c))
+            .map(|(i, _)| i)
+            .collect();
         let b = x.select(Axis(0), &rows);
-        (b.mean_axis(Axis(0)).expect("mean"), b.var_axis(Axis(0), 1.0) / rows.len() as f64)
+        (
+            b.mean_axis(Axis(0)).expect("mean"),
+            b.var_axis(Axis(0), 1.0) / rows.len() as f64,
+        )
     };
     let (mc, vc) = stats("control");
     let (mut abs, mut z2, mut n) = (0.0, 0.0, 0.0);
@@ -69,7 +101,14 @@ pub fn additive_error(sim: &SimulatedScreen) -> (f64, f64) {
 
 #[test]
 fn linear_screen_layout_and_truth() {
-    let cfg = SimulationConfig { genes: 30, perturbed: 6, doubles: 5, cells_per_condition: 400, seed: 3, ..Default::default() };
+    let cfg = SimulationConfig {
+        genes: 30,
+        perturbed: 6,
+        doubles: 5,
+        cells_per_condition: 400,
+        seed: 3,
+        ..Default::default()
+    };
     let sim = run(&cfg);
     let ad = &sim.adata;
     assert_eq!(ad.n_obs(), (1 + 6 + 5) * 400);
@@ -82,7 +121,9 @@ fn linear_screen_layout_and_truth() {
                 _ => panic!("string categories"),
             };
             assert_eq!(cats[0], "control");
-            assert!(cats[1..7].iter().all(|c| c.starts_with('G') && !c.contains('+')));
+            assert!(cats[1..7]
+                .iter()
+                .all(|c| c.starts_with('G') && !c.contains('+')));
             assert!(cats[7..].iter().all(|c| c.split('+').count() == 2));
         }
         other => panic!("expected a categorical perturbation column, got {other:?}"),
@@ -90,10 +131,14 @@ fn linear_screen_layout_and_truth() {
     // Truth: varp[true_effects] = W = Aᵀ, and the system is rebuilt from uns.
     let rebuilt = TrueSystem::from_anndata(ad).expect("rebuild");
     assert_eq!(rebuilt, sim.system);
-    let TrueSystem::Linear(lin) = &rebuilt else { panic!("linear") };
+    let TrueSystem::Linear(lin) = &rebuilt else {
+        panic!("linear")
+    };
     let te = dense_f64(&ad.varp["true_effects"]);
     assert_eq!(te, lin.a.t().to_owned());
-    let Some(Value::Dict(u)) = ad.uns.get("simulation") else { panic!("uns/simulation") };
+    let Some(Value::Dict(u)) = ad.uns.get("simulation") else {
+        panic!("uns/simulation")
+    };
     assert_eq!(u["kind"], Value::Scalar(Scalar::String("linear".into())));
     let res = sim.lyapunov_residual.expect("residual");
     assert!(res < 1e-8, "Lyapunov residual {res}");
@@ -103,11 +148,20 @@ fn linear_screen_layout_and_truth() {
     let means = condition_means(&sim, None);
     let labels = &sim.conditions;
     for c in labels {
-        let targets: Vec<usize> = if c == "control" { vec![] } else { c.split('+').map(|g| g[1..].parse().expect("Gk")).collect() };
+        let targets: Vec<usize> = if c == "control" {
+            vec![]
+        } else {
+            c.split('+').map(|g| g[1..].parse().expect("Gk")).collect()
+        };
         let mu = lin.fixed_point(&targets).expect("mean");
         for g in 0..30 {
             let se = (sigma[[g, g]] / 400.0).sqrt();
-            assert!((means[c][g] - mu[g]).abs() < 5.0 * se + 1e-5, "{c} gene {g}: {} vs {}", means[c][g], mu[g]);
+            assert!(
+                (means[c][g] - mu[g]).abs() < 5.0 * se + 1e-5,
+                "{c} gene {g}: {} vs {}",
+                means[c][g],
+                mu[g]
+            );
         }
     }
     let x = dense_f64(ad.x.as_ref().expect("X"));
@@ -119,60 +173,118 @@ fn linear_screen_layout_and_truth() {
     assert!(err < 0.25 * scale, "covariance error {err} (scale {scale})");
     // Linear doubles are exactly additive in the mean: only sampling noise remains.
     let (_, z2) = additive_error(&sim);
-    assert!(z2 < 1.5, "linear doubles should be additive up to noise, mean z² = {z2}");
+    assert!(
+        z2 < 1.5,
+        "linear doubles should be additive up to noise, mean z² = {z2}"
+    );
 }
 
 #[test]
 fn deterministic_and_seed_sensitive() {
-    let cfg = SimulationConfig { genes: 20, perturbed: 4, doubles: 3, cells_per_condition: 20, seed: 9, graph: GraphKind::Sf, degree: 2.0, ..Default::default() };
+    let cfg = SimulationConfig {
+        genes: 20,
+        perturbed: 4,
+        doubles: 3,
+        cells_per_condition: 20,
+        seed: 9,
+        graph: GraphKind::Sf,
+        degree: 2.0,
+        ..Default::default()
+    };
     let a = run(&cfg);
     let b = run(&cfg);
     assert_eq!(a.adata, b.adata);
-    let c = run(&SimulationConfig { seed: 10, ..cfg.clone() });
+    let c = run(&SimulationConfig {
+        seed: 10,
+        ..cfg.clone()
+    });
     assert_ne!(a.adata.x, c.adata.x);
-    let nl = SimulationConfig { kind: SimKind::Nonlinear, ..cfg };
+    let nl = SimulationConfig {
+        kind: SimKind::Nonlinear,
+        ..cfg
+    };
     assert_eq!(run(&nl).adata, run(&nl).adata);
 }
 
 #[test]
 fn counts_layer_is_zip_of_latent() {
-    let cfg = SimulationConfig { genes: 15, perturbed: 3, doubles: 1, cells_per_condition: 500, counts: true, seed: 4, ..Default::default() };
+    let cfg = SimulationConfig {
+        genes: 15,
+        perturbed: 3,
+        doubles: 1,
+        cells_per_condition: 500,
+        counts: true,
+        seed: 4,
+        ..Default::default()
+    };
     let sim = run(&cfg);
     let ad = &sim.adata;
-    let Some(Matrix::Sparse(s)) = &ad.x else { panic!("counts in X should be CSR") };
+    let Some(Matrix::Sparse(s)) = &ad.x else {
+        panic!("counts in X should be CSR")
+    };
     assert_eq!(s.shape, (5 * 500, 15));
     let counts = dense_f64(ad.x.as_ref().expect("X"));
     assert!(counts.iter().all(|v| *v >= 0.0 && v.fract() == 0.0));
     let latent = dense_f64(&ad.layers["latent"]);
-    let Some(Value::Dict(u)) = ad.uns.get("simulation") else { panic!("uns") };
+    let Some(Value::Dict(u)) = ad.uns.get("simulation") else {
+        panic!("uns")
+    };
     let get = |k: &str| match &u[k] {
-        Value::Array(a) => a.to_f64().expect("num").into_dimensionality::<ndarray::Ix1>().expect("1-D"),
+        Value::Array(a) => a
+            .to_f64()
+            .expect("num")
+            .into_dimensionality::<ndarray::Ix1>()
+            .expect("1-D"),
         _ => panic!("{k}"),
     };
     let (pi, uu) = (get("zip_pi"), get("zip_u"));
     // E[x_g] = (1 − π_g) u_g mean(softplus(s_g)), checked per gene over all cells.
     for g in 0..15 {
-        let lam: Vec<f64> = latent.column(g).iter().map(|&s| uu[g] * datasets::simulate::counts::softplus(s)).collect();
+        let lam: Vec<f64> = latent
+            .column(g)
+            .iter()
+            .map(|&s| uu[g] * datasets::simulate::counts::softplus(s))
+            .collect();
         let expected = (1.0 - pi[g]) * lam.iter().sum::<f64>() / lam.len() as f64;
         let var_bound = lam.iter().map(|l| l * (1.0 + l)).sum::<f64>() / lam.len() as f64;
         let mean = counts.column(g).mean().expect("mean");
         let se = (var_bound / counts.nrows() as f64).sqrt();
-        assert!((mean - expected).abs() < 5.0 * se, "gene {g}: {mean} vs {expected}");
+        assert!(
+            (mean - expected).abs() < 5.0 * se,
+            "gene {g}: {mean} vs {expected}"
+        );
     }
 }
 
 #[test]
 fn nonlinear_doubles_are_not_additive() {
-    let base = SimulationConfig { genes: 40, perturbed: 8, doubles: 12, cells_per_condition: 300, seed: 5, ..Default::default() };
-    let nl = run(&SimulationConfig { kind: SimKind::Nonlinear, ..base.clone() });
+    let base = SimulationConfig {
+        genes: 40,
+        perturbed: 8,
+        doubles: 12,
+        cells_per_condition: 300,
+        seed: 5,
+        ..Default::default()
+    };
+    let nl = run(&SimulationConfig {
+        kind: SimKind::Nonlinear,
+        ..base.clone()
+    });
     let lin = run(&base);
     let ((a_nl, z_nl), (a_lin, z_lin)) = (additive_error(&nl), additive_error(&lin));
     eprintln!("additive prediction of doubles: nonlinear mean|err| {a_nl:.4} mean z² {z_nl:.2}; linear {a_lin:.4}, z² {z_lin:.2}");
     assert!(z_lin < 1.5, "linear z² {z_lin}");
-    assert!(z_nl > 2.5, "nonlinear doubles look additive: mean z² {z_nl}");
+    assert!(
+        z_nl > 2.5,
+        "nonlinear doubles look additive: mean z² {z_nl}"
+    );
     // The stored truth is the transposed Jacobian at the control fixed point.
-    let TrueSystem::Nonlinear(sys) = TrueSystem::from_anndata(&nl.adata).expect("rebuild") else { panic!("nonlinear") };
+    let TrueSystem::Nonlinear(sys) = TrueSystem::from_anndata(&nl.adata).expect("rebuild") else {
+        panic!("nonlinear")
+    };
     let x0 = sys.fixed_point(&[]).expect("fp");
     let te = dense_f64(&nl.adata.varp["true_effects"]);
-    assert!((&te - &sys.jacobian(x0.view()).t()).iter().all(|v| v.abs() < 1e-12));
+    assert!((&te - &sys.jacobian(x0.view()).t())
+        .iter()
+        .all(|v| v.abs() < 1e-12));
 }

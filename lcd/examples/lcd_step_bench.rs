@@ -12,8 +12,17 @@ use lcd::stage2::ScoreNet;
 use lcd::LcdConfig;
 
 fn main() -> anyhow::Result<()> {
-    let a: Vec<usize> = std::env::args().skip(1).filter_map(|s| s.parse().ok()).collect();
-    let (d, h, batch, chains, reps) = (a.first().copied().unwrap_or(1000), a.get(1).copied().unwrap_or(1024), a.get(2).copied().unwrap_or(8192), a.get(3).copied().unwrap_or(1000), a.get(4).copied().unwrap_or(5));
+    let a: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let (d, h, batch, chains, reps) = (
+        a.first().copied().unwrap_or(1000),
+        a.get(1).copied().unwrap_or(1024),
+        a.get(2).copied().unwrap_or(8192),
+        a.get(3).copied().unwrap_or(1000),
+        a.get(4).copied().unwrap_or(5),
+    );
     let dev = Device::Cpu;
     let mut rng = TensorRng::new(0, &dev)?;
     let cfg = LcdConfig::paper();
@@ -30,7 +39,10 @@ fn main() -> anyhow::Result<()> {
     let step_s = t.elapsed().as_secs_f64() / reps as f64;
     // Dense FLOPs per step: forward 2·B·(dH + H² + Hd), backward ≈ 2× forward.
     let flops = 3.0 * 2.0 * batch as f64 * (2.0 * (d * h) as f64 + (h * h) as f64);
-    let sc = SamplerConfig { steps_per_level: reps, ..cfg.sampler.clone() };
+    let sc = SamplerConfig {
+        steps_per_level: reps,
+        ..cfg.sampler.clone()
+    };
     let w = net.params.detached();
     let x0 = rng.normal(&[chains, d])?;
     let e = Tensor::zeros((1, h), candle_core::DType::F32, &dev)?;

@@ -152,12 +152,20 @@ impl Default for Stage2Config {
 }
 impl Default for SamplerConfig {
     fn default() -> Self {
-        SamplerConfig { steps_per_level: 500, step_base: 1e-6, chains: 1000, decodes_per_chain: 5 }
+        SamplerConfig {
+            steps_per_level: 500,
+            step_base: 1e-6,
+            chains: 1000,
+            decodes_per_chain: 5,
+        }
     }
 }
 impl Default for EvalConfig {
     fn default() -> Self {
-        EvalConfig { max_cells: 1000, n_de: 20 }
+        EvalConfig {
+            max_cells: 1000,
+            n_de: 20,
+        }
     }
 }
 impl Default for LcdConfig {
@@ -211,8 +219,16 @@ impl LcdConfig {
                 n_levels: 30,
                 checkpoint_every: None,
             },
-            sampler: SamplerConfig { steps_per_level: 50, step_base: 1e-5, chains: 200, decodes_per_chain: 5 },
-            eval: EvalConfig { max_cells: 400, n_de: 20 },
+            sampler: SamplerConfig {
+                steps_per_level: 50,
+                step_base: 1e-5,
+                chains: 200,
+                decodes_per_chain: 5,
+            },
+            eval: EvalConfig {
+                max_cells: 400,
+                n_de: 20,
+            },
             checkpoint_every: 500,
         }
     }
@@ -221,21 +237,31 @@ impl LcdConfig {
         match name {
             "quick" => Ok(Self::quick()),
             "paper" => Ok(Self::paper()),
-            other => Err(LcdError::config("preset", other, "should be `quick` or `paper`")),
+            other => Err(LcdError::config(
+                "preset",
+                other,
+                "should be `quick` or `paper`",
+            )),
         }
     }
     pub fn from_toml(text: &str, path: &std::path::Path) -> Result<Self> {
-        let cfg: LcdConfig =
-            toml::from_str(text).map_err(|e| LcdError::Parse { path: path.into(), message: e.to_string() })?;
+        let cfg: LcdConfig = toml::from_str(text).map_err(|e| LcdError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
     /// Parse TOML laid over `base` (a preset): keys the file sets replace
     /// the preset's, everything else keeps the preset's value.
     pub fn from_toml_over(text: &str, path: &std::path::Path, base: &LcdConfig) -> Result<Self> {
-        let parse = |m: String| LcdError::Parse { path: path.into(), message: m };
+        let parse = |m: String| LcdError::Parse {
+            path: path.into(),
+            message: m,
+        };
         let over: toml::Table = toml::from_str(text).map_err(|e| parse(e.to_string()))?;
-        let mut merged: toml::Table = toml::from_str(&base.to_toml()).map_err(|e| parse(e.to_string()))?;
+        let mut merged: toml::Table =
+            toml::from_str(&base.to_toml()).map_err(|e| parse(e.to_string()))?;
         fn merge(dst: &mut toml::Table, src: toml::Table) {
             for (k, v) in src {
                 match (dst.get_mut(&k), v) {
@@ -247,13 +273,22 @@ impl LcdConfig {
             }
         }
         merge(&mut merged, over);
-        let cfg: LcdConfig = toml::Value::Table(merged).try_into().map_err(|e: toml::de::Error| parse(e.to_string()))?;
+        let cfg: LcdConfig = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
     /// Checkpoint interval of stage 1 and stage 2 (0 = only on a stop request).
     pub fn checkpoint_intervals(&self) -> (usize, usize) {
-        (self.stage1.checkpoint_every.unwrap_or(self.checkpoint_every), self.stage2.checkpoint_every.unwrap_or(self.checkpoint_every))
+        (
+            self.stage1
+                .checkpoint_every
+                .unwrap_or(self.checkpoint_every),
+            self.stage2
+                .checkpoint_every
+                .unwrap_or(self.checkpoint_every),
+        )
     }
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
@@ -287,7 +322,11 @@ impl LcdConfig {
         pos_f("stage1.lr", s1.lr)?;
         pos_f("stage1.grad_clip", s1.grad_clip)?;
         if !(s1.beta2 > 0.0 && s1.beta2 < 1.0) {
-            return Err(LcdError::config("stage1.beta2", s1.beta2, "should be in (0, 1)"));
+            return Err(LcdError::config(
+                "stage1.beta2",
+                s1.beta2,
+                "should be in (0, 1)",
+            ));
         }
         let s2 = &self.stage2;
         pos_usize("stage2.hidden", s2.hidden, 1)?;
@@ -298,10 +337,18 @@ impl LcdConfig {
         pos_f("stage2.sigma_min", s2.sigma_min)?;
         pos_f("stage2.sigma_max", s2.sigma_max)?;
         if s2.sigma_max <= s2.sigma_min {
-            return Err(LcdError::config("stage2.sigma_max", s2.sigma_max, "should be > stage2.sigma_min"));
+            return Err(LcdError::config(
+                "stage2.sigma_max",
+                s2.sigma_max,
+                "should be > stage2.sigma_min",
+            ));
         }
         if !(s2.weight_decay.is_finite() && s2.weight_decay >= 0.0) {
-            return Err(LcdError::config("stage2.weight_decay", s2.weight_decay, "should be ≥ 0"));
+            return Err(LcdError::config(
+                "stage2.weight_decay",
+                s2.weight_decay,
+                "should be ≥ 0",
+            ));
         }
         let sm = &self.sampler;
         pos_usize("sampler.steps_per_level", sm.steps_per_level, 1)?;
@@ -318,7 +365,11 @@ impl LcdConfig {
         let s = &self.stage2;
         let l = s.n_levels;
         (0..l)
-            .map(|i| (s.sigma_max.ln() + (s.sigma_min.ln() - s.sigma_max.ln()) * i as f64 / (l - 1) as f64).exp())
+            .map(|i| {
+                (s.sigma_max.ln()
+                    + (s.sigma_min.ln() - s.sigma_max.ln()) * i as f64 / (l - 1) as f64)
+                    .exp()
+            })
             .collect()
     }
 }
@@ -344,7 +395,11 @@ mod tests {
     fn bad_values_are_named() {
         let mut c = LcdConfig::quick();
         c.stage2.sigma_min = -1.0;
-        let e = c.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        let e = c
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("stage2.sigma_min") && e.contains("-1"), "{e}");
         let e = LcdConfig::from_toml("[stage1]\nsteps = 0\n", std::path::Path::new("a.toml"))
             .err()
@@ -356,17 +411,25 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("a.toml") && e.contains("stepz"), "{e}");
-        let e = LcdConfig::from_toml_over("[stage1]\nstepz = 3\n", std::path::Path::new("b.toml"), &LcdConfig::quick())
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = LcdConfig::from_toml_over(
+            "[stage1]\nstepz = 3\n",
+            std::path::Path::new("b.toml"),
+            &LcdConfig::quick(),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
         assert!(e.contains("b.toml") && e.contains("stepz"), "{e}");
     }
 
     #[test]
     fn toml_over_a_preset_and_checkpoint_intervals() -> Result<()> {
         let p = std::path::Path::new("c.toml");
-        let c = LcdConfig::from_toml_over("checkpoint_every = 7\n[stage2]\nsteps = 4000\ncheckpoint_every = 100\n", p, &LcdConfig::quick())?;
+        let c = LcdConfig::from_toml_over(
+            "checkpoint_every = 7\n[stage2]\nsteps = 4000\ncheckpoint_every = 100\n",
+            p,
+            &LcdConfig::quick(),
+        )?;
         let mut want = LcdConfig::quick();
         want.checkpoint_every = 7;
         want.stage2.steps = 4000;
@@ -374,7 +437,10 @@ mod tests {
         assert_eq!(c, want);
         assert_eq!(c.checkpoint_intervals(), (7, 100));
         assert_eq!(LcdConfig::from_toml(&c.to_toml(), p)?, c);
-        assert_eq!(LcdConfig::from_toml_over("", p, &LcdConfig::paper())?, LcdConfig::paper());
+        assert_eq!(
+            LcdConfig::from_toml_over("", p, &LcdConfig::paper())?,
+            LcdConfig::paper()
+        );
         Ok(())
     }
 }

@@ -32,7 +32,10 @@ pub struct TrainingData {
 pub fn parse_condition(label: &str) -> Result<Vec<String>> {
     let t = label.trim();
     if t.is_empty() {
-        return Err(LcdError::Perturbation { label: label.into(), message: "empty perturbation label".into() });
+        return Err(LcdError::Perturbation {
+            label: label.into(),
+            message: "empty perturbation label".into(),
+        });
     }
     if is_control(t) {
         return Ok(Vec::new());
@@ -46,14 +49,20 @@ pub fn parse_condition(label: &str) -> Result<Vec<String>> {
         set.insert(p.to_string());
     }
     if set.is_empty() {
-        return Err(LcdError::Perturbation { label: label.into(), message: "no target genes in label".into() });
+        return Err(LcdError::Perturbation {
+            label: label.into(),
+            message: "no target genes in label".into(),
+        });
     }
     Ok(set.into_iter().collect())
 }
 
 /// Labels that denote control cells.
 pub fn is_control(label: &str) -> bool {
-    matches!(label.trim().to_ascii_lowercase().as_str(), "ctrl" | "control" | "non-targeting" | "nt" | "")
+    matches!(
+        label.trim().to_ascii_lowercase().as_str(),
+        "ctrl" | "control" | "non-targeting" | "nt" | ""
+    )
 }
 
 impl TrainingData {
@@ -77,11 +86,19 @@ impl TrainingData {
             )));
         }
         if ctrl.x.nrows() < 2 {
-            return Err(LcdError::Data(format!("control {:?} has {} cells, need ≥ 2", ctrl.name, ctrl.x.nrows())));
+            return Err(LcdError::Data(format!(
+                "control {:?} has {} cells, need ≥ 2",
+                ctrl.name,
+                ctrl.x.nrows()
+            )));
         }
         for env in &self.envs {
             if env.x.ncols() != d {
-                return Err(LcdError::Data(format!("{:?}: {} genes, expected {d}", env.name, env.x.ncols())));
+                return Err(LcdError::Data(format!(
+                    "{:?}: {} genes, expected {d}",
+                    env.name,
+                    env.x.ncols()
+                )));
             }
             if env.x.nrows() == 0 {
                 return Err(LcdError::Data(format!("{:?}: no cells", env.name)));
@@ -142,10 +159,21 @@ mod tests {
         let x = Array2::from_shape_vec((2, 2), vec![1f32, 2.0, f32::NAN, 0.0]).unwrap_or_default();
         let td = TrainingData {
             genes: vec!["g0".into(), "g1".into()],
-            envs: vec![Environment { name: "ctrl".into(), targets: vec![], x }],
+            envs: vec![Environment {
+                name: "ctrl".into(),
+                targets: vec![],
+                x,
+            }],
         };
-        let e = td.validate(true).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(e.contains("cell 1") && e.contains("g0") && e.contains("non-finite"), "{e}");
+        let e = td
+            .validate(true)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("cell 1") && e.contains("g0") && e.contains("non-finite"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,7 +8,11 @@ pub type Result<T, E = LcdError> = std::result::Result<T, E>;
 pub enum LcdError {
     /// A configuration value outside its documented range.
     #[error("invalid config: {param} {message}, but is {value}")]
-    Config { param: String, value: String, message: String },
+    Config {
+        param: String,
+        value: String,
+        message: String,
+    },
     /// The training data or screen is unusable (no controls, NaN counts, ...).
     #[error("data: {0}")]
     Data(String),
@@ -19,7 +23,10 @@ pub enum LcdError {
     #[error("model directory {dir}: {message}")]
     ModelDir { dir: PathBuf, message: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("tensor: {0}")]
@@ -28,14 +35,25 @@ pub enum LcdError {
     Datasets(#[from] datasets::DatasetsError),
     /// Training diverged (non-finite loss).
     #[error("training diverged at {stage} step {step}: loss is {loss}")]
-    Diverged { stage: &'static str, step: usize, loss: f64 },
+    Diverged {
+        stage: &'static str,
+        step: usize,
+        loss: f64,
+    },
 }
 
 impl LcdError {
     pub(crate) fn config(param: &str, value: impl std::fmt::Display, message: &str) -> Self {
-        LcdError::Config { param: param.into(), value: value.to_string(), message: message.into() }
+        LcdError::Config {
+            param: param.into(),
+            value: value.to_string(),
+            message: message.into(),
+        }
     }
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        LcdError::Io { path: path.into(), source }
+        LcdError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

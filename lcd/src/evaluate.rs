@@ -13,7 +13,9 @@ use rand::SeedableRng;
 use serde::Serialize;
 
 use crate::data::log_normalize;
-use crate::metrics::{bandwidths, energy_distance, mean_sem, mean_vec, mmd, pearson, rmse, w1_mean};
+use crate::metrics::{
+    bandwidths, energy_distance, mean_sem, mean_vec, mmd, pearson, rmse, w1_mean,
+};
 use crate::screen::{ScreenData, Split};
 use crate::Result;
 
@@ -56,7 +58,14 @@ fn subsample(x: &Array2<f32>, max: usize, rng: &mut rand_chacha::ChaCha8Rng) -> 
 }
 
 /// All metrics of `pred` against `truth` (both in metric space) on `genes`.
-pub fn metrics(pred: &Array2<f32>, truth: &Array2<f32>, ctrl_mean: &[f64], genes: &[usize], out: &mut BTreeMap<String, f64>, suffix: &str) {
+pub fn metrics(
+    pred: &Array2<f32>,
+    truth: &Array2<f32>,
+    ctrl_mean: &[f64],
+    genes: &[usize],
+    out: &mut BTreeMap<String, f64>,
+    suffix: &str,
+) {
     let p = pred.select(Axis(1), genes);
     let t = truth.select(Axis(1), genes);
     let c: Vec<f64> = genes.iter().map(|&g| ctrl_mean[g]).collect();
@@ -65,8 +74,14 @@ pub fn metrics(pred: &Array2<f32>, truth: &Array2<f32>, ctrl_mean: &[f64], genes
     let dt: Vec<f64> = mt.iter().zip(&c).map(|(a, b)| a - b).collect();
     out.insert(format!("rmse{suffix}"), rmse(&mp, &mt));
     out.insert(format!("pearson_delta{suffix}"), pearson(&dp, &dt));
-    out.insert(format!("energy_distance{suffix}"), energy_distance(p.view(), t.view()));
-    out.insert(format!("mmd{suffix}"), mmd(p.view(), t.view(), &bandwidths(genes.len())));
+    out.insert(
+        format!("energy_distance{suffix}"),
+        energy_distance(p.view(), t.view()),
+    );
+    out.insert(
+        format!("mmd{suffix}"),
+        mmd(p.view(), t.view(), &bandwidths(genes.len())),
+    );
     out.insert(format!("w1{suffix}"), w1_mean(p.view(), t.view()));
 }
 
@@ -96,12 +111,19 @@ pub fn evaluate(
         let m = ms(&c.x);
         if c.targets.len() == 1 {
             let mv = mean_vec(m.view());
-            shifts.insert(&c.targets[0], mv.iter().zip(&ctrl_mean).map(|(a, b)| a - b).collect());
+            shifts.insert(
+                &c.targets[0],
+                mv.iter().zip(&ctrl_mean).map(|(a, b)| a - b).collect(),
+            );
         }
         pooled_parts.push(subsample(&m, max_cells, &mut rng));
     }
     let pooled_views: Vec<_> = pooled_parts.iter().map(|a| a.view()).collect();
-    let pooled_all = if pooled_views.is_empty() { ctrl.clone() } else { ndarray::concatenate(Axis(0), &pooled_views).unwrap_or_else(|_| ctrl.clone()) };
+    let pooled_all = if pooled_views.is_empty() {
+        ctrl.clone()
+    } else {
+        ndarray::concatenate(Axis(0), &pooled_views).unwrap_or_else(|_| ctrl.clone())
+    };
     let pooled = subsample(&pooled_all, max_cells, &mut rng);
     let ctrl_sub = subsample(&ctrl, max_cells, &mut rng);
     let mut results = Vec::new();
@@ -121,11 +143,20 @@ pub fn evaluate(
         let lcd = subsample(&ms(&lcd_pred[k]), max_cells, &mut rng);
         let tm = mean_vec(truth.view());
         let mut order: Vec<usize> = (0..d).collect();
-        order.sort_by(|&a, &b| (tm[b] - ctrl_mean[b]).abs().total_cmp(&(tm[a] - ctrl_mean[a]).abs()));
+        order.sort_by(|&a, &b| {
+            (tm[b] - ctrl_mean[b])
+                .abs()
+                .total_cmp(&(tm[a] - ctrl_mean[a]).abs())
+        });
         let de: Vec<usize> = order.into_iter().take(n_de.min(d)).collect();
         let all: Vec<usize> = (0..d).collect();
         let mut methods = BTreeMap::new();
-        for (name, pred) in [("lcd", &lcd), ("additive", &additive), ("control", &ctrl_sub), ("pooled", &pooled)] {
+        for (name, pred) in [
+            ("lcd", &lcd),
+            ("additive", &additive),
+            ("control", &ctrl_sub),
+            ("pooled", &pooled),
+        ] {
             let mut m = BTreeMap::new();
             metrics(pred, &truth, &ctrl_mean, &all, &mut m, "");
             metrics(pred, &truth, &ctrl_mean, &de, &mut m, &format!("_de{n_de}"));
@@ -154,5 +185,10 @@ pub fn evaluate(
         summary.insert(m.to_string(), s);
         summary_sem.insert(m.to_string(), e);
     }
-    Ok(Evaluation { conditions: results, summary, summary_sem, dropped: split.dropped.clone() })
+    Ok(Evaluation {
+        conditions: results,
+        summary,
+        summary_sem,
+        dropped: split.dropped.clone(),
+    })
 }

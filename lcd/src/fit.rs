@@ -69,34 +69,61 @@ struct CurveBits {
 
 impl From<&CurvePoint> for CurveBits {
     fn from(c: &CurvePoint) -> Self {
-        CurveBits { stage: c.stage.clone(), step: c.step, loss: c.loss.to_bits(), lr: c.lr.to_bits(), seconds: c.seconds.to_bits() }
+        CurveBits {
+            stage: c.stage.clone(),
+            step: c.step,
+            loss: c.loss.to_bits(),
+            lr: c.lr.to_bits(),
+            seconds: c.seconds.to_bits(),
+        }
     }
 }
 
 impl From<&CurveBits> for CurvePoint {
     fn from(c: &CurveBits) -> Self {
-        CurvePoint { stage: c.stage.clone(), step: c.step, loss: f64::from_bits(c.loss), lr: f64::from_bits(c.lr), seconds: f64::from_bits(c.seconds) }
+        CurvePoint {
+            stage: c.stage.clone(),
+            step: c.step,
+            loss: f64::from_bits(c.loss),
+            lr: f64::from_bits(c.lr),
+            seconds: f64::from_bits(c.seconds),
+        }
     }
 }
 
 /// `(stage, step)` of a checkpoint written by this module (for the
 /// "resuming from checkpoint at …" message).
 pub fn checkpoint_position(ck: &Checkpoint) -> (String, u64) {
-    (ck.state["stage"].as_str().unwrap_or("?").to_string(), ck.step)
+    (
+        ck.state["stage"].as_str().unwrap_or("?").to_string(),
+        ck.step,
+    )
 }
 
 fn tensors_to_bytes(dir: &RunDir, map: &HashMap<String, Tensor>) -> Result<Vec<u8>> {
-    let tmp = dir.path.join(format!(".tensors-{}.tmp", std::process::id()));
+    let tmp = dir
+        .path
+        .join(format!(".tensors-{}.tmp", std::process::id()));
     candle_core::safetensors::save(map, &tmp)?;
     let bytes = std::fs::read(&tmp).map_err(|e| LcdError::io(&tmp, e))?;
     let _ = std::fs::remove_file(&tmp);
     Ok(bytes)
 }
 
-fn tensors_from(ck: &Checkpoint, dir: &RunDir, name: &str, dev: &Device) -> Result<HashMap<String, Tensor>> {
-    let bytes = ck.file(name).ok_or_else(|| LcdError::ModelDir { dir: dir.path.clone(), message: format!("checkpoint lacks {name}") })?;
-    candle_core::safetensors::load_buffer(bytes, dev)
-        .map_err(|e| LcdError::Parse { path: dir.path.join("checkpoint").join(name), message: e.to_string() })
+fn tensors_from(
+    ck: &Checkpoint,
+    dir: &RunDir,
+    name: &str,
+    dev: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    let bytes = ck.file(name).ok_or_else(|| LcdError::ModelDir {
+        dir: dir.path.clone(),
+        message: format!("checkpoint lacks {name}"),
+    })?;
+    candle_core::safetensors::load_buffer(bytes, dev).map_err(|e| LcdError::Parse {
+        path: dir.path.join("checkpoint").join(name),
+        message: e.to_string(),
+    })
 }
 
 /// Checkpoint writer shared by both stages.
@@ -119,12 +146,34 @@ impl Saver<'_> {
         (every > 0 && next % every == 0 && next < total).then_some(false)
     }
 
-    fn save(&self, stage: &str, next: usize, rng: &TensorRng, curves: &[CurvePoint], files: Vec<(String, HashMap<String, Tensor>)>) -> Result<()> {
+    fn save(
+        &self,
+        stage: &str,
+        next: usize,
+        rng: &TensorRng,
+        curves: &[CurvePoint],
+        files: Vec<(String, HashMap<String, Tensor>)>,
+    ) -> Result<()> {
         let Some(run) = self.run else { return Ok(()) };
-        let state = CkptState { stage: stage.into(), step: next, rng: rng.capture(), seed: self.seed, config: self.cfg.to_toml(), curves: curves.iter().map(CurveBits::from).collect() };
-        let state = serde_json::to_value(&state).map_err(|e| LcdError::Data(format!("checkpoint state: {e}")))?;
-        let files = files.into_iter().map(|(n, m)| Ok((n, tensors_to_bytes(run.dir, &m)?))).collect::<Result<Vec<_>>>()?;
-        run.dir.save_checkpoint(&Checkpoint { step: next as u64, state, files })?;
+        let state = CkptState {
+            stage: stage.into(),
+            step: next,
+            rng: rng.capture(),
+            seed: self.seed,
+            config: self.cfg.to_toml(),
+            curves: curves.iter().map(CurveBits::from).collect(),
+        };
+        let state = serde_json::to_value(&state)
+            .map_err(|e| LcdError::Data(format!("checkpoint state: {e}")))?;
+        let files = files
+            .into_iter()
+            .map(|(n, m)| Ok((n, tensors_to_bytes(run.dir, &m)?)))
+            .collect::<Result<Vec<_>>>()?;
+        run.dir.save_checkpoint(&Checkpoint {
+            step: next as u64,
+            state,
+            files,
+        })?;
         Ok(())
     }
 
@@ -133,7 +182,11 @@ impl Saver<'_> {
             Some(r) => (r.dir.path.clone(), r.stop.requested().unwrap_or(0)),
             None => (Default::default(), 0),
         };
-        LcdError::Datasets(DatasetsError::Interrupted { dir, step: next as u64, signal })
+        LcdError::Datasets(DatasetsError::Interrupted {
+            dir,
+            step: next as u64,
+            signal,
+        })
     }
 }
 
@@ -156,7 +209,13 @@ struct Stage2Inputs {
 impl LcdModel {
     /// Fit both stages on `data` (control first). Deterministic for a given
     /// seed and device. No checkpoints; see [`LcdModel::fit_run`].
-    pub fn fit(data: &TrainingData, cfg: &LcdConfig, seed: u64, dev: &Device, progress: &mut ProgressFn) -> Result<Self> {
+    pub fn fit(
+        data: &TrainingData,
+        cfg: &LcdConfig,
+        seed: u64,
+        dev: &Device,
+        progress: &mut ProgressFn,
+    ) -> Result<Self> {
         Self::fit_impl(data, cfg, seed, dev, None, progress)
     }
 
@@ -164,11 +223,25 @@ impl LcdModel {
     /// `curves.jsonl` there), continuing from `run.resume` if given. On a stop
     /// request the latest state is checkpointed and the error is
     /// `LcdError::Datasets(DatasetsError::Interrupted { .. })`.
-    pub fn fit_run(data: &TrainingData, cfg: &LcdConfig, seed: u64, dev: &Device, run: &FitRun, progress: &mut ProgressFn) -> Result<Self> {
+    pub fn fit_run(
+        data: &TrainingData,
+        cfg: &LcdConfig,
+        seed: u64,
+        dev: &Device,
+        run: &FitRun,
+        progress: &mut ProgressFn,
+    ) -> Result<Self> {
         Self::fit_impl(data, cfg, seed, dev, Some(run), progress)
     }
 
-    fn fit_impl(data: &TrainingData, cfg: &LcdConfig, seed: u64, dev: &Device, run: Option<&FitRun>, progress: &mut ProgressFn) -> Result<Self> {
+    fn fit_impl(
+        data: &TrainingData,
+        cfg: &LcdConfig,
+        seed: u64,
+        dev: &Device,
+        run: Option<&FitRun>,
+        progress: &mut ProgressFn,
+    ) -> Result<Self> {
         cfg.validate()?;
         data.validate(cfg.noise_model)?;
         let d = data.n_genes();
@@ -185,7 +258,10 @@ impl LcdModel {
                 });
             }
         }
-        let mut curves: Vec<CurvePoint> = state.as_ref().map(|s| s.curves.iter().map(CurvePoint::from).collect()).unwrap_or_default();
+        let mut curves: Vec<CurvePoint> = state
+            .as_ref()
+            .map(|s| s.curves.iter().map(CurvePoint::from).collect())
+            .unwrap_or_default();
         let mut metrics = match run {
             Some(r) => {
                 if resume.is_some() {
@@ -193,12 +269,17 @@ impl LcdModel {
                     // after it are replaced (they will be recomputed), earlier ones kept.
                     let mut text = String::new();
                     for c in &curves {
-                        text.push_str(&serde_json::to_string(c).map_err(|e| LcdError::Data(e.to_string()))?);
+                        text.push_str(
+                            &serde_json::to_string(c).map_err(|e| LcdError::Data(e.to_string()))?,
+                        );
                         text.push('\n');
                     }
                     r.dir.write_file(CURVES, text.as_bytes())?;
                 }
-                Some(MetricsLog::open(&r.dir.path.join(CURVES), resume.is_some())?)
+                Some(MetricsLog::open(
+                    &r.dir.path.join(CURVES),
+                    resume.is_some(),
+                )?)
             }
             None => None,
         };
@@ -206,8 +287,19 @@ impl LcdModel {
         let t0 = Instant::now();
         let offset = curves.last().map(|c| c.seconds).unwrap_or(0.0);
         let every = |steps: usize| (steps / 1000).max(1);
-        let mut record = |curves: &mut Vec<CurvePoint>, stage: &str, step: usize, loss: f64, lr: f64| -> Result<()> {
-            let p = CurvePoint { stage: stage.into(), step, loss, lr, seconds: offset + t0.elapsed().as_secs_f64() };
+        let mut record = |curves: &mut Vec<CurvePoint>,
+                          stage: &str,
+                          step: usize,
+                          loss: f64,
+                          lr: f64|
+         -> Result<()> {
+            let p = CurvePoint {
+                stage: stage.into(),
+                step,
+                loss,
+                lr,
+                seconds: offset + t0.elapsed().as_secs_f64(),
+            };
             if let Some(m) = metrics.as_mut() {
                 m.log(&serde_json::to_value(&p).map_err(|e| LcdError::Data(e.to_string()))?)?;
             }
@@ -219,14 +311,27 @@ impl LcdModel {
         let (inputs, stage1, pi, u) = if in_stage2 {
             // Everything stage 1 produced is in the checkpoint.
             let ck = resume.ok_or_else(|| LcdError::Data("no checkpoint".into()))?;
-            let dir = run.map(|r| r.dir).ok_or_else(|| LcdError::Data("no run directory".into()))?;
+            let dir = run
+                .map(|r| r.dir)
+                .ok_or_else(|| LcdError::Data("no run directory".into()))?;
             let st = tensors_from(ck, dir, "states.safetensors", dev)?;
-            let get = |k: String| st.get(&k).cloned().ok_or_else(|| LcdError::Data(format!("checkpoint lacks {k:?}")));
-            let states = (0..data.envs.len()).map(|q| get(format!("state.{q}"))).collect::<Result<Vec<_>>>()?;
-            let inputs = Stage2Inputs { states, mean_ctrl: get("mean_ctrl".into())?, std: get("std".into())? };
+            let get = |k: String| {
+                st.get(&k)
+                    .cloned()
+                    .ok_or_else(|| LcdError::Data(format!("checkpoint lacks {k:?}")))
+            };
+            let states = (0..data.envs.len())
+                .map(|q| get(format!("state.{q}")))
+                .collect::<Result<Vec<_>>>()?;
+            let inputs = Stage2Inputs {
+                states,
+                mean_ctrl: get("mean_ctrl".into())?,
+                std: get("std".into())?,
+            };
             if cfg.noise_model {
                 let s1 = Stage1::init(data, &cfg.stage1, &mut TensorRng::new(seed, dev)?, dev)?;
-                s1.params.assign("p.", &tensors_from(ck, dir, "stage1.safetensors", dev)?)?;
+                s1.params
+                    .assign("p.", &tensors_from(ck, dir, "stage1.safetensors", dev)?)?;
                 let (pi, u) = (s1.pi()?, s1.log_u.exp()?.to_vec1::<f32>()?);
                 (inputs, Some(s1), pi, u)
             } else {
@@ -250,36 +355,71 @@ impl LcdModel {
                     let saver = &saver;
                     let record = &mut record;
                     let progress = &mut *progress;
-                    let hook = |step: usize, loss: f64, lr: f64, opts: &[(&str, &Adam)], rng: &TensorRng| -> Result<()> {
+                    let hook = |step: usize,
+                                loss: f64,
+                                lr: f64,
+                                opts: &[(&str, &Adam)],
+                                rng: &TensorRng|
+                     -> Result<()> {
                         progress("stage 1", step + 1, total, loss);
                         if step % ev == 0 || step + 1 == total {
                             record(curves, "stage1", step, loss, lr)?;
                         }
                         if let Some(stop) = saver.due(1, step + 1, total) {
-                            saver.save("stage1", step + 1, rng, curves, vec![("stage1.safetensors".into(), with_opts(&params, opts)?)])?;
+                            saver.save(
+                                "stage1",
+                                step + 1,
+                                rng,
+                                curves,
+                                vec![("stage1.safetensors".into(), with_opts(&params, opts)?)],
+                            )?;
                             if stop {
                                 return Err(saver.interrupted(step + 1));
                             }
                         }
                         Ok(())
                     };
-                    s1.train(data, &mut rng, dev, opt_state.as_ref().map(|(s, m)| (*s, m)), hook)?;
+                    s1.train(
+                        data,
+                        &mut rng,
+                        dev,
+                        opt_state.as_ref().map(|(s, m)| (*s, m)),
+                        hook,
+                    )?;
                 }
                 let lat = s1.sample_latents(cfg.stage1.latent_per_env, &mut rng, dev)?;
                 let (pi, u) = (s1.pi()?, s1.log_u.exp()?.to_vec1::<f32>()?);
                 (lat, Some(s1), pi, u)
             } else {
-                let lat = data.envs.iter().map(|e| array_to_tensor(&e.x, dev)).collect::<Result<Vec<_>>>()?;
+                let lat = data
+                    .envs
+                    .iter()
+                    .map(|e| array_to_tensor(&e.x, dev))
+                    .collect::<Result<Vec<_>>>()?;
                 (lat, None, Vec::new(), Vec::new())
             };
             // Standardise: mean of control, std pooled over all environments.
             let mean_ctrl = latents[0].mean_keepdim(0)?; // [1, d]
             let all = Tensor::cat(&latents, 0)?; // [ΣN, d]
-            let var = all.broadcast_sub(&all.mean_keepdim(0)?)?.sqr()?.mean_keepdim(0)?;
+            let var = all
+                .broadcast_sub(&all.mean_keepdim(0)?)?
+                .sqr()?
+                .mean_keepdim(0)?;
             let std = var.sqrt()?.maximum(1e-6f32)?; // [1, d]
-            let states: Vec<Tensor> =
-                latents.iter().map(|l| Ok(l.broadcast_sub(&mean_ctrl)?.broadcast_div(&std)?)).collect::<Result<_>>()?;
-            (Stage2Inputs { states, mean_ctrl, std }, stage1, pi, u)
+            let states: Vec<Tensor> = latents
+                .iter()
+                .map(|l| Ok(l.broadcast_sub(&mean_ctrl)?.broadcast_div(&std)?))
+                .collect::<Result<_>>()?;
+            (
+                Stage2Inputs {
+                    states,
+                    mean_ctrl,
+                    std,
+                },
+                stage1,
+                pi,
+                u,
+            )
         };
         // Stage 2.
         let vocabulary = data.vocabulary();
@@ -297,7 +437,14 @@ impl LcdModel {
                 Ok(Tensor::from_vec(v, (1, vocabulary.len().max(1)), dev)?)
             })
             .collect::<Result<_>>()?;
-        let mut net = ScoreNet::init(d, vocabulary.len(), cfg.sigmas(), cfg.stage2.hidden, &mut rng, dev)?;
+        let mut net = ScoreNet::init(
+            d,
+            vocabulary.len(),
+            cfg.sigmas(),
+            cfg.stage2.hidden,
+            &mut rng,
+            dev,
+        )?;
         let mut opt_state = None;
         if let (true, Some(s), Some(ck), Some(r)) = (in_stage2, &state, resume, run) {
             let map = tensors_from(ck, r.dir, "stage2.safetensors", dev)?;
@@ -329,7 +476,12 @@ impl LcdModel {
             let saver = &saver;
             let record = &mut record;
             let progress = &mut *progress;
-            let hook = |step: usize, loss: f64, lr: f64, opts: &[(&str, &Adam)], rng: &TensorRng| -> Result<()> {
+            let hook = |step: usize,
+                        loss: f64,
+                        lr: f64,
+                        opts: &[(&str, &Adam)],
+                        rng: &TensorRng|
+             -> Result<()> {
                 progress("stage 2", step + 1, total, loss);
                 if step % ev == 0 || step + 1 == total {
                     record(curves, "stage2", step, loss, lr)?;
@@ -344,7 +496,14 @@ impl LcdModel {
                 }
                 Ok(())
             };
-            net.train(&inputs.states, &multi_hot, &cfg.stage2, &mut rng, opt_state.as_ref().map(|(s, m)| (*s, m)), hook)?;
+            net.train(
+                &inputs.states,
+                &multi_hot,
+                &cfg.stage2,
+                &mut rng,
+                opt_state.as_ref().map(|(s, m)| (*s, m)),
+                hook,
+            )?;
         }
         Ok(LcdModel {
             cfg: cfg.clone(),

@@ -12,7 +12,9 @@ fn to64(a: ArrayView2<f32>) -> Array2<f64> {
 
 pub fn mean_vec(a: ArrayView2<f32>) -> Vec<f64> {
     let n = a.nrows().max(1) as f64;
-    a.axis_iter(Axis(1)).map(|c| c.iter().map(|&v| f64::from(v)).sum::<f64>() / n).collect()
+    a.axis_iter(Axis(1))
+        .map(|c| c.iter().map(|&v| f64::from(v)).sum::<f64>() / n)
+        .collect()
 }
 
 pub fn rmse(a: &[f64], b: &[f64]) -> f64 {
@@ -66,7 +68,9 @@ pub fn energy_distance(x: ArrayView2<f32>, y: ArrayView2<f32>) -> f64 {
 
 /// Bandwidths `logspace(−2, 1, 10) · √d`.
 pub fn bandwidths(d: usize) -> Vec<f64> {
-    (0..10).map(|i| 10f64.powf(-2.0 + 3.0 * i as f64 / 9.0) * (d as f64).sqrt()).collect()
+    (0..10)
+        .map(|i| 10f64.powf(-2.0 + 3.0 * i as f64 / 9.0) * (d as f64).sqrt())
+        .collect()
 }
 
 /// Unbiased MMD² averaged over RBF bandwidths `hs`.
@@ -167,7 +171,11 @@ mod tests {
         let x = a(2, 1, vec![0.0, 0.0]);
         let y = a(2, 1, vec![1.0, 1.0]);
         let h = [0.5, 2.0];
-        let want = h.iter().map(|h: &f64| 2.0 - 2.0 * (-1.0 / (2.0 * h * h)).exp()).sum::<f64>() / 2.0;
+        let want = h
+            .iter()
+            .map(|h: &f64| 2.0 - 2.0 * (-1.0 / (2.0 * h * h)).exp())
+            .sum::<f64>()
+            / 2.0;
         assert!((mmd(x.view(), y.view(), &h) - want).abs() < 1e-12);
         let bw = bandwidths(4);
         assert!((bw[0] - 0.02).abs() < 1e-12 && (bw[9] - 20.0).abs() < 1e-9);

@@ -66,7 +66,10 @@ pub struct ConditionPrediction {
 
 fn tensor_to_array(t: &Tensor) -> Result<Array2<f32>> {
     let (n, d) = t.dims2()?;
-    let v = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let v = t
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     Array2::from_shape_vec((n, d), v).map_err(|e| LcdError::Data(e.to_string()))
 }
 
@@ -176,7 +179,15 @@ impl LcdModel {
         let x0 = rng.normal(&[n, d])?;
         let w: Weights = self.net.params.detached();
         let l = self.n_levels();
-        let z = annealed_langevin(&self.net, &w, &x0, &e, &self.cfg.sampler, Some(&mut rng), |i| on_level(i + 1, l))?;
+        let z = annealed_langevin(
+            &self.net,
+            &w,
+            &x0,
+            &e,
+            &self.cfg.sampler,
+            Some(&mut rng),
+            |i| on_level(i + 1, l),
+        )?;
         let mean = Tensor::from_vec(self.mean_ctrl.clone(), (1, d), dev)?;
         let std = Tensor::from_vec(self.std_all.clone(), (1, d), dev)?;
         let s = z.broadcast_mul(&std)?.broadcast_add(&mean)?; // [N, d] latent units
@@ -184,14 +195,23 @@ impl LcdModel {
         let reps = self.cfg.sampler.decodes_per_chain;
         let mut out = Vec::new();
         for (ci, c) in conditions.iter().enumerate() {
-            let lat = s.slice(ndarray::s![ci * chains..(ci + 1) * chains, ..]).to_owned();
+            let lat = s
+                .slice(ndarray::s![ci * chains..(ci + 1) * chains, ..])
+                .to_owned();
             let cells = if self.cfg.noise_model {
                 let flat: Vec<f32> = lat.iter().cloned().collect();
                 let mut all = Vec::with_capacity(flat.len() * reps);
                 for _ in 0..reps {
-                    all.extend(crate::zip::sample_counts(&flat, d, &self.pi, &self.u, rng.host()));
+                    all.extend(crate::zip::sample_counts(
+                        &flat,
+                        d,
+                        &self.pi,
+                        &self.u,
+                        rng.host(),
+                    ));
                 }
-                Array2::from_shape_vec((chains * reps, d), all).map_err(|e| LcdError::Data(e.to_string()))?
+                Array2::from_shape_vec((chains * reps, d), all)
+                    .map_err(|e| LcdError::Data(e.to_string()))?
             } else {
                 lat.clone()
             };

@@ -29,12 +29,27 @@ pub struct Adam {
 
 impl Adam {
     pub fn new(params: Vec<Var>, hp: AdamParams) -> Result<Self> {
-        let v = params.iter().map(|p| p.as_tensor().zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
+        let v = params
+            .iter()
+            .map(|p| p.as_tensor().zeros_like())
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let m = params
             .iter()
-            .map(|p| if hp.beta1 > 0.0 { p.as_tensor().zeros_like().map(Some) } else { Ok(None) })
+            .map(|p| {
+                if hp.beta1 > 0.0 {
+                    p.as_tensor().zeros_like().map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Adam { params, m, v, t: 0, hp })
+        Ok(Adam {
+            params,
+            m,
+            v,
+            t: 0,
+            hp,
+        })
     }
 
     /// One update with `grads[i]` for `params[i]` (None = no gradient, e.g.
@@ -45,7 +60,11 @@ impl Adam {
         for g in grads.iter().flatten() {
             sq.push(g.sqr()?.sum_all()?);
         }
-        let norm = if sq.is_empty() { 0.0 } else { f64::from(Tensor::stack(&sq, 0)?.sum_all()?.to_scalar::<f32>()?).sqrt() };
+        let norm = if sq.is_empty() {
+            0.0
+        } else {
+            f64::from(Tensor::stack(&sq, 0)?.sum_all()?.to_scalar::<f32>()?).sqrt()
+        };
         let scale = match self.hp.clip {
             Some(c) if norm > c => c / norm,
             _ => 1.0,
@@ -57,7 +76,11 @@ impl Adam {
             let Some(g) = g else { continue };
             // Detach: gradients may carry an op history; keeping it in the moments would chain every step's graph.
             let g = g.detach();
-            let g = if scale < 1.0 { g.affine(scale, 0.0)? } else { g };
+            let g = if scale < 1.0 {
+                g.affine(scale, 0.0)?
+            } else {
+                g
+            };
             let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?.detach();
             let mhat = match &mut self.m[i] {
                 Some(m) => {
@@ -83,31 +106,54 @@ impl Adam {
 impl Adam {
     /// Optimiser state for a checkpoint: moments `{prefix}m.{i}` / `{prefix}v.{i}`
     /// (parameter order) and the step counter `{prefix}t` (an exact f64 scalar).
-    pub fn export(&self, prefix: &str, out: &mut std::collections::HashMap<String, Tensor>) -> Result<()> {
+    pub fn export(
+        &self,
+        prefix: &str,
+        out: &mut std::collections::HashMap<String, Tensor>,
+    ) -> Result<()> {
         for (i, v) in self.v.iter().enumerate() {
             out.insert(format!("{prefix}v.{i}"), v.clone());
             if let Some(m) = &self.m[i] {
                 out.insert(format!("{prefix}m.{i}"), m.clone());
             }
         }
-        out.insert(format!("{prefix}t"), Tensor::new(&[f64::from(self.t)], &candle_core::Device::Cpu)?);
+        out.insert(
+            format!("{prefix}t"),
+            Tensor::new(&[f64::from(self.t)], &candle_core::Device::Cpu)?,
+        );
         Ok(())
     }
 
     /// Restore the state written by [`Adam::export`] (shapes must match).
-    pub fn import(&mut self, prefix: &str, map: &std::collections::HashMap<String, Tensor>) -> Result<()> {
-        let get = |k: String| map.get(&k).ok_or_else(|| crate::LcdError::Data(format!("checkpoint lacks optimiser tensor {k:?}")));
+    pub fn import(
+        &mut self,
+        prefix: &str,
+        map: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<()> {
+        let get = |k: String| {
+            map.get(&k).ok_or_else(|| {
+                crate::LcdError::Data(format!("checkpoint lacks optimiser tensor {k:?}"))
+            })
+        };
         for i in 0..self.v.len() {
             let v = get(format!("{prefix}v.{i}"))?;
             if v.dims() != self.v[i].dims() {
-                return Err(crate::LcdError::Data(format!("checkpoint optimiser tensor {prefix}v.{i} has shape {:?}, expected {:?}", v.dims(), self.v[i].dims())));
+                return Err(crate::LcdError::Data(format!(
+                    "checkpoint optimiser tensor {prefix}v.{i} has shape {:?}, expected {:?}",
+                    v.dims(),
+                    self.v[i].dims()
+                )));
             }
             self.v[i] = v.to_device(self.v[i].device())?;
             if self.m[i].is_some() {
                 self.m[i] = Some(get(format!("{prefix}m.{i}"))?.to_device(self.v[i].device())?);
             }
         }
-        self.t = get(format!("{prefix}t"))?.to_vec1::<f64>()?.first().copied().unwrap_or(0.0) as i32;
+        self.t = get(format!("{prefix}t"))?
+            .to_vec1::<f64>()?
+            .first()
+            .copied()
+            .unwrap_or(0.0) as i32;
         Ok(())
     }
 }
@@ -139,7 +185,13 @@ mod tests {
     fn adam_minimises_quadratic_and_clips() -> Result<()> {
         let dev = Device::Cpu;
         let x = Var::from_tensor(&Tensor::new(&[3f32, -2.0], &dev)?)?;
-        let hp = AdamParams { beta1: 0.0, beta2: 0.99, eps: 1e-8, weight_decay: 0.0, clip: Some(1.0) };
+        let hp = AdamParams {
+            beta1: 0.0,
+            beta2: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            clip: Some(1.0),
+        };
         let mut opt = Adam::new(vec![x.clone()], hp)?;
         for _ in 0..500 {
             let loss = x.as_tensor().sqr()?.sum_all()?;

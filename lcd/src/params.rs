@@ -22,9 +22,18 @@ impl Params {
         Params::default()
     }
     /// Gaussian init with standard deviation `std`.
-    pub fn normal<R: Rng>(&mut self, name: &str, shape: &[usize], std: f64, rng: &mut R, dev: &Device) -> Result<()> {
+    pub fn normal<R: Rng>(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        std: f64,
+        rng: &mut R,
+        dev: &Device,
+    ) -> Result<()> {
         let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| (rng.sample::<f64, _>(StandardNormal) * std) as f32).collect();
+        let v: Vec<f32> = (0..n)
+            .map(|_| (rng.sample::<f64, _>(StandardNormal) * std) as f32)
+            .collect();
         self.insert(name, Tensor::from_vec(v, shape, dev)?)
     }
     pub fn zeros(&mut self, name: &str, shape: &[usize], dev: &Device) -> Result<()> {
@@ -49,11 +58,21 @@ impl Params {
     }
     /// Detached snapshot (no autograd graph is built through it).
     pub fn detached(&self) -> Weights {
-        Weights(self.vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect())
+        Weights(
+            self.vars
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+                .collect(),
+        )
     }
     /// Live view (builds the graph for backward).
     pub fn live(&self) -> Weights {
-        Weights(self.vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect())
+        Weights(
+            self.vars
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+                .collect(),
+        )
     }
     /// All tensors, named `{prefix}{name}` (for checkpoints).
     pub fn export(&self, prefix: &str, out: &mut std::collections::HashMap<String, Tensor>) {
@@ -62,27 +81,42 @@ impl Params {
         }
     }
     /// Overwrite every variable's value with `map["{prefix}{name}"]` (shapes must match).
-    pub fn assign(&self, prefix: &str, map: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+    pub fn assign(
+        &self,
+        prefix: &str,
+        map: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<()> {
         for (k, v) in &self.vars {
             let key = format!("{prefix}{k}");
-            let t = map.get(&key).ok_or_else(|| LcdError::Data(format!("checkpoint lacks parameter {key:?}")))?;
+            let t = map
+                .get(&key)
+                .ok_or_else(|| LcdError::Data(format!("checkpoint lacks parameter {key:?}")))?;
             if t.dims() != v.as_tensor().dims() {
-                return Err(LcdError::Data(format!("checkpoint parameter {key:?} has shape {:?}, expected {:?}", t.dims(), v.as_tensor().dims())));
+                return Err(LcdError::Data(format!(
+                    "checkpoint parameter {key:?} has shape {:?}, expected {:?}",
+                    t.dims(),
+                    v.as_tensor().dims()
+                )));
             }
             v.set(&t.to_device(v.as_tensor().device())?)?;
         }
         Ok(())
     }
     pub fn save(&self, path: &Path, prefix: &str) -> Result<()> {
-        let map: std::collections::HashMap<String, Tensor> =
-            self.vars.iter().map(|(k, v)| (format!("{prefix}{k}"), v.as_tensor().clone())).collect();
+        let map: std::collections::HashMap<String, Tensor> = self
+            .vars
+            .iter()
+            .map(|(k, v)| (format!("{prefix}{k}"), v.as_tensor().clone()))
+            .collect();
         candle_core::safetensors::save(&map, path)?;
         Ok(())
     }
     /// All tensors of `file` whose name starts with `prefix` (prefix removed).
     pub fn load(path: &Path, prefix: &str, dev: &Device) -> Result<Self> {
-        let map = candle_core::safetensors::load(path, dev)
-            .map_err(|e| LcdError::Parse { path: path.into(), message: e.to_string() })?;
+        let map = candle_core::safetensors::load(path, dev).map_err(|e| LcdError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
         let mut p = Params::new();
         for (k, t) in map {
             if let Some(rest) = k.strip_prefix(prefix) {
@@ -98,13 +132,19 @@ pub struct Weights(pub BTreeMap<String, Tensor>);
 
 impl Weights {
     pub fn get(&self, name: &str) -> Result<&Tensor> {
-        self.0.get(name).ok_or_else(|| LcdError::Data(format!("missing parameter {name:?}")))
+        self.0
+            .get(name)
+            .ok_or_else(|| LcdError::Data(format!("missing parameter {name:?}")))
     }
     /// `x · W + b` with `W = name.w`, `b = name.b` (broadcast over leading axes).
     pub fn dense(&self, name: &str, x: &Tensor) -> Result<Tensor> {
         let w = self.get(&format!("{name}.w"))?;
         let b = self.get(&format!("{name}.b"))?;
-        let y = if x.rank() == 2 && w.rank() == 2 { x.matmul(w)? } else { x.broadcast_matmul(w)? };
+        let y = if x.rank() == 2 && w.rank() == 2 {
+            x.matmul(w)?
+        } else {
+            x.broadcast_matmul(w)?
+        };
         Ok(y.broadcast_add(b)?)
     }
     /// Same for environment-stacked weights `[Q, in, out]`, restricted to the

@@ -20,7 +20,10 @@ impl TensorRng {
         if !device.is_cpu() {
             device.set_seed(seed)?;
         }
-        Ok(TensorRng { host: ChaCha8Rng::seed_from_u64(seed), device: device.clone() })
+        Ok(TensorRng {
+            host: ChaCha8Rng::seed_from_u64(seed),
+            device: device.clone(),
+        })
     }
     /// The host stream's state for a checkpoint. On CUDA the device
     /// generator's state cannot be read back: [`TensorRng::restore`] reseeds it
@@ -30,11 +33,18 @@ impl TensorRng {
         datasets::train::RngState::capture(&self.host)
     }
     /// Continue from a captured host state (see [`TensorRng::capture`]).
-    pub fn restore(state: &datasets::train::RngState, reseed: u64, device: &Device) -> Result<Self> {
+    pub fn restore(
+        state: &datasets::train::RngState,
+        reseed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         if !device.is_cpu() {
             device.set_seed(reseed)?;
         }
-        Ok(TensorRng { host: state.restore()?, device: device.clone() })
+        Ok(TensorRng {
+            host: state.restore()?,
+            device: device.clone(),
+        })
     }
     /// The host stream (index sampling, level draws, ZIP decoding).
     pub fn host(&mut self) -> &mut ChaCha8Rng {
@@ -44,7 +54,9 @@ impl TensorRng {
     pub fn normal(&mut self, shape: &[usize]) -> Result<Tensor> {
         if self.device.is_cpu() {
             let n: usize = shape.iter().product();
-            let v: Vec<f32> = (0..n).map(|_| self.host.sample::<f32, _>(StandardNormal)).collect();
+            let v: Vec<f32> = (0..n)
+                .map(|_| self.host.sample::<f32, _>(StandardNormal))
+                .collect();
             Ok(Tensor::from_vec(v, shape, &self.device)?)
         } else {
             Ok(Tensor::randn(0f32, 1f32, shape, &self.device)?.to_dtype(DType::F32)?)

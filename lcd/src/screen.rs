@@ -41,9 +41,12 @@ fn x_dense(x: &Matrix, file: &Path) -> Result<Array2<f32>> {
     let (n, d) = x.shape2();
     match x {
         Matrix::Dense(a) => {
-            let v = a.to_f64().ok_or_else(|| LcdError::Data(format!("{}: X holds strings", file.display())))?;
+            let v = a
+                .to_f64()
+                .ok_or_else(|| LcdError::Data(format!("{}: X holds strings", file.display())))?;
             let v: Vec<f32> = v.iter().map(|&f| f as f32).collect();
-            Array2::from_shape_vec((n, d), v).map_err(|e| LcdError::Data(format!("{}: X: {e}", file.display())))
+            Array2::from_shape_vec((n, d), v)
+                .map_err(|e| LcdError::Data(format!("{}: X: {e}", file.display())))
         }
         Matrix::Sparse(s) => {
             let mut out = Array2::<f32>::zeros((n, d));
@@ -52,18 +55,29 @@ fn x_dense(x: &Matrix, file: &Path) -> Result<Array2<f32>> {
                 SparseFormat::Csc => d,
             };
             if s.indptr.len() != outer + 1 {
-                return Err(LcdError::Data(format!("{}: X/indptr has {} entries, expected {}", file.display(), s.indptr.len(), outer + 1)));
+                return Err(LcdError::Data(format!(
+                    "{}: X/indptr has {} entries, expected {}",
+                    file.display(),
+                    s.indptr.len(),
+                    outer + 1
+                )));
             }
             for o in 0..outer {
                 let (a, b) = (s.indptr.get(o), s.indptr.get(o + 1));
                 if a < 0 || b < a || b as usize > s.nnz() {
-                    return Err(LcdError::Data(format!("{}: X/indptr[{o}] out of range", file.display())));
+                    return Err(LcdError::Data(format!(
+                        "{}: X/indptr[{o}] out of range",
+                        file.display()
+                    )));
                 }
                 for k in a as usize..b as usize {
                     let i = s.indices.get(k);
                     let inner = if s.format == SparseFormat::Csr { d } else { n };
                     if i < 0 || i as usize >= inner {
-                        return Err(LcdError::Data(format!("{}: X/indices[{k}] = {i} out of range", file.display())));
+                        return Err(LcdError::Data(format!(
+                            "{}: X/indices[{k}] = {i} out of range",
+                            file.display()
+                        )));
                     }
                     let v = s.data.get_f64(k) as f32;
                     match s.format {
@@ -81,11 +95,23 @@ fn label_column(ad: &AnnData, file: &Path) -> Result<Vec<String>> {
     let col: &Column = ["perturbation", "condition", "guide_identity", "gene"]
         .iter()
         .find_map(|c| ad.obs.column(c))
-        .ok_or_else(|| LcdError::Data(format!("{}: obs has no \"perturbation\" column", file.display())))?;
+        .ok_or_else(|| {
+            LcdError::Data(format!(
+                "{}: obs has no \"perturbation\" column",
+                file.display()
+            ))
+        })?;
     col.labels()
         .into_iter()
         .enumerate()
-        .map(|(i, l)| l.ok_or_else(|| LcdError::Data(format!("{}: obs[\"perturbation\"][{i}] is missing", file.display()))))
+        .map(|(i, l)| {
+            l.ok_or_else(|| {
+                LcdError::Data(format!(
+                    "{}: obs[\"perturbation\"][{i}] is missing",
+                    file.display()
+                ))
+            })
+        })
         .collect()
 }
 
@@ -96,7 +122,9 @@ impl ScreenData {
     }
 
     pub fn from_anndata(ad: &AnnData, file: &Path) -> Result<Self> {
-        let x = ad.x.as_ref().ok_or_else(|| LcdError::Data(format!("{}: no X matrix", file.display())))?;
+        let x =
+            ad.x.as_ref()
+                .ok_or_else(|| LcdError::Data(format!("{}: no X matrix", file.display())))?;
         let x = x_dense(x, file)?;
         let genes = ad.var_names().to_vec();
         if x.ncols() != genes.len() || x.nrows() != ad.n_obs() {
@@ -113,8 +141,16 @@ impl ScreenData {
         for (i, l) in labels.iter().enumerate() {
             let targets = parse_condition(l)?;
             let ctrl = targets.is_empty() || is_control(l);
-            let key = if ctrl { (false, "control".to_string()) } else { (true, targets.join("+")) };
-            groups.entry(key).or_insert_with(|| (targets, Vec::new())).1.push(i);
+            let key = if ctrl {
+                (false, "control".to_string())
+            } else {
+                (true, targets.join("+"))
+            };
+            groups
+                .entry(key)
+                .or_insert_with(|| (targets, Vec::new()))
+                .1
+                .push(i);
         }
         if !groups.contains_key(&(false, "control".to_string())) {
             return Err(LcdError::Data(format!(
@@ -124,48 +160,95 @@ impl ScreenData {
         }
         let conditions = groups
             .into_iter()
-            .map(|((_, name), (targets, rows))| Environment { name, targets, x: x.select(ndarray::Axis(0), &rows) })
+            .map(|((_, name), (targets, rows))| Environment {
+                name,
+                targets,
+                x: x.select(ndarray::Axis(0), &rows),
+            })
             .collect();
         Ok(ScreenData { genes, conditions })
     }
 
     /// Fold `fold` of `n_folds` (None = train on everything, empty test set).
     pub fn split(&self, n_folds: usize, fold: Option<usize>) -> Result<Split> {
-        let combos: Vec<usize> = (0..self.conditions.len()).filter(|&i| self.conditions[i].targets.len() >= 2).collect();
+        let combos: Vec<usize> = (0..self.conditions.len())
+            .filter(|&i| self.conditions[i].targets.len() >= 2)
+            .collect();
         let Some(k) = fold else {
-            return Ok(Split { train: (0..self.conditions.len()).collect(), test: vec![], dropped: vec![] });
+            return Ok(Split {
+                train: (0..self.conditions.len()).collect(),
+                test: vec![],
+                dropped: vec![],
+            });
         };
         if n_folds < 2 || k >= n_folds {
-            return Err(LcdError::config("fold", k, &format!("should be in 0..{n_folds} (with ≥ 2 folds)")));
+            return Err(LcdError::config(
+                "fold",
+                k,
+                &format!("should be in 0..{n_folds} (with ≥ 2 folds)"),
+            ));
         }
         let mut order = combos.clone();
         order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(SPLIT_SEED));
-        let test_set: Vec<usize> = order.iter().enumerate().filter(|(p, _)| p % n_folds == k).map(|(_, &i)| i).collect();
-        let train: Vec<usize> = (0..self.conditions.len()).filter(|i| !test_set.contains(i)).collect();
-        let singles: std::collections::BTreeSet<&String> =
-            train.iter().filter(|&&i| self.conditions[i].targets.len() == 1).map(|&i| &self.conditions[i].targets[0]).collect();
+        let test_set: Vec<usize> = order
+            .iter()
+            .enumerate()
+            .filter(|(p, _)| p % n_folds == k)
+            .map(|(_, &i)| i)
+            .collect();
+        let train: Vec<usize> = (0..self.conditions.len())
+            .filter(|i| !test_set.contains(i))
+            .collect();
+        let singles: std::collections::BTreeSet<&String> = train
+            .iter()
+            .filter(|&&i| self.conditions[i].targets.len() == 1)
+            .map(|&i| &self.conditions[i].targets[0])
+            .collect();
         let mut test = Vec::new();
         let mut dropped = Vec::new();
         for i in test_set {
-            if self.conditions[i].targets.iter().all(|t| singles.contains(t)) {
+            if self.conditions[i]
+                .targets
+                .iter()
+                .all(|t| singles.contains(t))
+            {
                 test.push(i);
             } else {
                 dropped.push(self.conditions[i].name.clone());
             }
         }
-        Ok(Split { train, test, dropped })
+        Ok(Split {
+            train,
+            test,
+            dropped,
+        })
     }
 
     /// Training data of a split (control first).
     pub fn training_data(&self, split: &Split) -> TrainingData {
-        TrainingData { genes: self.genes.clone(), envs: split.train.iter().map(|&i| self.conditions[i].clone()).collect() }
+        TrainingData {
+            genes: self.genes.clone(),
+            envs: split
+                .train
+                .iter()
+                .map(|&i| self.conditions[i].clone())
+                .collect(),
+        }
     }
 
     /// Restrict/reorder the genes to `genes` (a model's gene list); error if
     /// any is missing.
     pub fn select_genes(&self, genes: &[String]) -> Result<Self> {
-        let pos: std::collections::HashMap<&str, usize> = self.genes.iter().enumerate().map(|(i, g)| (g.as_str(), i)).collect();
-        let missing: Vec<&String> = genes.iter().filter(|g| !pos.contains_key(g.as_str())).collect();
+        let pos: std::collections::HashMap<&str, usize> = self
+            .genes
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.as_str(), i))
+            .collect();
+        let missing: Vec<&String> = genes
+            .iter()
+            .filter(|g| !pos.contains_key(g.as_str()))
+            .collect();
         if !missing.is_empty() {
             return Err(LcdError::Data(format!(
                 "gene list mismatch: {} of the model's {} genes are not in the screen (first: {:?})",
@@ -180,7 +263,11 @@ impl ScreenData {
             conditions: self
                 .conditions
                 .iter()
-                .map(|c| Environment { name: c.name.clone(), targets: c.targets.clone(), x: c.x.select(ndarray::Axis(1), &idx) })
+                .map(|c| Environment {
+                    name: c.name.clone(),
+                    targets: c.targets.clone(),
+                    x: c.x.select(ndarray::Axis(1), &idx),
+                })
                 .collect(),
         })
     }
@@ -210,13 +297,21 @@ pub fn prediction_anndata(
         labels.extend(std::iter::repeat_n(Some(p.label.clone()), p.cells.nrows()));
     }
     let shape = ndarray::IxDyn(&[n, d]);
-    let xa = ndarray::ArrayD::from_shape_vec(shape.clone(), x).map_err(|e| LcdError::Data(e.to_string()))?;
-    let la = ndarray::ArrayD::from_shape_vec(shape, lat).map_err(|e| LcdError::Data(e.to_string()))?;
+    let xa = ndarray::ArrayD::from_shape_vec(shape.clone(), x)
+        .map_err(|e| LcdError::Data(e.to_string()))?;
+    let la =
+        ndarray::ArrayD::from_shape_vec(shape, lat).map_err(|e| LcdError::Data(e.to_string()))?;
     let mut obs = DataFrame::new((0..n).map(|i| format!("pred{i}")).collect());
     obs.set_column("perturbation", Column::categorical_from_labels(&labels));
     let var = DataFrame::new(genes.to_vec());
-    let mut ad = AnnData { x: Some(Matrix::Dense(DenseArray::F32(xa))), obs, var, ..Default::default() };
-    ad.layers.insert("latent".into(), Matrix::Dense(DenseArray::F32(la)));
+    let mut ad = AnnData {
+        x: Some(Matrix::Dense(DenseArray::F32(xa))),
+        obs,
+        var,
+        ..Default::default()
+    };
+    ad.layers
+        .insert("latent".into(), Matrix::Dense(DenseArray::F32(la)));
     ad.uns.insert("lcd".into(), Value::Dict(notes));
     Ok(ad)
 }

@@ -43,12 +43,20 @@ fn softplus_inv(y: f64) -> f64 {
 
 impl Stage1 {
     /// Initialise generators and π from the data (moment estimates).
-    pub fn init(data: &TrainingData, cfg: &Stage1Config, rng: &mut TensorRng, dev: &Device) -> Result<Self> {
+    pub fn init(
+        data: &TrainingData,
+        cfg: &Stage1Config,
+        rng: &mut TensorRng,
+        dev: &Device,
+    ) -> Result<Self> {
         let d = data.n_genes();
         let q = data.envs.len();
         let w = cfg.width;
         let u = moment_scale(data.envs[0].x.view());
-        let ctrl_mean = data.envs[0].x.mean_axis(Axis(0)).unwrap_or_else(|| ndarray::Array1::zeros(d));
+        let ctrl_mean = data.envs[0]
+            .x
+            .mean_axis(Axis(0))
+            .unwrap_or_else(|| ndarray::Array1::zeros(d));
         // π from the moments: E[x] = (1−π) u  ⇒  π = 1 − mean/u.
         let pi: Vec<f32> = (0..d)
             .map(|g| {
@@ -71,7 +79,10 @@ impl Stage1 {
         // Bias: softplus(b_qg) · u_g = environment mean / (1 − π_g).
         let mut bias = Vec::with_capacity(q * d);
         for env in &data.envs {
-            let m = env.x.mean_axis(Axis(0)).unwrap_or_else(|| ndarray::Array1::zeros(d));
+            let m = env
+                .x
+                .mean_axis(Axis(0))
+                .unwrap_or_else(|| ndarray::Array1::zeros(d));
             for g in 0..d {
                 let pig = 1.0 / (1.0 + (-f64::from(pi[g])).exp());
                 bias.push(softplus_inv(f64::from(m[g]) / (1.0 - pig) / f64::from(u[g])) as f32);
@@ -80,14 +91,31 @@ impl Stage1 {
         p.insert("gen.proj.b", Tensor::from_vec(bias, (q, 1, d), dev)?)?;
         let rh = cfg.res_hidden;
         for i in 0..cfg.out_blocks {
-            p.normal(&format!("gen.out{i}.a.w"), &[q, d, rh], (1.0 / d as f64).sqrt(), h, dev)?;
+            p.normal(
+                &format!("gen.out{i}.a.w"),
+                &[q, d, rh],
+                (1.0 / d as f64).sqrt(),
+                h,
+                dev,
+            )?;
             p.zeros(&format!("gen.out{i}.a.b"), &[q, 1, rh], dev)?;
-            p.normal(&format!("gen.out{i}.b.w"), &[q, rh, d], 0.1 / (rh as f64).sqrt(), h, dev)?;
+            p.normal(
+                &format!("gen.out{i}.b.w"),
+                &[q, rh, d],
+                0.1 / (rh as f64).sqrt(),
+                h,
+                dev,
+            )?;
             p.zeros(&format!("gen.out{i}.b.b"), &[q, 1, d], dev)?;
         }
         p.insert("pi_logit", Tensor::from_vec(pi, d, dev)?)?;
         let log_u = Tensor::from_vec(u.iter().map(|v| v.ln()).collect::<Vec<f32>>(), d, dev)?;
-        Ok(Stage1 { params: p, log_u, n_envs: q, cfg: cfg.clone() })
+        Ok(Stage1 {
+            params: p,
+            log_u,
+            n_envs: q,
+            cfg: cfg.clone(),
+        })
     }
 
     /// Generator forward: `eps` `[E, M, width]` → latent states `[E, M, d]`
@@ -126,10 +154,20 @@ impl Stage1 {
         let cfg = self.cfg.clone();
         let q = self.n_envs;
         let d = data.n_genes();
-        let e = if cfg.envs_per_step == 0 || cfg.envs_per_step >= q { q } else { cfg.envs_per_step };
+        let e = if cfg.envs_per_step == 0 || cfg.envs_per_step >= q {
+            q
+        } else {
+            cfg.envs_per_step
+        };
         let b = cfg.batch_cells;
         let m = cfg.mc_samples;
-        let hp = AdamParams { beta1: 0.0, beta2: cfg.beta2, eps: 1e-8, weight_decay: 0.0, clip: Some(cfg.grad_clip) };
+        let hp = AdamParams {
+            beta1: 0.0,
+            beta2: cfg.beta2,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            clip: Some(cfg.grad_clip),
+        };
         let vars = self.params.vars();
         let mut opt = Adam::new(vars.clone(), hp)?;
         let temps = [1.0, cfg.t_hi];
@@ -140,11 +178,19 @@ impl Stage1 {
         }
         for step in start..cfg.steps {
             // Environments and cells of this step.
-            let envs: Vec<usize> = if e == q { (0..q).collect() } else { sample(rng.host(), q, e).into_vec() };
+            let envs: Vec<usize> = if e == q {
+                (0..q).collect()
+            } else {
+                sample(rng.host(), q, e).into_vec()
+            };
             let idx = if e == q {
                 None
             } else {
-                Some(Tensor::from_vec(envs.iter().map(|&i| i as u32).collect::<Vec<u32>>(), e, dev)?)
+                Some(Tensor::from_vec(
+                    envs.iter().map(|&i| i as u32).collect::<Vec<u32>>(),
+                    e,
+                    dev,
+                )?)
             };
             let mut feat = Vec::with_capacity(e * b * 3 * d);
             let mut cst = Vec::with_capacity(e * b);
@@ -158,8 +204,14 @@ impl Stage1 {
             }
             let feat = Tensor::from_vec(feat, (e, b, 3 * d), dev)?; // [E, B, 3d]
             let cst = Tensor::from_vec(cst, (e, b, 1), dev)?; // [E, B, 1]
-            let chunks: Vec<usize> = (0..m).step_by(cfg.mc_chunk).map(|s| cfg.mc_chunk.min(m - s)).collect();
-            let eps: Vec<Tensor> = chunks.iter().map(|&c| rng.normal(&[e, c, cfg.width])).collect::<Result<_>>()?;
+            let chunks: Vec<usize> = (0..m)
+                .step_by(cfg.mc_chunk)
+                .map(|s| cfg.mc_chunk.min(m - s))
+                .collect();
+            let eps: Vec<Tensor> = chunks
+                .iter()
+                .map(|&c| rng.normal(&[e, c, cfg.width]))
+                .collect::<Result<_>>()?;
             // Pass 1: detached log-likelihoods of all chunks → [E, B, M].
             let ll_all = if chunks.len() == 1 {
                 None
@@ -168,7 +220,15 @@ impl Stage1 {
                 let pl = wd.get("pi_logit")?.clone();
                 let parts = eps
                     .iter()
-                    .map(|ep| log_lik(&feat, &cst, &self.generate(&wd, ep, idx.as_ref())?, &pl, &self.log_u))
+                    .map(|ep| {
+                        log_lik(
+                            &feat,
+                            &cst,
+                            &self.generate(&wd, ep, idx.as_ref())?,
+                            &pl,
+                            &self.log_u,
+                        )
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 Some(Tensor::cat(&parts, 2)?)
             };
@@ -178,7 +238,13 @@ impl Stage1 {
             let mut loss_val = 0.0;
             let mut offset = 0;
             for (ci, ep) in eps.iter().enumerate() {
-                let ll = log_lik(&feat, &cst, &self.generate(&live, ep, idx.as_ref())?, live.get("pi_logit")?, &self.log_u)?;
+                let ll = log_lik(
+                    &feat,
+                    &cst,
+                    &self.generate(&live, ep, idx.as_ref())?,
+                    live.get("pi_logit")?,
+                    &self.log_u,
+                )?;
                 if weights.is_none() {
                     let full = match &ll_all {
                         Some(t) => t.clone(),
@@ -188,7 +254,9 @@ impl Stage1 {
                     for &t in &temps {
                         let z = (&full / t)?; // [E, B, M]
                         let lse = z.log_sum_exp(D::Minus1)?; // [E, B]
-                        loss_val -= 0.5 * t * (f64::from(lse.mean_all()?.to_scalar::<f32>()?) - (m as f64).ln());
+                        loss_val -= 0.5
+                            * t
+                            * (f64::from(lse.mean_all()?.to_scalar::<f32>()?) - (m as f64).ln());
                         let sm = z.broadcast_sub(&lse.unsqueeze(2)?)?.exp()?;
                         w_sum = Some(match w_sum {
                             Some(a) => (a + sm)?,
@@ -197,7 +265,9 @@ impl Stage1 {
                     }
                     weights = w_sum.map(|w| w * 0.5).transpose()?;
                 }
-                let w = weights.as_ref().ok_or_else(|| LcdError::Data("no weights".into()))?;
+                let w = weights
+                    .as_ref()
+                    .ok_or_else(|| LcdError::Data("no weights".into()))?;
                 let wc = w.narrow(2, offset, chunks[ci])?;
                 offset += chunks[ci];
                 let surrogate = ((wc * &ll)?.sum_all()? * (-1.0 / (e * b) as f64))?;
@@ -212,7 +282,11 @@ impl Stage1 {
                 }
             }
             if !loss_val.is_finite() {
-                return Err(LcdError::Diverged { stage: "stage 1", step, loss: loss_val });
+                return Err(LcdError::Diverged {
+                    stage: "stage 1",
+                    step,
+                    loss: loss_val,
+                });
             }
             let lr = warmup_cosine(step, cfg.warmup, cfg.steps, cfg.lr);
             opt.step(&grads, lr)?;
@@ -222,7 +296,12 @@ impl Stage1 {
     }
 
     /// Draw `n` latent states for every environment: `Vec` of `[n, d]` tensors.
-    pub fn sample_latents(&self, n: usize, rng: &mut TensorRng, dev: &Device) -> Result<Vec<Tensor>> {
+    pub fn sample_latents(
+        &self,
+        n: usize,
+        rng: &mut TensorRng,
+        dev: &Device,
+    ) -> Result<Vec<Tensor>> {
         let w = self.params.detached();
         let mut out = Vec::with_capacity(self.n_envs);
         let chunk = 4096usize;

@@ -44,12 +44,30 @@ pub fn sinusoidal(l: usize, h: usize, dev: &Device) -> Result<Tensor> {
 }
 
 impl ScoreNet {
-    pub fn init(d: usize, n_vocab: usize, sigmas: Vec<f64>, hidden: usize, rng: &mut TensorRng, dev: &Device) -> Result<Self> {
+    pub fn init(
+        d: usize,
+        n_vocab: usize,
+        sigmas: Vec<f64>,
+        hidden: usize,
+        rng: &mut TensorRng,
+        dev: &Device,
+    ) -> Result<Self> {
         let mut p = Params::new();
         let h = hidden;
         let r = rng.host();
-        let lin = |p: &mut Params, name: &str, i: usize, o: usize, r: &mut rand_chacha::ChaCha8Rng| -> Result<()> {
-            p.normal(&format!("{name}.w"), &[i, o], (1.0 / i as f64).sqrt(), r, dev)?;
+        let lin = |p: &mut Params,
+                   name: &str,
+                   i: usize,
+                   o: usize,
+                   r: &mut rand_chacha::ChaCha8Rng|
+         -> Result<()> {
+            p.normal(
+                &format!("{name}.w"),
+                &[i, o],
+                (1.0 / i as f64).sqrt(),
+                r,
+                dev,
+            )?;
             p.zeros(&format!("{name}.b"), &[1, o], dev)
         };
         lin(&mut p, "l0", d, h, r)?;
@@ -61,12 +79,33 @@ impl ScoreNet {
         lin(&mut p, "pert1", h, h, r)?;
         p.normal("emb", &[n_vocab.max(1), h], 0.01, r, dev)?;
         let l = sigmas.len();
-        Ok(ScoreNet { params: p, d, hidden: h, n_vocab, sigmas, sin_table: sinusoidal(l, h, dev)? })
+        Ok(ScoreNet {
+            params: p,
+            d,
+            hidden: h,
+            n_vocab,
+            sigmas,
+            sin_table: sinusoidal(l, h, dev)?,
+        })
     }
 
-    pub fn from_params(params: Params, d: usize, hidden: usize, n_vocab: usize, sigmas: Vec<f64>, dev: &Device) -> Result<Self> {
+    pub fn from_params(
+        params: Params,
+        d: usize,
+        hidden: usize,
+        n_vocab: usize,
+        sigmas: Vec<f64>,
+        dev: &Device,
+    ) -> Result<Self> {
         let l = sigmas.len();
-        Ok(ScoreNet { params, d, hidden, n_vocab, sigmas, sin_table: sinusoidal(l, hidden, dev)? })
+        Ok(ScoreNet {
+            params,
+            d,
+            hidden,
+            n_vocab,
+            sigmas,
+            sin_table: sinusoidal(l, hidden, dev)?,
+        })
     }
 
     /// Condition embeddings from multi-hot rows `[C, V]` → `[C, H]` (`Σ_{j∈S} e_j`).
@@ -91,7 +130,14 @@ impl ScoreNet {
 
     /// Drift `f(x, σ_t, e)`. `x`: `[N, d]`; `levels`: `[N]` u32 level indices;
     /// `sigma`: `[N, 1]` their σ; `e`: `[N, H]` or `[1, H]` condition embeddings.
-    pub fn drift(&self, w: &Weights, x: &Tensor, levels: &Tensor, sigma: &Tensor, e: &Tensor) -> Result<Tensor> {
+    pub fn drift(
+        &self,
+        w: &Weights,
+        x: &Tensor,
+        levels: &Tensor,
+        sigma: &Tensor,
+        e: &Tensor,
+    ) -> Result<Tensor> {
         let temb = self.level_table(w)?.index_select(levels, 0)?; // [N, H]
         let cond = self.condition_terms(w, e)?;
         self.drift_pre(w, x, &temb, sigma, &cond)
@@ -99,10 +145,21 @@ impl ScoreNet {
 
     /// Drift with precomputed level embedding rows `temb` (`[N|1, H]`) and
     /// condition terms (the sampler computes them once per level / run).
-    pub fn drift_pre(&self, w: &Weights, x: &Tensor, temb: &Tensor, sigma: &Tensor, cond: &(Tensor, Tensor)) -> Result<Tensor> {
+    pub fn drift_pre(
+        &self,
+        w: &Weights,
+        x: &Tensor,
+        temb: &Tensor,
+        sigma: &Tensor,
+        cond: &(Tensor, Tensor),
+    ) -> Result<Tensor> {
         let scale = (sigma.sqr()? + 1.0)?.sqrt()?.recip()?; // [N|1, 1]
         let xh = x.broadcast_mul(&scale)?; // [N, d]
-        let h0 = w.dense("l0", &xh)?.broadcast_add(temb)?.broadcast_add(&cond.0)?.tanh()?; // [N, H]
+        let h0 = w
+            .dense("l0", &xh)?
+            .broadcast_add(temb)?
+            .broadcast_add(&cond.0)?
+            .tanh()?; // [N, H]
         let h1 = w.dense("l1", &h0)?.broadcast_add(&cond.1)?.tanh()?; // [N, H]
         let f_out = w.dense("out", &h1)?; // [N, d]
         let den = (xh - f_out.broadcast_mul(sigma)?)?; // D(x)
@@ -111,15 +168,28 @@ impl ScoreNet {
 
     /// σ tensor `[N, 1]` for level indices.
     pub fn sigma_of(&self, levels: &[u32], dev: &Device) -> Result<Tensor> {
-        let v: Vec<f32> = levels.iter().map(|&l| self.sigmas[l as usize] as f32).collect();
+        let v: Vec<f32> = levels
+            .iter()
+            .map(|&l| self.sigmas[l as usize] as f32)
+            .collect();
         Ok(Tensor::from_vec(v, (levels.len(), 1), dev)?)
     }
 
     /// DSM loss of a batch `x` `[N, d]` under embedding `e` `[1, H]`.
-    pub fn dsm_loss(&self, w: &Weights, x: &Tensor, e_multi_hot: &Tensor, rng: &mut TensorRng) -> Result<Tensor> {
+    pub fn dsm_loss(
+        &self,
+        w: &Weights,
+        x: &Tensor,
+        e_multi_hot: &Tensor,
+        rng: &mut TensorRng,
+    ) -> Result<Tensor> {
         let n = x.dim(0)?;
         let dev = x.device();
-        let lv: Vec<u32> = rng.indices(n, self.sigmas.len()).into_iter().map(|v| v as u32).collect();
+        let lv: Vec<u32> = rng
+            .indices(n, self.sigmas.len())
+            .into_iter()
+            .map(|v| v as u32)
+            .collect();
         let sigma = self.sigma_of(&lv, dev)?; // [N, 1]
         let levels = Tensor::from_vec(lv, n, dev)?;
         let eps = rng.normal(&[n, self.d])?; // [N, d]
@@ -143,16 +213,28 @@ impl ScoreNet {
     ) -> Result<()> {
         let vars = self.params.vars();
         let names = self.params.names();
-        let hp = AdamParams { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: cfg.weight_decay, clip: None };
+        let hp = AdamParams {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: cfg.weight_decay,
+            clip: None,
+        };
         let mut opt = Adam::new(vars.clone(), hp)?;
         // The embedding table is not decayed (decay would pull unused rows to 0 and bias the mean embedding).
         let mut opt_emb = None;
         let emb_pos = names.iter().position(|n| n == "emb");
         if let Some(i) = emb_pos {
-            let hp0 = AdamParams { weight_decay: 0.0, ..hp };
+            let hp0 = AdamParams {
+                weight_decay: 0.0,
+                ..hp
+            };
             opt_emb = Some(Adam::new(vec![vars[i].clone()], hp0)?);
         }
-        let dev = states.first().map(|s| s.device().clone()).ok_or_else(|| LcdError::Data("no environments".into()))?;
+        let dev = states
+            .first()
+            .map(|s| s.device().clone())
+            .ok_or_else(|| LcdError::Data("no environments".into()))?;
         let mut start = 0;
         if let Some((first, state)) = resume {
             opt.import("opt.", state)?;
@@ -164,16 +246,25 @@ impl ScoreNet {
         for step in start..cfg.steps {
             let q = rng.indices(1, states.len())[0];
             let nq = states[q].dim(0)?;
-            let rows: Vec<u32> = rng.indices(cfg.batch, nq).into_iter().map(|v| v as u32).collect();
+            let rows: Vec<u32> = rng
+                .indices(cfg.batch, nq)
+                .into_iter()
+                .map(|v| v as u32)
+                .collect();
             let x = states[q].index_select(&Tensor::from_vec(rows, cfg.batch, &dev)?, 0)?; // [B, d]
             let w = self.params.live();
             let loss = self.dsm_loss(&w, &x, &multi_hot[q], rng)?;
             let lv = f64::from(loss.to_scalar::<f32>()?);
             if !lv.is_finite() {
-                return Err(LcdError::Diverged { stage: "stage 2", step, loss: lv });
+                return Err(LcdError::Diverged {
+                    stage: "stage 2",
+                    step,
+                    loss: lv,
+                });
             }
             let g = loss.backward()?;
-            let mut grads: Vec<Option<Tensor>> = vars.iter().map(|v| g.get(v.as_tensor()).cloned()).collect();
+            let mut grads: Vec<Option<Tensor>> =
+                vars.iter().map(|v| g.get(v.as_tensor()).cloned()).collect();
             let lr = warmup_cosine(step, 0, cfg.steps, cfg.lr);
             if let (Some(i), Some(o)) = (emb_pos, opt_emb.as_mut()) {
                 o.step(&[grads[i].take()], lr)?;

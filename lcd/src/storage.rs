@@ -46,7 +46,10 @@ pub struct ModelMeta {
 const FORMAT: &str = "cellmol-lcd-1";
 
 fn mdir(dir: &Path, message: impl Into<String>) -> LcdError {
-    LcdError::ModelDir { dir: dir.into(), message: message.into() }
+    LcdError::ModelDir {
+        dir: dir.into(),
+        message: message.into(),
+    }
 }
 
 /// Whether `dir` holds a finished model.
@@ -66,7 +69,12 @@ impl LcdModel {
     /// Write the model into a prepared run directory and mark it finished
     /// (dropping its checkpoint). `write_curves = false` keeps the metrics log
     /// that [`LcdModel::fit_run`] appended during training.
-    pub fn save_run(&self, run: &RunDir, info: serde_json::Value, write_curves: bool) -> Result<()> {
+    pub fn save_run(
+        &self,
+        run: &RunDir,
+        info: serde_json::Value,
+        write_curves: bool,
+    ) -> Result<()> {
         std::fs::create_dir_all(&run.path).map_err(|e| LcdError::io(&run.path, e))?;
         self.write_into(run, info, write_curves)?;
         run.finish()?;
@@ -125,16 +133,25 @@ impl LcdModel {
         RunDir::new(dir).require_finished()?;
         let meta_path = dir.join(META);
         if !meta_path.is_file() {
-            return Err(mdir(dir, format!("has no {META}: not an LCD model directory")));
+            return Err(mdir(
+                dir,
+                format!("has no {META}: not an LCD model directory"),
+            ));
         }
         let text = std::fs::read_to_string(&meta_path).map_err(|e| LcdError::io(&meta_path, e))?;
-        let meta: ModelMeta =
-            serde_json::from_str(&text).map_err(|e| LcdError::Parse { path: meta_path.clone(), message: e.to_string() })?;
+        let meta: ModelMeta = serde_json::from_str(&text).map_err(|e| LcdError::Parse {
+            path: meta_path.clone(),
+            message: e.to_string(),
+        })?;
         if meta.format != FORMAT {
-            return Err(mdir(dir, format!("format {:?}, expected {FORMAT:?}", meta.format)));
+            return Err(mdir(
+                dir,
+                format!("format {:?}, expected {FORMAT:?}", meta.format),
+            ));
         }
         let cfg_path = dir.join(CONFIG);
-        let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| LcdError::io(&cfg_path, e))?;
+        let cfg_text =
+            std::fs::read_to_string(&cfg_path).map_err(|e| LcdError::io(&cfg_path, e))?;
         let cfg = LcdConfig::from_toml(&cfg_text, &cfg_path)?;
         let wpath = dir.join(WEIGHTS);
         if !wpath.is_file() {
@@ -146,11 +163,25 @@ impl LcdModel {
             && meta.std_all.len() == d
             && (!meta.noise_model || (meta.pi.len() == d && meta.u.len() == d));
         if !consistent {
-            return Err(mdir(dir, "normalisation statistics do not match the gene list"));
+            return Err(mdir(
+                dir,
+                "normalisation statistics do not match the gene list",
+            ));
         }
-        let net = ScoreNet::from_params(params, d, meta.hidden, meta.vocabulary.len(), meta.sigmas.clone(), dev)?;
+        let net = ScoreNet::from_params(
+            params,
+            d,
+            meta.hidden,
+            meta.vocabulary.len(),
+            meta.sigmas.clone(),
+            dev,
+        )?;
         let curves = std::fs::read_to_string(dir.join(CURVES))
-            .map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+            .map(|t| {
+                t.lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect()
+            })
             .unwrap_or_default();
         let model = LcdModel {
             cfg,

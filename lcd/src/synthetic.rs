@@ -54,14 +54,29 @@ impl Synthetic {
             }
         }
         let mu0 = (0..d).map(|_| r.random_range(0.5..2.0)).collect();
-        Synthetic { genes: (0..d).map(|g| format!("G{g}")).collect(), mu0, b, l, shift: 2.0, pi: 0.1, u: 5.0, nonlinear: false }
+        Synthetic {
+            genes: (0..d).map(|g| format!("G{g}")).collect(),
+            mu0,
+            b,
+            l,
+            shift: 2.0,
+            pi: 0.1,
+            u: 5.0,
+            nonlinear: false,
+        }
     }
 
     /// True mean latent state of a condition (targets by gene index).
     pub fn mean(&self, targets: &[usize]) -> Vec<f64> {
         let d = self.genes.len();
         (0..d)
-            .map(|i| self.mu0[i] + targets.iter().map(|&j| self.b[[i, j]] * self.shift).sum::<f64>())
+            .map(|i| {
+                self.mu0[i]
+                    + targets
+                        .iter()
+                        .map(|&j| self.b[[i, j]] * self.shift)
+                        .sum::<f64>()
+            })
             .collect()
     }
 
@@ -83,7 +98,12 @@ impl Synthetic {
                         0.0
                     } else {
                         let lam = self.u * (s.exp().ln_1p());
-                        rand_distr::Distribution::sample(&rand_distr::Poisson::new(lam.max(1e-9)).unwrap_or_else(|_| rand_distr::Poisson::new(1e-9).expect("positive rate")), &mut r) as f32
+                        rand_distr::Distribution::sample(
+                            &rand_distr::Poisson::new(lam.max(1e-9)).unwrap_or_else(|_| {
+                                rand_distr::Poisson::new(1e-9).expect("positive rate")
+                            }),
+                            &mut r,
+                        ) as f32
                     }
                 } else {
                     s as f32
@@ -94,9 +114,19 @@ impl Synthetic {
     }
 
     /// Training data: control, every single, and the given doubles.
-    pub fn training(&self, doubles: &[(usize, usize)], n: usize, counts: bool, seed: u64) -> TrainingData {
+    pub fn training(
+        &self,
+        doubles: &[(usize, usize)],
+        n: usize,
+        counts: bool,
+        seed: u64,
+    ) -> TrainingData {
         let d = self.genes.len();
-        let mut envs = vec![Environment { name: "ctrl".into(), targets: vec![], x: self.cells(&[], n, counts, seed) }];
+        let mut envs = vec![Environment {
+            name: "ctrl".into(),
+            targets: vec![],
+            x: self.cells(&[], n, counts, seed),
+        }];
         for j in 0..d {
             envs.push(Environment {
                 name: self.genes[j].clone(),
@@ -111,6 +141,9 @@ impl Synthetic {
                 x: self.cells(&[a, b], n, counts, seed + 1000 + k as u64),
             });
         }
-        TrainingData { genes: self.genes.clone(), envs }
+        TrainingData {
+            genes: self.genes.clone(),
+            envs,
+        }
     }
 }

@@ -36,7 +36,11 @@ pub fn moment_scale(ctrl: ArrayView2<f32>) -> Vec<f32> {
     ctrl.axis_iter(Axis(1))
         .map(|col| {
             let mean = col.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-            let m2 = col.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / n;
+            let m2 = col
+                .iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>()
+                / n;
             let var = m2 - mean * mean;
             if mean <= 0.0 {
                 1.0
@@ -59,7 +63,8 @@ pub fn ln_factorial(k: f64) -> f64 {
         s
     } else {
         let n = k + 1.0;
-        (n - 0.5) * n.ln() - n + 0.5 * (2.0 * std::f64::consts::PI).ln() + 1.0 / (12.0 * n) - 1.0 / (360.0 * n.powi(3))
+        (n - 0.5) * n.ln() - n + 0.5 * (2.0 * std::f64::consts::PI).ln() + 1.0 / (12.0 * n)
+            - 1.0 / (360.0 * n.powi(3))
     }
 }
 
@@ -90,19 +95,33 @@ pub fn cell_features(x: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
 /// `feat`: `[E, B, 3d]` from [`cell_features`]; `cst`: `[E, B, 1]`;
 /// `s`: `[E, M, d]` latent draws; `pi_logit`, `log_u`: `[d]`.
 /// Returns `[E, B, M]`.
-pub fn log_lik(feat: &Tensor, cst: &Tensor, s: &Tensor, pi_logit: &Tensor, log_u: &Tensor) -> Result<Tensor> {
+pub fn log_lik(
+    feat: &Tensor,
+    cst: &Tensor,
+    s: &Tensor,
+    pi_logit: &Tensor,
+    log_u: &Tensor,
+) -> Result<Tensor> {
     let d = pi_logit.dim(0)?;
     let log_pi = softplus(&pi_logit.neg()?)?.neg()?; // [d]  log σ(p)
     let log_1mpi = softplus(pi_logit)?.neg()?; // [d]  log(1 − σ(p))
     let sp = softplus(s)?.clamp(1e-12f32, f32::MAX)?; // [E, M, d]
     let log_lam = sp.log()?.broadcast_add(log_u)?; // [E, M, d]
     let lam = log_lam.exp()?; // [E, M, d]
-    let zero_term = logaddexp(&log_pi.broadcast_as(lam.shape())?, &lam.neg()?.broadcast_add(&log_1mpi)?)?; // [E, M, d]
+    let zero_term = logaddexp(
+        &log_pi.broadcast_as(lam.shape())?,
+        &lam.neg()?.broadcast_add(&log_1mpi)?,
+    )?; // [E, M, d]
     let g = Tensor::cat(&[&zero_term, &log_lam, &lam.neg()?], 2)?; // [E, M, 3d]
     let ll = feat.matmul(&g.transpose(1, 2)?.contiguous()?)?; // [E, B, M]
     let nz = feat.narrow(2, 2 * d, d)?; // [E, B, d]
     let e = feat.dim(0)?;
-    let c = nz.matmul(&log_1mpi.reshape((1, d, 1))?.broadcast_as((e, d, 1))?.contiguous()?)?; // [E, B, 1]
+    let c = nz.matmul(
+        &log_1mpi
+            .reshape((1, d, 1))?
+            .broadcast_as((e, d, 1))?
+            .contiguous()?,
+    )?; // [E, B, 1]
     Ok(ll.broadcast_add(&(c + cst)?)?)
 }
 
@@ -120,7 +139,9 @@ pub fn sample_counts<R: Rng>(s: &[f32], d: usize, pi: &[f32], u: &[f32], rng: &m
             if lam <= 1e-12 {
                 return 0.0;
             }
-            Poisson::new(lam).map(|p| p.sample(rng) as f32).unwrap_or(0.0)
+            Poisson::new(lam)
+                .map(|p| p.sample(rng) as f32)
+                .unwrap_or(0.0)
         })
         .collect()
 }
@@ -173,14 +194,25 @@ mod tests {
         let dev = Device::Cpu;
         let (e, b, m, d) = (2, 3, 4, 5);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let x: Vec<f32> = (0..e * b * d).map(|_| if rng.random::<f32>() < 0.4 { 0.0 } else { rng.random_range(1..9) as f32 }).collect();
-        let s: Vec<f32> = (0..e * m * d).map(|_| rng.random_range(-3.0..3.0)).collect();
+        let x: Vec<f32> = (0..e * b * d)
+            .map(|_| {
+                if rng.random::<f32>() < 0.4 {
+                    0.0
+                } else {
+                    rng.random_range(1..9) as f32
+                }
+            })
+            .collect();
+        let s: Vec<f32> = (0..e * m * d)
+            .map(|_| rng.random_range(-3.0..3.0))
+            .collect();
         let pl: Vec<f32> = (0..d).map(|_| rng.random_range(-2.0..1.0)).collect();
         let u: Vec<f32> = (0..d).map(|_| rng.random_range(1.0..4.0)).collect();
         let mut feat = Vec::new();
         let mut cst = Vec::new();
         for q in 0..e {
-            let xa = Array2::from_shape_vec((b, d), x[q * b * d..(q + 1) * b * d].to_vec()).unwrap_or_default();
+            let xa = Array2::from_shape_vec((b, d), x[q * b * d..(q + 1) * b * d].to_vec())
+                .unwrap_or_default();
             let (f, c) = cell_features(xa.view());
             feat.extend(f);
             cst.extend(c);
@@ -204,7 +236,10 @@ mod tests {
                         want += naive_zip(f64::from(x[(q * b + i) * d + g]), pi, lam);
                     }
                     let got = f64::from(ll[q][i][j]);
-                    assert!((got - want).abs() < 1e-3 * want.abs().max(1.0), "{got} vs {want}");
+                    assert!(
+                        (got - want).abs() < 1e-3 * want.abs().max(1.0),
+                        "{got} vs {want}"
+                    );
                 }
             }
         }

@@ -25,7 +25,10 @@ fn same_seed_same_predictions() -> anyhow::Result<()> {
     let run = |seed: u64| -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
         let m = LcdModel::fit(&data, &cfg(), seed, &Device::Cpu, &mut |_, _, _, _| {})?;
         let p = m.predict(&[vec!["G2".into(), "G3".into()]], 20, 5, |_, _| {})?;
-        Ok((p[0].cells.iter().cloned().collect(), p[0].latent.iter().cloned().collect()))
+        Ok((
+            p[0].cells.iter().cloned().collect(),
+            p[0].latent.iter().cloned().collect(),
+        ))
     };
     let a = run(1)?;
     let b = run(1)?;
@@ -46,7 +49,11 @@ fn save_load_round_trip_and_refuse_overwrite() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("model");
     m.save(&path, false, serde_json::json!({"fold": null}))?;
-    let err = m.save(&path, false, serde_json::Value::Null).err().map(|e| e.to_string()).unwrap_or_default();
+    let err = m
+        .save(&path, false, serde_json::Value::Null)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("--force"), "{err}");
     let (back, _) = LcdModel::load(&path, &Device::Cpu)?;
     assert_eq!(back.genes(), m.genes());
@@ -63,7 +70,10 @@ fn save_load_round_trip_and_refuse_overwrite() -> anyhow::Result<()> {
     let broken = dir.path().join("broken");
     std::fs::create_dir_all(&broken)?;
     std::fs::write(broken.join("weights.safetensors"), b"partial")?;
-    let err = LcdModel::load(&broken, &Device::Cpu).err().map(|e| e.to_string()).unwrap_or_default();
+    let err = LcdModel::load(&broken, &Device::Cpu)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("COMPLETE"), "{err}");
     Ok(())
 }

@@ -33,11 +33,18 @@ fn no_noise_model_predicts_heldout_double() -> anyhow::Result<()> {
     eprintln!("fit {:.1}s", t.elapsed().as_secs_f64());
     let pred = model.predict(&[vec!["G6".into(), "G7".into()], vec![]], 200, 2, |_, _| {})?;
     let truth = sim.mean(&[6, 7]);
-    let got: Vec<f64> = pred[0].cells.mean_axis(Axis(0)).map(|m| m.iter().map(|&v| f64::from(v)).collect()).unwrap_or_default();
+    let got: Vec<f64> = pred[0]
+        .cells
+        .mean_axis(Axis(0))
+        .map(|m| m.iter().map(|&v| f64::from(v)).collect())
+        .unwrap_or_default();
     let ctrl = sim.mean(&[]);
     let e_lcd = rmse(&got, &truth);
     let e_ctrl = rmse(&ctrl, &truth);
-    eprintln!("rmse lcd {e_lcd:.3} control {e_ctrl:.3} total {:.1}s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "rmse lcd {e_lcd:.3} control {e_ctrl:.3} total {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
     assert!(e_lcd < 0.5 * e_ctrl, "lcd {e_lcd} vs control {e_ctrl}");
     Ok(())
 }
@@ -57,16 +64,35 @@ fn noise_model_on_counts_beats_control() -> anyhow::Result<()> {
             last.1 = l;
         }
     })?;
-    eprintln!("fit {:.1}s stage-1 loss {:.3} -> {:.3}", t.elapsed().as_secs_f64(), last.0, last.1);
+    eprintln!(
+        "fit {:.1}s stage-1 loss {:.3} -> {:.3}",
+        t.elapsed().as_secs_f64(),
+        last.0,
+        last.1
+    );
     assert!(last.1 < last.0, "stage 1 loss did not decrease: {last:?}");
     let pred = model.predict(&[vec!["G6".into(), "G7".into()]], 300, 2, |_, _| {})?;
     let truth = sim.cells(&[6, 7], 2000, true, 99);
-    let tm: Vec<f64> = truth.mean_axis(Axis(0)).map(|m| m.iter().map(|&v| f64::from(v)).collect()).unwrap_or_default();
-    let got: Vec<f64> = pred[0].cells.mean_axis(Axis(0)).map(|m| m.iter().map(|&v| f64::from(v)).collect()).unwrap_or_default();
-    let ctrl = data.envs[0].x.mean_axis(Axis(0)).map(|m| m.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>()).unwrap_or_default();
+    let tm: Vec<f64> = truth
+        .mean_axis(Axis(0))
+        .map(|m| m.iter().map(|&v| f64::from(v)).collect())
+        .unwrap_or_default();
+    let got: Vec<f64> = pred[0]
+        .cells
+        .mean_axis(Axis(0))
+        .map(|m| m.iter().map(|&v| f64::from(v)).collect())
+        .unwrap_or_default();
+    let ctrl = data.envs[0]
+        .x
+        .mean_axis(Axis(0))
+        .map(|m| m.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>())
+        .unwrap_or_default();
     let e_lcd = rmse(&got, &tm);
     let e_ctrl = rmse(&ctrl, &tm);
-    eprintln!("count-mean rmse lcd {e_lcd:.3} control {e_ctrl:.3} (total {:.1}s)", t.elapsed().as_secs_f64());
+    eprintln!(
+        "count-mean rmse lcd {e_lcd:.3} control {e_ctrl:.3} (total {:.1}s)",
+        t.elapsed().as_secs_f64()
+    );
     assert!(e_lcd < 0.6 * e_ctrl, "lcd {e_lcd} vs control {e_ctrl}");
     Ok(())
 }

@@ -33,18 +33,30 @@ fn weights(m: &LcdModel) -> anyhow::Result<Vec<(String, Vec<f32>)>> {
     if let Some(s1) = &m.stage1 {
         s1.params.export("stage1.", &mut map);
     }
-    let mut out: Vec<(String, Vec<f32>)> =
-        map.into_iter().map(|(k, t)| Ok((k, t.flatten_all()?.to_vec1::<f32>()?))).collect::<anyhow::Result<_>>()?;
+    let mut out: Vec<(String, Vec<f32>)> = map
+        .into_iter()
+        .map(|(k, t)| Ok((k, t.flatten_all()?.to_vec1::<f32>()?)))
+        .collect::<anyhow::Result<_>>()?;
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
 /// Fit in `dir`, requesting a stop after (stage, step) if given.
-fn fit(data: &lcd::data::TrainingData, c: &LcdConfig, dir: &RunDir, resume: bool, stop_at: Option<(&str, usize)>) -> lcd::Result<LcdModel> {
+fn fit(
+    data: &lcd::data::TrainingData,
+    c: &LcdConfig,
+    dir: &RunDir,
+    resume: bool,
+    stop_at: Option<(&str, usize)>,
+) -> lcd::Result<LcdModel> {
     let ck = dir.prepare(resume, false)?;
     let stop = StopSignal::never();
     let hook = stop.clone();
-    let run = FitRun { dir, resume: ck, stop };
+    let run = FitRun {
+        dir,
+        resume: ck,
+        stop,
+    };
     LcdModel::fit_run(data, c, 4, &Device::Cpu, &run, &mut |stage, step, _, _| {
         if stop_at == Some((stage, step)) {
             hook.request(15);
@@ -72,13 +84,27 @@ fn stopped_twice_and_resumed_is_bit_for_bit() -> anyhow::Result<()> {
         Ok(_) => anyhow::bail!("the stop request was ignored"),
     }
     // Without --resume the interrupted directory is refused.
-    let e = dir.prepare(false, false).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(e.contains("interrupted at step 8") && e.contains("--resume"), "{e}");
+    let e = dir
+        .prepare(false, false)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("interrupted at step 8") && e.contains("--resume"),
+        "{e}"
+    );
     let ck = dir.load_checkpoint()?;
     assert_eq!(checkpoint_position(&ck), ("stage1".to_string(), 8));
     // A different seed cannot continue this checkpoint.
-    let run = FitRun { dir: &dir, resume: Some(ck), stop: StopSignal::never() };
-    let e = LcdModel::fit_run(&data, &c, 5, &Device::Cpu, &run, &mut |_, _, _, _| {}).err().map(|e| e.to_string()).unwrap_or_default();
+    let run = FitRun {
+        dir: &dir,
+        resume: Some(ck),
+        stop: StopSignal::never(),
+    };
+    let e = LcdModel::fit_run(&data, &c, 5, &Device::Cpu, &run, &mut |_, _, _, _| {})
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(e.contains("different config or seed"), "{e}");
     // Resume, stop again in stage 2 after step 12.
     match fit(&data, &c, &dir, true, Some(("stage 2", 12))) {
@@ -86,7 +112,10 @@ fn stopped_twice_and_resumed_is_bit_for_bit() -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
         Ok(_) => anyhow::bail!("the second stop request was ignored"),
     }
-    assert_eq!(checkpoint_position(&dir.load_checkpoint()?), ("stage2".to_string(), 12));
+    assert_eq!(
+        checkpoint_position(&dir.load_checkpoint()?),
+        ("stage2".to_string(), 12)
+    );
     let resumed = fit(&data, &c, &dir, true, None)?;
 
     assert_eq!(weights(&full)?, weights(&resumed)?);
@@ -99,7 +128,12 @@ fn stopped_twice_and_resumed_is_bit_for_bit() -> anyhow::Result<()> {
     assert_eq!(p[0].cells, q[0].cells);
     assert_eq!(p[0].latent, q[0].latent);
     // Curves: the resumed run's history is complete (nothing lost, nothing repeated).
-    let steps = |m: &LcdModel| m.curves.iter().map(|c| (c.stage.clone(), c.step, c.loss.to_bits())).collect::<Vec<_>>();
+    let steps = |m: &LcdModel| {
+        m.curves
+            .iter()
+            .map(|c| (c.stage.clone(), c.step, c.loss.to_bits()))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(steps(&full), steps(&resumed));
     // The metrics log was appended across the three processes' worth of fitting.
     let log = datasets::train::read_metrics(&dir.path.join("curves.jsonl"))?;
@@ -108,7 +142,10 @@ fn stopped_twice_and_resumed_is_bit_for_bit() -> anyhow::Result<()> {
     // A hard kill leaves the last periodic checkpoint (stage 2 step 25 of 30)
     // and log lines after it: resuming from it also ends bit-for-bit, without
     // duplicated log lines.
-    assert_eq!(checkpoint_position(&full_dir.load_checkpoint()?), ("stage2".to_string(), 25));
+    assert_eq!(
+        checkpoint_position(&full_dir.load_checkpoint()?),
+        ("stage2".to_string(), 25)
+    );
     let again = fit(&data, &c, &full_dir, true, None)?;
     assert_eq!(weights(&full)?, weights(&again)?);
     let log = datasets::train::read_metrics(&full_dir.path.join("curves.jsonl"))?;
@@ -133,11 +170,20 @@ fn interrupted_directory_does_not_load() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = RunDir::new(tmp.path().join("m"));
     assert!(fit(&data, &c, &dir, false, Some(("stage 2", 3))).is_err());
-    let e = LcdModel::load(&dir.path, &Device::Cpu).err().map(|e| e.to_string()).unwrap_or_default();
+    let e = LcdModel::load(&dir.path, &Device::Cpu)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(e.contains("interrupted at step 3"), "{e}");
     // and without the noise model it resumes bit-for-bit too
     let resumed = fit(&data, &c, &dir, true, None)?;
-    let full = fit(&data, &c, &RunDir::new(tmp.path().join("full")), false, None)?;
+    let full = fit(
+        &data,
+        &c,
+        &RunDir::new(tmp.path().join("full")),
+        false,
+        None,
+    )?;
     assert_eq!(weights(&full)?, weights(&resumed)?);
     Ok(())
 }

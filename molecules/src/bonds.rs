@@ -20,30 +20,88 @@ use crate::molecule::{BondOrder, Molecule};
 pub const MARGINS_PM: [f64; 3] = [10.0, 5.0, 3.0];
 
 const SINGLE: &[(&str, &str, u16)] = &[
-    ("H", "H", 74), ("H", "C", 109), ("H", "N", 101), ("H", "O", 96), ("H", "F", 92), ("H", "B", 119),
-    ("H", "Si", 148), ("H", "P", 144), ("H", "As", 152), ("H", "S", 134), ("H", "Cl", 127), ("H", "Br", 141),
+    ("H", "H", 74),
+    ("H", "C", 109),
+    ("H", "N", 101),
+    ("H", "O", 96),
+    ("H", "F", 92),
+    ("H", "B", 119),
+    ("H", "Si", 148),
+    ("H", "P", 144),
+    ("H", "As", 152),
+    ("H", "S", 134),
+    ("H", "Cl", 127),
+    ("H", "Br", 141),
     ("H", "I", 161),
-    ("C", "C", 154), ("C", "N", 147), ("C", "O", 143), ("C", "F", 135), ("C", "Si", 185), ("C", "P", 184),
-    ("C", "S", 182), ("C", "Cl", 177), ("C", "Br", 194), ("C", "I", 214),
-    ("N", "N", 145), ("N", "O", 140), ("N", "F", 136), ("N", "Cl", 175), ("N", "Br", 214), ("N", "S", 168),
-    ("N", "I", 222), ("N", "P", 177),
-    ("O", "O", 148), ("O", "F", 142), ("O", "Br", 172), ("O", "S", 151), ("O", "P", 163), ("O", "Si", 163),
-    ("O", "Cl", 164), ("O", "I", 194),
-    ("F", "F", 142), ("F", "S", 158), ("F", "Si", 160), ("F", "Cl", 166), ("F", "Br", 178), ("F", "P", 156),
+    ("C", "C", 154),
+    ("C", "N", 147),
+    ("C", "O", 143),
+    ("C", "F", 135),
+    ("C", "Si", 185),
+    ("C", "P", 184),
+    ("C", "S", 182),
+    ("C", "Cl", 177),
+    ("C", "Br", 194),
+    ("C", "I", 214),
+    ("N", "N", 145),
+    ("N", "O", 140),
+    ("N", "F", 136),
+    ("N", "Cl", 175),
+    ("N", "Br", 214),
+    ("N", "S", 168),
+    ("N", "I", 222),
+    ("N", "P", 177),
+    ("O", "O", 148),
+    ("O", "F", 142),
+    ("O", "Br", 172),
+    ("O", "S", 151),
+    ("O", "P", 163),
+    ("O", "Si", 163),
+    ("O", "Cl", 164),
+    ("O", "I", 194),
+    ("F", "F", 142),
+    ("F", "S", 158),
+    ("F", "Si", 160),
+    ("F", "Cl", 166),
+    ("F", "Br", 178),
+    ("F", "P", 156),
     ("F", "I", 187),
     ("B", "Cl", 175),
-    ("Si", "Si", 233), ("Si", "S", 200), ("Si", "Cl", 202), ("Si", "Br", 215), ("Si", "I", 243),
-    ("Cl", "Cl", 199), ("Cl", "P", 203), ("Cl", "S", 207), ("Cl", "Br", 214),
-    ("S", "S", 204), ("S", "Br", 225), ("S", "P", 210), ("S", "I", 234),
-    ("Br", "Br", 228), ("Br", "P", 222),
+    ("Si", "Si", 233),
+    ("Si", "S", 200),
+    ("Si", "Cl", 202),
+    ("Si", "Br", 215),
+    ("Si", "I", 243),
+    ("Cl", "Cl", 199),
+    ("Cl", "P", 203),
+    ("Cl", "S", 207),
+    ("Cl", "Br", 214),
+    ("S", "S", 204),
+    ("S", "Br", 225),
+    ("S", "P", 210),
+    ("S", "I", 234),
+    ("Br", "Br", 228),
+    ("Br", "P", 222),
     ("P", "P", 221),
     ("I", "I", 266),
 ];
 const DOUBLE: &[(&str, &str, u16)] = &[
-    ("C", "C", 134), ("C", "N", 129), ("C", "O", 120), ("C", "S", 160), ("N", "N", 125), ("N", "O", 121),
-    ("O", "O", 121), ("O", "P", 150), ("P", "S", 186),
+    ("C", "C", 134),
+    ("C", "N", 129),
+    ("C", "O", 120),
+    ("C", "S", 160),
+    ("N", "N", 125),
+    ("N", "O", 121),
+    ("O", "O", 121),
+    ("O", "P", 150),
+    ("P", "S", 186),
 ];
-const TRIPLE: &[(&str, &str, u16)] = &[("C", "C", 120), ("C", "N", 116), ("C", "O", 113), ("N", "N", 110)];
+const TRIPLE: &[(&str, &str, u16)] = &[
+    ("C", "C", 120),
+    ("C", "N", 116),
+    ("C", "O", 113),
+    ("N", "N", 110),
+];
 
 /// Symmetric bond-length tables indexed by atomic number (0 = no entry).
 pub struct BondTables {
@@ -55,7 +113,9 @@ pub struct BondTables {
 fn fill(list: &[(&str, &str, u16)]) -> Vec<[u16; 119]> {
     let mut t = vec![[0u16; 119]; 119];
     for &(a, b, l) in list {
-        let (Some(a), Some(b)) = (Element::from_symbol(a), Element::from_symbol(b)) else { continue };
+        let (Some(a), Some(b)) = (Element::from_symbol(a), Element::from_symbol(b)) else {
+            continue;
+        };
         t[a.0 as usize][b.0 as usize] = l;
         t[b.0 as usize][a.0 as usize] = l;
     }
@@ -66,7 +126,11 @@ impl BondTables {
     /// The EDM tables.
     pub fn edm() -> &'static BondTables {
         static T: OnceLock<BondTables> = OnceLock::new();
-        T.get_or_init(|| BondTables { single: fill(SINGLE), double: fill(DOUBLE), triple: fill(TRIPLE) })
+        T.get_or_init(|| BondTables {
+            single: fill(SINGLE),
+            double: fill(DOUBLE),
+            triple: fill(TRIPLE),
+        })
     }
     /// Single-bond length in pm, if tabulated.
     pub fn single_pm(&self, a: Element, b: Element) -> Option<u16> {
@@ -122,11 +186,16 @@ fn order_of(o: u8) -> BondOrder {
 }
 
 /// All bonded pairs `(i, j, order)` with `i < j`, ordered by `(i, j)`.
-pub fn infer_bond_list(elements: &[Element], positions: &ndarray::Array2<f64>) -> Vec<(usize, usize, BondOrder)> {
+pub fn infer_bond_list(
+    elements: &[Element],
+    positions: &ndarray::Array2<f64>,
+) -> Vec<(usize, usize, BondOrder)> {
     let t = BondTables::edm();
     let n = elements.len();
     let p = |i: usize| [positions[[i, 0]], positions[[i, 1]], positions[[i, 2]]];
-    let dist = |a: [f64; 3], b: [f64; 3]| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt();
+    let dist = |a: [f64; 3], b: [f64; 3]| {
+        ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
+    };
     let mut out = Vec::with_capacity(n + n / 2);
     if n <= 64 {
         for i in 0..n {
@@ -150,9 +219,14 @@ pub fn infer_bond_list(elements: &[Element], positions: &ndarray::Array2<f64>) -
         }
     }
     let key = |q: &[f64; 3]| -> [i64; 3] {
-        [((q[0] - lo[0]) / cell) as i64, ((q[1] - lo[1]) / cell) as i64, ((q[2] - lo[2]) / cell) as i64]
+        [
+            ((q[0] - lo[0]) / cell) as i64,
+            ((q[1] - lo[1]) / cell) as i64,
+            ((q[2] - lo[2]) / cell) as i64,
+        ]
     };
-    let mut grid: std::collections::HashMap<[i64; 3], Vec<usize>> = std::collections::HashMap::new();
+    let mut grid: std::collections::HashMap<[i64; 3], Vec<usize>> =
+        std::collections::HashMap::new();
     for (i, q) in pts.iter().enumerate() {
         if q.iter().all(|v| v.is_finite()) {
             grid.entry(key(q)).or_default().push(i);
@@ -218,7 +292,10 @@ mod tests {
         // absent pair
         assert_eq!(t.order(Element::HG, Element::C, 1.0), 0);
         // symmetric
-        assert_eq!(t.order(Element::S, Element::C, 1.6), t.order(Element::C, Element::S, 1.6));
+        assert_eq!(
+            t.order(Element::S, Element::C, 1.6),
+            t.order(Element::C, Element::S, 1.6)
+        );
         assert_eq!(t.order(Element::CL, Element::B, 1.8), 1);
     }
 
@@ -227,7 +304,9 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let n = 400;
-        let els: Vec<Element> = (0..n).map(|i| [Element::C, Element::H, Element::N, Element::O][i % 4]).collect();
+        let els: Vec<Element> = (0..n)
+            .map(|i| [Element::C, Element::H, Element::N, Element::O][i % 4])
+            .collect();
         let pos = Array2::from_shape_fn((n, 3), |_| rng.random_range(0.0..12.0));
         let fast = infer_bond_list(&els, &pos);
         let t = BondTables::edm();

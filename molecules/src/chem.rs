@@ -58,11 +58,21 @@ pub fn sanitize(m: &Molecule, remove_hs: bool) -> Sanitized {
         if let Some(smi) = crate::smiles_write::plain_smiles(m) {
             let_cxx_string!(s = &smi);
             return match ro_mol_ffi::smiles_to_mol(&s) {
-                Ok(p) if !p.is_null() => {
-                    Sanitized { ok: true, problems: Vec::new(), smiles: Some(ro_mol_ffi::mol_to_smiles(&p)) }
-                }
-                Ok(_) => Sanitized { ok: false, problems: vec!["SmilesParseError".into()], smiles: None },
-                Err(e) => Sanitized { ok: false, problems: vec![e.what().to_string()], smiles: None },
+                Ok(p) if !p.is_null() => Sanitized {
+                    ok: true,
+                    problems: Vec::new(),
+                    smiles: Some(ro_mol_ffi::mol_to_smiles(&p)),
+                },
+                Ok(_) => Sanitized {
+                    ok: false,
+                    problems: vec!["SmilesParseError".into()],
+                    smiles: None,
+                },
+                Err(e) => Sanitized {
+                    ok: false,
+                    problems: vec![e.what().to_string()],
+                    smiles: None,
+                },
             };
         }
     }
@@ -76,7 +86,11 @@ pub fn sanitize_block(block: &str, remove_hs: bool) -> Sanitized {
 }
 
 fn sanitize_impl(block: &str, remove_hs: bool, no_aromatic: bool) -> Sanitized {
-    let fail = |p: Vec<String>| Sanitized { ok: false, problems: p, smiles: None };
+    let fail = |p: Vec<String>| Sanitized {
+        ok: false,
+        problems: p,
+        smiles: None,
+    };
     let_cxx_string!(b = block);
     if !no_aromatic {
         // Kekulisation errors are not caught by the wrapper's sanitising
@@ -94,7 +108,10 @@ fn sanitize_impl(block: &str, remove_hs: bool, no_aromatic: bool) -> Sanitized {
                     .map(|p| {
                         let t = ro_mol_ffi::mol_sanitize_exception_type(p);
                         if t.starts_with("Atom") {
-                            format!("{t}@{}", ro_mol_ffi::atom_sanitize_exception_get_atom_idx(p))
+                            format!(
+                                "{t}@{}",
+                                ro_mol_ffi::atom_sanitize_exception_get_atom_idx(p)
+                            )
                         } else {
                             t
                         }
@@ -109,14 +126,22 @@ fn sanitize_impl(block: &str, remove_hs: bool, no_aromatic: bool) -> Sanitized {
     // catches (null pointer).
     let rw = rw_mol_ffi::rw_mol_from_mol_block(&b, true, false, true);
     if rw.is_null() {
-        return fail(vec![if no_aromatic { "AtomValenceException".into() } else { "SanitizeError".into() }]);
+        return fail(vec![if no_aromatic {
+            "AtomValenceException".into()
+        } else {
+            "SanitizeError".into()
+        }]);
     }
     let mut ro = rw_mol_ffi::rw_mol_to_ro_mol(rw);
     if remove_hs {
         let params = rdkit_sys::mol_ops_ffi::new_remove_hs_parameters();
         ro = rdkit_sys::mol_ops_ffi::remove_hs_parameters(&ro, &params, false);
     }
-    Sanitized { ok: true, problems: Vec::new(), smiles: Some(ro_mol_ffi::mol_to_smiles(&ro)) }
+    Sanitized {
+        ok: true,
+        problems: Vec::new(),
+        smiles: Some(ro_mol_ffi::mol_to_smiles(&ro)),
+    }
 }
 
 /// Canonical SMILES (H removed), or `None` if sanitisation fails.
@@ -144,7 +169,11 @@ mod tests {
     fn valid_and_invalid() {
         quiet_rdkit_logs();
         // ethanol heavy atoms, implicit H
-        let mut m = Molecule::new(vec![Element::C, Element::C, Element::O], Array2::zeros((3, 3))).expect("ok");
+        let mut m = Molecule::new(
+            vec![Element::C, Element::C, Element::O],
+            Array2::zeros((3, 3)),
+        )
+        .expect("ok");
         m.add_bond(0, 1, BondOrder::Single).expect("b");
         m.add_bond(1, 2, BondOrder::Single).expect("b");
         let s = sanitize(&m, true);
@@ -157,7 +186,11 @@ mod tests {
         }
         let s = sanitize(&c, true);
         assert!(!s.ok);
-        assert!(s.problems[0].to_lowercase().contains("valence"), "{:?}", s.problems);
+        assert!(
+            s.problems[0].to_lowercase().contains("valence"),
+            "{:?}",
+            s.problems
+        );
         // non-kekulisable aromatic ring (5 aromatic carbons)
         let mut r = Molecule::new(vec![Element::C; 5], Array2::zeros((5, 3))).expect("ok");
         for k in 0..5 {

@@ -32,10 +32,18 @@ pub enum MolError {
     Invalid { title: String, what: String },
     /// Bad configuration value.
     #[error("invalid config: {field} = {value}: {why}")]
-    Config { field: String, value: String, why: String },
+    Config {
+        field: String,
+        value: String,
+        why: String,
+    },
     /// QM9 import problem.
     #[error("QM9 import {path}: row {row}: {what}")]
-    Qm9 { path: PathBuf, row: usize, what: String },
+    Qm9 {
+        path: PathBuf,
+        row: usize,
+        what: String,
+    },
 }
 
 fn title_suffix(t: &str) -> String {
@@ -48,7 +56,10 @@ fn title_suffix(t: &str) -> String {
 
 impl MolError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        MolError::Io { path: path.into(), source }
+        MolError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -15,7 +15,10 @@ pub enum Format {
 
 /// Format from the file name (`.sdf`, `.mol`, `.sd`, `.xyz`, each optionally `.gz`).
 pub fn format_of(path: &Path) -> Result<Format> {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
     if name.ends_with(".sdf") || name.ends_with(".mol") || name.ends_with(".sd") {
         Ok(Format::Sdf)
@@ -48,9 +51,18 @@ pub fn write_molecules_path(path: &Path, mols: &[Molecule]) -> Result<()> {
 
 /// Create `path` atomically: `f` writes into a temp file in the same
 /// directory (gzip-compressed when `path` ends in `.gz`), then it is renamed.
-pub fn write_atomic_with(path: &Path, f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+pub fn write_atomic_with(
+    path: &Path,
+    f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
     let tmp: PathBuf = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let res = (|| -> std::io::Result<()> {
         let file = std::fs::File::create(&tmp)?;

@@ -34,6 +34,9 @@ pub use error::{MolError, Result};
 pub use io::{read_molecules_path, write_molecules_path};
 pub use metrics::{compute_metrics, MetricsReport, Protocol};
 pub use molecule::{BondOrder, BondStereo, ConformerSet, Molecule};
-pub use sdf::{read_sdf_path, read_sdf_path_with, write_sdf, write_sdf_path, SdfBatch, SdfReadOptions, SdfReader};
+pub use sdf::{
+    read_sdf_path, read_sdf_path_with, write_sdf, write_sdf_path, SdfBatch, SdfReadOptions,
+    SdfReader,
+};
 pub use verify::Verifier;
 pub use xyz::{read_xyz_path, write_xyz, write_xyz_path};

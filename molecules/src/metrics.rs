@@ -60,7 +60,11 @@ pub fn protocol_view(m: &Molecule, protocol: Protocol) -> Molecule {
                 .unwrap_or_else(|_| unreachable!("shape (n, 3) by construction"));
             c.is_3d = false;
             for (i, j, o) in list {
-                c.bonds.add_edge(petgraph::graph::NodeIndex::new(i), petgraph::graph::NodeIndex::new(j), o);
+                c.bonds.add_edge(
+                    petgraph::graph::NodeIndex::new(i),
+                    petgraph::graph::NodeIndex::new(j),
+                    o,
+                );
             }
             c
         }
@@ -78,7 +82,14 @@ pub fn evaluate(m: &Molecule, protocol: Protocol) -> MolEval {
     let (stable, k, n) = check_stability(&v, table);
     let frags = v.fragments();
     let (valid, smiles) = validity_and_smiles(&v, &frags);
-    MolEval { n_atoms: n, stable_atoms: k, stable, valid, n_fragments: frags.len(), smiles }
+    MolEval {
+        n_atoms: n,
+        stable_atoms: k,
+        stable,
+        valid,
+        n_fragments: frags.len(),
+        smiles,
+    }
 }
 
 #[cfg(feature = "rdkit")]
@@ -97,7 +108,10 @@ fn validity_and_smiles(v: &Molecule, frags: &[Vec<usize>]) -> (Option<bool>, Opt
             best = i;
         }
     }
-    let smiles = v.subset(&frags[best]).ok().and_then(|s| crate::chem::sanitize(&s, true).smiles);
+    let smiles = v
+        .subset(&frags[best])
+        .ok()
+        .and_then(|s| crate::chem::sanitize(&s, true).smiles);
     (Some(true), smiles)
 }
 
@@ -127,7 +141,10 @@ pub struct MetricsReport {
 pub fn evaluate_all(mols: &[Molecule], protocol: Protocol) -> Vec<MolEval> {
     #[cfg(feature = "rdkit")]
     crate::chem::quiet_rdkit_logs();
-    mols.par_iter().with_min_len(16).map(|m| evaluate(m, protocol)).collect()
+    mols.par_iter()
+        .with_min_len(16)
+        .map(|m| evaluate(m, protocol))
+        .collect()
 }
 
 /// Training-set SMILES through the same pipeline (valid molecules only).
@@ -136,7 +153,11 @@ pub fn smiles_set(evals: &[MolEval]) -> HashSet<String> {
 }
 
 /// Aggregate per-molecule evaluations.
-pub fn summarize(evals: &[MolEval], protocol: Protocol, train: Option<&HashSet<String>>) -> MetricsReport {
+pub fn summarize(
+    evals: &[MolEval],
+    protocol: Protocol,
+    train: Option<&HashSet<String>>,
+) -> MetricsReport {
     let mut st = StabilitySummary::default();
     for e in evals {
         st.add((e.stable, e.stable_atoms, e.n_atoms));
@@ -144,10 +165,18 @@ pub fn summarize(evals: &[MolEval], protocol: Protocol, train: Option<&HashSet<S
     let has_validity = evals.iter().all(|e| e.valid.is_some()) && !evals.is_empty();
     let n = evals.len();
     let n_valid = evals.iter().filter(|e| e.valid == Some(true)).count();
-    let n_valid_single = evals.iter().filter(|e| e.valid == Some(true) && e.n_fragments == 1).count();
+    let n_valid_single = evals
+        .iter()
+        .filter(|e| e.valid == Some(true) && e.n_fragments == 1)
+        .count();
     let valid_smiles: Vec<&String> = evals.iter().filter_map(|e| e.smiles.as_ref()).collect();
     let unique: HashSet<&String> = valid_smiles.iter().copied().collect();
-    let novelty = train.map(|t| ratio(unique.iter().filter(|s| !t.contains(s.as_str())).count(), unique.len()));
+    let novelty = train.map(|t| {
+        ratio(
+            unique.iter().filter(|s| !t.contains(s.as_str())).count(),
+            unique.len(),
+        )
+    });
     MetricsReport {
         protocol,
         n_molecules: n,
@@ -161,7 +190,11 @@ pub fn summarize(evals: &[MolEval], protocol: Protocol, train: Option<&HashSet<S
 }
 
 /// Evaluate and summarise in one call; `train` molecules go through the same pipeline.
-pub fn compute_metrics(mols: &[Molecule], protocol: Protocol, train: Option<&[Molecule]>) -> MetricsReport {
+pub fn compute_metrics(
+    mols: &[Molecule],
+    protocol: Protocol,
+    train: Option<&[Molecule]>,
+) -> MetricsReport {
     let evals = evaluate_all(mols, protocol);
     let train_set = train.map(|t| smiles_set(&evaluate_all(t, protocol)));
     summarize(&evals, protocol, train_set.as_ref())
@@ -212,9 +245,24 @@ pub fn distribution_distances(a: &[Molecule], b: &[Molecule]) -> DistributionDis
     let tv = |f: &dyn Fn(&[Molecule]) -> BTreeMap<i64, f64>| total_variation(&f(a), &f(b));
     DistributionDistances {
         atom_count: tv(&|s| histogram(s.iter().map(|m| m.n_atoms() as i64))),
-        atom_type: tv(&|s| histogram(s.iter().flat_map(|m| m.elements.iter().map(|e| i64::from(e.0))))),
-        bond_type: tv(&|s| histogram(s.iter().flat_map(|m| m.bonds.edge_weights().map(|o| i64::from(o.mdl_code()))))),
-        charge: tv(&|s| histogram(s.iter().flat_map(|m| m.charges.iter().map(|&c| i64::from(c))))),
+        atom_type: tv(&|s| {
+            histogram(
+                s.iter()
+                    .flat_map(|m| m.elements.iter().map(|e| i64::from(e.0))),
+            )
+        }),
+        bond_type: tv(&|s| {
+            histogram(
+                s.iter()
+                    .flat_map(|m| m.bonds.edge_weights().map(|o| i64::from(o.mdl_code()))),
+            )
+        }),
+        charge: tv(&|s| {
+            histogram(
+                s.iter()
+                    .flat_map(|m| m.charges.iter().map(|&c| i64::from(c))),
+            )
+        }),
     }
 }
 

@@ -11,7 +11,9 @@ use crate::element::Element;
 use crate::error::{MolError, Result};
 
 /// Bond order (the edge weight of [`Molecule::bonds`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum BondOrder {
     Single,
     Double,
@@ -62,7 +64,9 @@ impl BondOrder {
 
 /// Bond stereo flag as in the MDL bond block (V2000 codes; V3000 CFG maps onto
 /// them). Only stored so that files round-trip and RDKit sees the wedges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum BondStereo {
     #[default]
     None,
@@ -142,7 +146,8 @@ impl PartialEq for Molecule {
 
 impl Default for Molecule {
     fn default() -> Self {
-        Molecule::new(Vec::new(), Array2::zeros((0, 3))).unwrap_or_else(|_| unreachable!("empty molecule is valid"))
+        Molecule::new(Vec::new(), Array2::zeros((0, 3)))
+            .unwrap_or_else(|_| unreachable!("empty molecule is valid"))
     }
 }
 
@@ -153,7 +158,10 @@ impl Molecule {
         if positions.dim() != (n, 3) {
             return Err(MolError::Invalid {
                 title: String::new(),
-                what: format!("positions have shape {:?}, expected ({n}, 3)", positions.dim()),
+                what: format!(
+                    "positions have shape {:?}, expected ({n}, 3)",
+                    positions.dim()
+                ),
             });
         }
         let mut bonds = UnGraph::with_capacity(n, n + n / 2);
@@ -195,7 +203,13 @@ impl Molecule {
     }
 
     /// Add a bond with a stereo flag.
-    pub fn add_bond_stereo(&mut self, a: usize, b: usize, order: BondOrder, stereo: BondStereo) -> Result<EdgeIndex> {
+    pub fn add_bond_stereo(
+        &mut self,
+        a: usize,
+        b: usize,
+        order: BondOrder,
+        stereo: BondStereo,
+    ) -> Result<EdgeIndex> {
         let n = self.n_atoms();
         if a >= n || b >= n || a == b {
             return Err(MolError::Invalid {
@@ -230,7 +244,11 @@ impl Molecule {
     /// Bonds as `(a, b, order, stereo)` with `a`, `b` 0-based, in edge order.
     pub fn bond_list(&self) -> impl Iterator<Item = (usize, usize, BondOrder, BondStereo)> + '_ {
         self.bonds.edge_references().map(move |e| {
-            let st = self.bond_stereo.get(e.id().index()).copied().unwrap_or_default();
+            let st = self
+                .bond_stereo
+                .get(e.id().index())
+                .copied()
+                .unwrap_or_default();
             (e.source().index(), e.target().index(), *e.weight(), st)
         })
     }
@@ -248,7 +266,10 @@ impl Molecule {
 
     /// Look up a property by name.
     pub fn property(&self, name: &str) -> Option<&str> {
-        self.properties.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.properties
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
     /// Set (replace or append) a property.
     pub fn set_property(&mut self, name: impl Into<String>, value: impl Into<String>) {
@@ -301,7 +322,10 @@ impl Molecule {
         let mut map = vec![usize::MAX; n];
         for (new, &old) in atoms.iter().enumerate() {
             if old >= n {
-                return Err(MolError::Invalid { title: self.title.clone(), what: format!("subset atom {old} >= {n}") });
+                return Err(MolError::Invalid {
+                    title: self.title.clone(),
+                    what: format!("subset atom {old} >= {n}"),
+                });
             }
             map[old] = new;
         }
@@ -324,7 +348,12 @@ impl Molecule {
     /// Check the invariants listed on the type.
     pub fn validate(&self) -> Result<()> {
         let n = self.n_atoms();
-        let bad = |what: String| Err(MolError::Invalid { title: self.title.clone(), what });
+        let bad = |what: String| {
+            Err(MolError::Invalid {
+                title: self.title.clone(),
+                what,
+            })
+        };
         if self.charges.len() != n || self.isotopes.len() != n || self.radicals.len() != n {
             return bad(format!(
                 "per-atom arrays disagree: elements {n}, charges {}, isotopes {}, radicals {}",
@@ -334,13 +363,23 @@ impl Molecule {
             ));
         }
         if self.positions.dim() != (n, 3) {
-            return bad(format!("positions shape {:?}, expected ({n}, 3)", self.positions.dim()));
+            return bad(format!(
+                "positions shape {:?}, expected ({n}, 3)",
+                self.positions.dim()
+            ));
         }
         if self.bonds.node_count() != n {
-            return bad(format!("bond graph has {} nodes, expected {n}", self.bonds.node_count()));
+            return bad(format!(
+                "bond graph has {} nodes, expected {n}",
+                self.bonds.node_count()
+            ));
         }
         if !self.bond_stereo.is_empty() && self.bond_stereo.len() != self.n_bonds() {
-            return bad(format!("bond_stereo has {} entries for {} bonds", self.bond_stereo.len(), self.n_bonds()));
+            return bad(format!(
+                "bond_stereo has {} entries for {} bonds",
+                self.bond_stereo.len(),
+                self.n_bonds()
+            ));
         }
         Ok(())
     }
@@ -386,7 +425,10 @@ impl ConformerSet {
     /// A set holding one conformer: the molecule's own positions.
     pub fn from_molecule(molecule: Molecule) -> ConformerSet {
         let conformers = vec![molecule.positions.clone()];
-        ConformerSet { molecule, conformers }
+        ConformerSet {
+            molecule,
+            conformers,
+        }
     }
     /// Add a conformer; errors if the shape does not match.
     pub fn push(&mut self, positions: Array2<f64>) -> Result<()> {
@@ -423,7 +465,9 @@ impl ConformerSet {
                 let t = &last.molecule;
                 if t.elements == m.elements
                     && t.charges == m.charges
-                    && t.bond_list().map(|(a, b, o, _)| (a, b, o)).eq(m.bond_list().map(|(a, b, o, _)| (a, b, o)))
+                    && t.bond_list()
+                        .map(|(a, b, o, _)| (a, b, o))
+                        .eq(m.bond_list().map(|(a, b, o, _)| (a, b, o)))
                 {
                     last.conformers.push(m.positions);
                     continue;

@@ -33,7 +33,11 @@ pub struct Qm9Config {
 
 impl Default for Qm9Config {
     fn default() -> Self {
-        Qm9Config { infer_bonds: true, seed: 42, limit: None }
+        Qm9Config {
+            infer_bonds: true,
+            seed: 42,
+            limit: None,
+        }
     }
 }
 
@@ -138,17 +142,26 @@ const PROPS: [(&str, &str); 17] = [
 pub fn read_qm9_csv(path: &Path, cfg: &Qm9Config) -> Result<Vec<Molecule>> {
     let text = std::fs::read_to_string(path).map_err(|e| MolError::io(path, e))?;
     let mut lines = text.lines();
-    let header = lines.next().ok_or_else(|| MolError::Qm9 { path: path.into(), row: 0, what: "empty file".into() })?;
+    let header = lines.next().ok_or_else(|| MolError::Qm9 {
+        path: path.into(),
+        row: 0,
+        what: "empty file".into(),
+    })?;
     let cols: Vec<&str> = csv_fields(header);
     let col = |name: &str| -> Result<usize> {
-        cols.iter().position(|c| *c == name).ok_or_else(|| MolError::Qm9 {
-            path: path.into(),
-            row: 0,
-            what: format!("missing column '{name}' (have {cols:?})"),
-        })
+        cols.iter()
+            .position(|c| *c == name)
+            .ok_or_else(|| MolError::Qm9 {
+                path: path.into(),
+                row: 0,
+                what: format!("missing column '{name}' (have {cols:?})"),
+            })
     };
     let (c_idx, c_el, c_xyz) = (col("Index")?, col("Elements")?, col("XYZ_Ang")?);
-    let prop_cols: Vec<(usize, &str)> = PROPS.iter().map(|(c, n)| Ok((col(c)?, *n))).collect::<Result<_>>()?;
+    let prop_cols: Vec<(usize, &str)> = PROPS
+        .iter()
+        .map(|(c, n)| Ok((col(c)?, *n)))
+        .collect::<Result<_>>()?;
     let rows: Vec<&str> = lines.filter(|l| !l.trim().is_empty()).collect();
     let rows = match cfg.limit {
         Some(k) => &rows[..k.min(rows.len())],
@@ -157,30 +170,46 @@ pub fn read_qm9_csv(path: &Path, cfg: &Qm9Config) -> Result<Vec<Molecule>> {
     rows.par_iter()
         .enumerate()
         .map(|(r, line)| {
-            let bad = |what: String| MolError::Qm9 { path: path.into(), row: r + 1, what };
+            let bad = |what: String| MolError::Qm9 {
+                path: path.into(),
+                row: r + 1,
+                what,
+            };
             let f = csv_fields(line);
             if f.len() < cols.len() {
-                return Err(bad(format!("{} fields, header has {}", f.len(), cols.len())));
+                return Err(bad(format!(
+                    "{} fields, header has {}",
+                    f.len(),
+                    cols.len()
+                )));
             }
             let els: Vec<Element> = f[c_el]
                 .split(|c: char| !c.is_ascii_alphabetic())
                 .filter(|t| !t.is_empty())
-                .map(|t| Element::from_symbol(t).ok_or_else(|| bad(format!("unknown element '{t}'"))))
+                .map(|t| {
+                    Element::from_symbol(t).ok_or_else(|| bad(format!("unknown element '{t}'")))
+                })
                 .collect::<Result<_>>()?;
             let xyz: Vec<f64> = numbers(f[c_xyz])
                 .map(|v| v.ok_or_else(|| bad("non-numeric coordinate in XYZ_Ang".into())))
                 .collect::<Result<_>>()?;
             if xyz.len() != 3 * els.len() {
-                return Err(bad(format!("{} coordinates for {} atoms", xyz.len(), els.len())));
+                return Err(bad(format!(
+                    "{} coordinates for {} atoms",
+                    xyz.len(),
+                    els.len()
+                )));
             }
-            let pos = Array2::from_shape_vec((els.len(), 3), xyz).map_err(|e| bad(e.to_string()))?;
+            let pos =
+                Array2::from_shape_vec((els.len(), 3), xyz).map_err(|e| bad(e.to_string()))?;
             let mut m = Molecule::new(els, pos)?;
             m.is_3d = true;
             let idx = f[c_idx].trim();
             m.title = format!("gdb_{idx}");
             m.properties.push(("index".into(), idx.to_string()));
             for &(c, name) in &prop_cols {
-                m.properties.push((name.to_string(), f[c].trim().to_string()));
+                m.properties
+                    .push((name.to_string(), f[c].trim().to_string()));
             }
             if cfg.infer_bonds {
                 crate::bonds::infer_bonds(&mut m);
@@ -198,7 +227,10 @@ pub fn import_qm9(dir: &Path, cfg: &Qm9Config) -> Result<Vec<Molecule>> {
         if rest == Some(0) {
             break;
         }
-        let c = Qm9Config { limit: rest, ..cfg.clone() };
+        let c = Qm9Config {
+            limit: rest,
+            ..cfg.clone()
+        };
         out.extend(read_qm9_csv(&p, &c)?);
     }
     Ok(out)

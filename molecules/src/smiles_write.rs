@@ -41,16 +41,28 @@ fn bond_sym(o: BondOrder) -> &'static str {
 /// (see module docs) or needs more than 99 simultaneous ring closures.
 pub(crate) fn plain_smiles(m: &Molecule) -> Option<String> {
     let n = m.n_atoms();
-    if n == 0 || n > 2000 || !m.bond_stereo.is_empty() || m.is_3d || m.positions.iter().any(|&x| x != 0.0) {
+    if n == 0
+        || n > 2000
+        || !m.bond_stereo.is_empty()
+        || m.is_3d
+        || m.positions.iter().any(|&x| x != 0.0)
+    {
         return None;
     }
-    if m.charges.iter().any(|&c| c != 0) || m.isotopes.iter().any(|&c| c != 0) || m.radicals.iter().any(|&c| c != 0) {
+    if m.charges.iter().any(|&c| c != 0)
+        || m.isotopes.iter().any(|&c| c != 0)
+        || m.radicals.iter().any(|&c| c != 0)
+    {
         return None;
     }
     if m.bonds.edge_weights().any(|&o| o == BondOrder::Aromatic) {
         return None;
     }
-    let syms: Vec<&str> = m.elements.iter().map(|e| organic(e.0)).collect::<Option<_>>()?;
+    let syms: Vec<&str> = m
+        .elements
+        .iter()
+        .map(|e| organic(e.0))
+        .collect::<Option<_>>()?;
     // Pass 1: iterative DFS -> preorder, tree children, ring-closure edges.
     let mut order = vec![usize::MAX; n];
     let mut parent = vec![usize::MAX; n];
@@ -75,8 +87,11 @@ pub(crate) fn plain_smiles(m: &Molecule) -> Option<String> {
                 let o = m.bonds[m.bonds.find_edge(NodeIndex::new(p), NodeIndex::new(u))?];
                 children[p].push((u, o));
             }
-            let mut nb: Vec<(usize, BondOrder)> =
-                m.bonds.edges(NodeIndex::new(u)).map(|e| (e.target().index() ^ e.source().index() ^ u, *e.weight())).collect();
+            let mut nb: Vec<(usize, BondOrder)> = m
+                .bonds
+                .edges(NodeIndex::new(u))
+                .map(|e| (e.target().index() ^ e.source().index() ^ u, *e.weight()))
+                .collect();
             nb.sort_unstable_by_key(|x| std::cmp::Reverse(x.0));
             for (v, _) in nb {
                 if order[v] == usize::MAX {
@@ -164,8 +179,11 @@ mod tests {
     #[test]
     fn ring_and_branches() {
         // cyclopropanol-like: C1-C2-C3 ring, O on C1, H on O
-        let mut m = Molecule::new(vec![Element::C, Element::C, Element::C, Element::O, Element::H], Array2::zeros((5, 3)))
-            .expect("ok");
+        let mut m = Molecule::new(
+            vec![Element::C, Element::C, Element::C, Element::O, Element::H],
+            Array2::zeros((5, 3)),
+        )
+        .expect("ok");
         m.is_3d = false;
         for (a, b) in [(0, 1), (1, 2), (2, 0), (0, 3), (3, 4)] {
             m.add_bond(a, b, BondOrder::Single).expect("b");

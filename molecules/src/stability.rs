@@ -163,8 +163,14 @@ mod tests {
 
     #[test]
     fn edm_and_charge_aware() {
-        assert_eq!(check_stability(&methane_like(4), ValenceTable::Edm), (true, 5, 5));
-        assert_eq!(check_stability(&methane_like(3), ValenceTable::Edm), (false, 3, 4));
+        assert_eq!(
+            check_stability(&methane_like(4), ValenceTable::Edm),
+            (true, 5, 5)
+        );
+        assert_eq!(
+            check_stability(&methane_like(3), ValenceTable::Edm),
+            (false, 3, 4)
+        );
         // CH3 radical-like carbon with 3 bonds is allowed by the charge-aware table
         assert!(check_stability(&methane_like(3), ValenceTable::ChargeAware).0);
         let mut m = methane_like(3);
@@ -172,7 +178,11 @@ mod tests {
         m.charges[0] = 1;
         m.add_bond(0, 3, BondOrder::Single).expect("ok");
         let m4 = {
-            let mut x = Molecule::new(vec![Element::N, Element::H, Element::H, Element::H, Element::H], Array2::zeros((5, 3))).expect("ok");
+            let mut x = Molecule::new(
+                vec![Element::N, Element::H, Element::H, Element::H, Element::H],
+                Array2::zeros((5, 3)),
+            )
+            .expect("ok");
             for h in 1..5 {
                 x.add_bond(0, h, BondOrder::Single).expect("ok");
             }

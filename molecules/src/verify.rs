@@ -29,7 +29,11 @@ impl Verifier for Validity {
         format!(
             "validity({}, {})",
             proto_name(self.protocol),
-            if self.single_fragment { "single-fragment" } else { "largest-fragment" }
+            if self.single_fragment {
+                "single-fragment"
+            } else {
+                "largest-fragment"
+            }
         )
     }
     fn verify(&self, m: &Molecule) -> bool {
@@ -77,7 +81,14 @@ pub struct Not(pub Box<dyn Verifier>);
 
 impl Verifier for AllOf {
     fn name(&self) -> String {
-        format!("all({})", self.0.iter().map(|v| v.name()).collect::<Vec<_>>().join(", "))
+        format!(
+            "all({})",
+            self.0
+                .iter()
+                .map(|v| v.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     }
     fn verify(&self, m: &Molecule) -> bool {
         self.0.iter().all(|v| v.verify(m))
@@ -85,7 +96,14 @@ impl Verifier for AllOf {
 }
 impl Verifier for AnyOf {
     fn name(&self) -> String {
-        format!("any({})", self.0.iter().map(|v| v.name()).collect::<Vec<_>>().join(", "))
+        format!(
+            "any({})",
+            self.0
+                .iter()
+                .map(|v| v.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     }
     fn verify(&self, m: &Molecule) -> bool {
         self.0.iter().any(|v| v.verify(m))
@@ -162,7 +180,9 @@ impl Verifier for PropertyWindow {
         format!("{} in [{}, {}]", self.property.label(), self.min, self.max)
     }
     fn verify(&self, m: &Molecule) -> bool {
-        self.property.value(m).is_some_and(|v| v >= self.min && v <= self.max)
+        self.property
+            .value(m)
+            .is_some_and(|v| v >= self.min && v <= self.max)
     }
 }
 
@@ -182,21 +202,34 @@ mod tests {
     use ndarray::array;
 
     fn water() -> Molecule {
-        Molecule::new(vec![Element::O, Element::H, Element::H], array![[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
-            .expect("ok")
+        Molecule::new(
+            vec![Element::O, Element::H, Element::H],
+            array![[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]],
+        )
+        .expect("ok")
     }
 
     #[test]
     fn compose() {
         let w = water();
-        let st: Box<dyn Verifier> = Box::new(Stability { protocol: Protocol::Edm });
+        let st: Box<dyn Verifier> = Box::new(Stability {
+            protocol: Protocol::Edm,
+        });
         assert!(st.verify(&w));
-        assert!(!Stability { protocol: Protocol::Bonds }.verify(&w)); // no file bonds
+        assert!(!Stability {
+            protocol: Protocol::Bonds
+        }
+        .verify(&w)); // no file bonds
         let win = PropertyWindow::new(MolProperty::AtomCount, 1.0, 2.0).expect("ok");
         assert!(!win.verify(&w));
         let all = AllOf(vec![st, Box::new(win.clone())]);
         assert!(!all.verify(&w));
-        let any = AnyOf(vec![Box::new(Stability { protocol: Protocol::Edm }), Box::new(win)]);
+        let any = AnyOf(vec![
+            Box::new(Stability {
+                protocol: Protocol::Edm,
+            }),
+            Box::new(win),
+        ]);
         assert!(any.verify(&w));
         assert!(any.name().starts_with("any(stability(edm)"));
         assert!(PropertyWindow::new(MolProperty::RingCount, 2.0, 1.0).is_err());
@@ -205,8 +238,16 @@ mod tests {
         assert_send_sync::<dyn Verifier>();
         #[cfg(feature = "rdkit")]
         {
-            assert!(Validity { protocol: Protocol::Edm, single_fragment: true }.verify(&w));
-            assert!(!Validity { protocol: Protocol::Bonds, single_fragment: true }.verify(&w));
+            assert!(Validity {
+                protocol: Protocol::Edm,
+                single_fragment: true
+            }
+            .verify(&w));
+            assert!(!Validity {
+                protocol: Protocol::Bonds,
+                single_fragment: true
+            }
+            .verify(&w));
         }
     }
 }

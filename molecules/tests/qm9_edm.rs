@@ -13,30 +13,65 @@ use molecules::qm9::{import_qm9, split_assignment, Qm9Config, Split};
 
 fn qm9pack_dir() -> Result<std::path::PathBuf> {
     let lib = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/lib"));
-    for e in std::fs::read_dir(&lib).with_context(|| format!("{}: venv missing, run scripts/setup.sh", lib.display()))? {
+    for e in std::fs::read_dir(&lib)
+        .with_context(|| format!("{}: venv missing, run scripts/setup.sh", lib.display()))?
+    {
         let p = e?.path().join("site-packages/qm9pack");
         if p.is_dir() {
             return Ok(p);
         }
     }
-    anyhow::bail!("qm9pack not installed in the venv ({}): run scripts/setup.sh", lib.display())
+    anyhow::bail!(
+        "qm9pack not installed in the venv ({}): run scripts/setup.sh",
+        lib.display()
+    )
 }
 
 #[test]
 fn qm9_edm_reproduces_published_row_and_python_per_molecule() -> Result<()> {
     let dir = qm9pack_dir()?;
-    let all = import_qm9(&dir, &Qm9Config { infer_bonds: false, ..Default::default() })?;
-    ensure!(all.len() == 130_831, "expected 130 831 QM9 molecules, got {}", all.len());
+    let all = import_qm9(
+        &dir,
+        &Qm9Config {
+            infer_bonds: false,
+            ..Default::default()
+        },
+    )?;
+    ensure!(
+        all.len() == 130_831,
+        "expected 130 831 QM9 molecules, got {}",
+        all.len()
+    );
     let split = split_assignment(all.len(), 42);
-    let test: Vec<_> = all.into_iter().zip(&split).filter(|(_, &s)| s == Split::Test).map(|(m, _)| m).collect();
+    let test: Vec<_> = all
+        .into_iter()
+        .zip(&split)
+        .filter(|(_, &s)| s == Split::Test)
+        .map(|(m, _)| m)
+        .collect();
     let t0 = std::time::Instant::now();
     let r = compute_metrics(&test, Protocol::Edm, None);
-    eprintln!("QM9 test split, EDM protocol ({:.1} s): {r:?}", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "QM9 test split, EDM protocol ({:.1} s): {r:?}",
+        t0.elapsed().as_secs_f64()
+    );
     ensure!(r.n_molecules >= 10_000);
     let close = |x: f64, target: f64| (100.0 * x - target).abs() <= 0.5;
-    ensure!(close(r.atom_stability, 99.0), "atom stability {:.2} % vs 99.0 %", 100.0 * r.atom_stability);
-    ensure!(close(r.mol_stability, 95.2), "molecule stability {:.2} % vs 95.2 %", 100.0 * r.mol_stability);
-    ensure!(close(r.validity.context("validity")?, 97.7), "validity {:?} vs 97.7 %", r.validity);
+    ensure!(
+        close(r.atom_stability, 99.0),
+        "atom stability {:.2} % vs 99.0 %",
+        100.0 * r.atom_stability
+    );
+    ensure!(
+        close(r.mol_stability, 95.2),
+        "molecule stability {:.2} % vs 95.2 %",
+        100.0 * r.mol_stability
+    );
+    ensure!(
+        close(r.validity.context("validity")?, 97.7),
+        "validity {:?} vs 97.7 %",
+        r.validity
+    );
 
     // Per-molecule agreement with the Python EDM implementation.
     let tmp = tempfile::tempdir()?;
@@ -44,17 +79,43 @@ fn qm9_edm_reproduces_published_row_and_python_per_molecule() -> Result<()> {
     molecules::write_sdf_path(&path, &test[..1500], molecules::sdf::CtabVersion::Auto)?;
     let sub = molecules::read_sdf_path(&path)?; // same rounded coordinates as Python sees
     let ours = evaluate_all(&sub, Protocol::Edm);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../benches/compare/mol_metrics_edm.py");
-    let out = std::process::Command::new(common::python()?).arg(script).arg(&path).arg("--per-mol").output()?;
-    ensure!(out.status.success(), "python EDM failed: {}", String::from_utf8_lossy(&out.stderr));
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../benches/compare/mol_metrics_edm.py"
+    );
+    let out = std::process::Command::new(common::python()?)
+        .arg(script)
+        .arg(&path)
+        .arg("--per-mol")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "python EDM failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let per = v["per_mol"].as_array().context("per_mol")?;
     ensure!(per.len() == ours.len(), "{} vs {}", per.len(), ours.len());
     let (mut smiles_eq, mut n_valid, mut n_invalid) = (0, 0, 0);
     for (i, (p, o)) in per.iter().zip(&ours).enumerate() {
-        ensure!(p[0].as_bool() == Some(o.stable), "mol {i}: stable {} vs python {}", o.stable, p[0]);
-        ensure!(p[1].as_u64() == Some(o.stable_atoms as u64), "mol {i}: stable atoms {} vs python {}", o.stable_atoms, p[1]);
-        ensure!(p[2].as_bool() == o.valid, "mol {i}: valid {:?} vs python {}", o.valid, p[2]);
+        ensure!(
+            p[0].as_bool() == Some(o.stable),
+            "mol {i}: stable {} vs python {}",
+            o.stable,
+            p[0]
+        );
+        ensure!(
+            p[1].as_u64() == Some(o.stable_atoms as u64),
+            "mol {i}: stable atoms {} vs python {}",
+            o.stable_atoms,
+            p[1]
+        );
+        ensure!(
+            p[2].as_bool() == o.valid,
+            "mol {i}: valid {:?} vs python {}",
+            o.valid,
+            p[2]
+        );
         if o.valid == Some(true) {
             n_valid += 1;
             smiles_eq += usize::from(p[3].as_str() == o.smiles.as_deref());
@@ -63,7 +124,13 @@ fn qm9_edm_reproduces_published_row_and_python_per_molecule() -> Result<()> {
         }
     }
     eprintln!("per-molecule: stability and validity identical on {} molecules ({n_invalid} invalid); largest-fragment SMILES equal on {smiles_eq}/{n_valid}", per.len());
-    ensure!(n_invalid > 0, "the subset should contain invalid molecules to test the verdict");
-    ensure!(smiles_eq as f64 >= 0.98 * n_valid as f64, "SMILES agreement {smiles_eq}/{n_valid}");
+    ensure!(
+        n_invalid > 0,
+        "the subset should contain invalid molecules to test the verdict"
+    );
+    ensure!(
+        smiles_eq as f64 >= 0.98 * n_valid as f64,
+        "SMILES agreement {smiles_eq}/{n_valid}"
+    );
     Ok(())
 }

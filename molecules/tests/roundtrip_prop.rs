@@ -8,7 +8,10 @@ use proptest::prelude::*;
 fn molecule() -> impl Strategy<Value = Molecule> {
     (1usize..40).prop_flat_map(|n| {
         (
-            prop::collection::vec(prop::sample::select(vec![1u8, 5, 6, 7, 8, 9, 15, 16, 17, 35, 53]), n),
+            prop::collection::vec(
+                prop::sample::select(vec![1u8, 5, 6, 7, 8, 9, 15, 16, 17, 35, 53]),
+                n,
+            ),
             prop::collection::vec(-3i8..=3, n),
             prop::collection::vec(prop::sample::select(vec![0u16, 0, 0, 2, 13, 15]), n),
             prop::collection::vec(-500.0f64..500.0, 3 * n),
@@ -18,16 +21,27 @@ fn molecule() -> impl Strategy<Value = Molecule> {
         )
             .prop_map(|(els, ch, iso, pos, bonds, title, props)| {
                 let n = els.len();
-                let pos = Array2::from_shape_vec((n, 3), pos).expect("shape").mapv(|x| (x * 1e4).round() / 1e4);
+                let pos = Array2::from_shape_vec((n, 3), pos)
+                    .expect("shape")
+                    .mapv(|x| (x * 1e4).round() / 1e4);
                 let mut m = Molecule::new(els.into_iter().map(Element).collect(), pos).expect("ok");
                 m.charges = ch;
                 m.isotopes = iso;
                 m.title = title.trim_end().to_string();
                 for (a, b, o, s) in bonds {
                     if a != b {
-                        let o = [BondOrder::Single, BondOrder::Double, BondOrder::Triple, BondOrder::Aromatic][o as usize];
+                        let o = [
+                            BondOrder::Single,
+                            BondOrder::Double,
+                            BondOrder::Triple,
+                            BondOrder::Aromatic,
+                        ][o as usize];
                         let s = [BondStereo::None, BondStereo::Up, BondStereo::Down][s as usize];
-                        let s = if o == BondOrder::Single { s } else { BondStereo::None };
+                        let s = if o == BondOrder::Single {
+                            s
+                        } else {
+                            BondStereo::None
+                        };
                         let _ = m.add_bond_stereo(a, b, o, s);
                     }
                 }

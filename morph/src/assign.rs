@@ -110,7 +110,10 @@ pub fn unbalanced_match(
         for j in 0..s {
             c[i * s + j] = match (i < n, j < m) {
                 (true, true) => {
-                    let d = (0..3).map(|k| (x0[i][k] - x1[j][k]).powi(2)).sum::<f64>().sqrt();
+                    let d = (0..3)
+                        .map(|k| (x0[i][k] - x1[j][k]).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
                     costs.c_move * d + if a0[i] != a1[j] { costs.c_sub } else { 0.0 }
                 }
                 (true, false) => {
@@ -142,11 +145,18 @@ pub fn unbalanced_match(
         }
     }
     let col = hungarian(&c, s);
-    let prior_to_data: Vec<Option<usize>> = (0..n).map(|i| (col[i] < m).then_some(col[i])).collect();
+    let prior_to_data: Vec<Option<usize>> =
+        (0..n).map(|i| (col[i] < m).then_some(col[i])).collect();
     let mut reached = vec![false; m];
-    prior_to_data.iter().flatten().for_each(|&j| reached[j] = true);
+    prior_to_data
+        .iter()
+        .flatten()
+        .for_each(|&j| reached[j] = true);
     let inserted = (0..m).filter(|&j| !reached[j]).collect();
-    Matching { prior_to_data, inserted }
+    Matching {
+        prior_to_data,
+        inserted,
+    }
 }
 
 /// Largest-eigenvalue eigenvector of a symmetric 4 × 4 matrix (cyclic Jacobi).
@@ -154,7 +164,10 @@ fn top_eigvec4(mut a: [[f64; 4]; 4]) -> [f64; 4] {
     let mut v = [[0.0; 4]; 4];
     (0..4).for_each(|i| v[i][i] = 1.0);
     for _sweep in 0..50 {
-        let off: f64 = (0..4).flat_map(|i| (0..4).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i][j] * a[i][j]).sum();
+        let off: f64 = (0..4)
+            .flat_map(|i| (0..4).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i][j] * a[i][j])
+            .sum();
         if off < 1e-22 {
             break;
         }
@@ -186,7 +199,9 @@ fn top_eigvec4(mut a: [[f64; 4]; 4]) -> [f64; 4] {
             }
         }
     }
-    let best = (0..4).max_by(|&i, &j| a[i][i].total_cmp(&a[j][j])).unwrap_or(0);
+    let best = (0..4)
+        .max_by(|&i, &j| a[i][i].total_cmp(&a[j][j]))
+        .unwrap_or(0);
     [v[0][best], v[1][best], v[2][best], v[3][best]]
 }
 
@@ -214,9 +229,21 @@ pub fn kabsch(p: &[[f64; 3]], q: &[[f64; 3]]) -> [[f64; 3]; 3] {
     let norm = (w * w + x * x + y * y + z * z).sqrt().max(1e-300);
     let (w, x, y, z) = (w / norm, x / norm, y / norm, z / norm);
     [
-        [w * w + x * x - y * y - z * z, 2.0 * (x * y - w * z), 2.0 * (x * z + w * y)],
-        [2.0 * (x * y + w * z), w * w - x * x + y * y - z * z, 2.0 * (y * z - w * x)],
-        [2.0 * (x * z - w * y), 2.0 * (y * z + w * x), w * w - x * x - y * y + z * z],
+        [
+            w * w + x * x - y * y - z * z,
+            2.0 * (x * y - w * z),
+            2.0 * (x * z + w * y),
+        ],
+        [
+            2.0 * (x * y + w * z),
+            w * w - x * x + y * y - z * z,
+            2.0 * (y * z - w * x),
+        ],
+        [
+            2.0 * (x * z - w * y),
+            2.0 * (y * z + w * x),
+            w * w - x * x - y * y + z * z,
+        ],
     ]
 }
 
@@ -268,7 +295,12 @@ mod tests {
     fn unbalanced_blocks() {
         let x0 = [[0.0, 0.0, 0.0], [5.0, 0.0, 0.0], [9.0, 9.0, 9.0]];
         let x1 = [[5.1, 0.0, 0.0], [0.1, 0.0, 0.0]];
-        let c = MatchCosts { c_move: 1.0, c_sub: 0.0, c_ins: 1e8, c_del: 0.0 };
+        let c = MatchCosts {
+            c_move: 1.0,
+            c_sub: 0.0,
+            c_ins: 1e8,
+            c_del: 0.0,
+        };
         let m = unbalanced_match(&x0, &[0, 0, 0], &x1, &[0, 0], &c, &[]);
         assert_eq!(m.prior_to_data, vec![Some(1), Some(0), None]);
         assert!(m.inserted.is_empty());
@@ -284,15 +316,29 @@ mod tests {
     #[test]
     fn kabsch_recovers_rotation() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let p: Vec<[f64; 3]> = (0..6).map(|_| [0; 3].map(|_| rng.random_range(-1.0..1.0))).collect();
+        let p: Vec<[f64; 3]> = (0..6)
+            .map(|_| [0; 3].map(|_| rng.random_range(-1.0..1.0)))
+            .collect();
         let (ang, ax) = (0.7f64, [1.0, 2.0, -0.5f64]);
         let nrm = (ax[0] * ax[0] + ax[1] * ax[1] + ax[2] * ax[2]).sqrt();
         let (w, s) = ((ang / 2.0).cos(), (ang / 2.0).sin());
         let (x, y, z) = (s * ax[0] / nrm, s * ax[1] / nrm, s * ax[2] / nrm);
         let r_true = [
-            [w * w + x * x - y * y - z * z, 2.0 * (x * y - w * z), 2.0 * (x * z + w * y)],
-            [2.0 * (x * y + w * z), w * w - x * x + y * y - z * z, 2.0 * (y * z - w * x)],
-            [2.0 * (x * z - w * y), 2.0 * (y * z + w * x), w * w - x * x - y * y + z * z],
+            [
+                w * w + x * x - y * y - z * z,
+                2.0 * (x * y - w * z),
+                2.0 * (x * z + w * y),
+            ],
+            [
+                2.0 * (x * y + w * z),
+                w * w - x * x + y * y - z * z,
+                2.0 * (y * z - w * x),
+            ],
+            [
+                2.0 * (x * z - w * y),
+                2.0 * (y * z + w * x),
+                w * w - x * x - y * y + z * z,
+            ],
         ];
         let q: Vec<[f64; 3]> = p.iter().map(|pi| rotate(&r_true, pi)).collect();
         let r = kabsch(&p, &q);

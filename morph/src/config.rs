@@ -29,7 +29,14 @@ pub struct NetConfig {
 
 impl Default for NetConfig {
     fn default() -> Self {
-        Self { hidden: 256, n_layers: 9, n_mix: 10, coords_range: 15.0, agg_norm: 10.0, bounded_mixture: true }
+        Self {
+            hidden: 256,
+            n_layers: 9,
+            n_mix: 10,
+            coords_range: 15.0,
+            agg_norm: 10.0,
+            bounded_mixture: true,
+        }
     }
 }
 
@@ -133,7 +140,12 @@ pub struct SampleConfig {
 
 impl Default for SampleConfig {
     fn default() -> Self {
-        Self { steps: 100, max_extra: 10, min_atoms: 2, batch_size: 100 }
+        Self {
+            steps: 100,
+            max_extra: 10,
+            min_atoms: 2,
+            batch_size: 100,
+        }
     }
 }
 
@@ -155,7 +167,12 @@ impl MorphConfig {
         match name {
             "paper" => Ok(Self::default()),
             "quick" => Ok(Self {
-                net: NetConfig { hidden: 64, n_layers: 4, n_mix: 10, ..NetConfig::default() },
+                net: NetConfig {
+                    hidden: 64,
+                    n_layers: 4,
+                    n_mix: 10,
+                    ..NetConfig::default()
+                },
                 train: TrainConfig {
                     batch_size: 32,
                     lr: 1e-3,
@@ -169,7 +186,12 @@ impl MorphConfig {
                 ..Self::default()
             }),
             "tiny" => Ok(Self {
-                net: NetConfig { hidden: 16, n_layers: 2, n_mix: 3, ..NetConfig::default() },
+                net: NetConfig {
+                    hidden: 16,
+                    n_layers: 2,
+                    n_mix: 3,
+                    ..NetConfig::default()
+                },
                 train: TrainConfig {
                     batch_size: 4,
                     lr: 1e-3,
@@ -179,10 +201,16 @@ impl MorphConfig {
                     checkpoint_every: 0,
                     ..TrainConfig::default()
                 },
-                sample: SampleConfig { steps: 10, ..SampleConfig::default() },
+                sample: SampleConfig {
+                    steps: 10,
+                    ..SampleConfig::default()
+                },
                 ..Self::default()
             }),
-            other => Err(MorphError::config("preset", format!("expected quick, paper or tiny, but is `{other}`"))),
+            other => Err(MorphError::config(
+                "preset",
+                format!("expected quick, paper or tiny, but is `{other}`"),
+            )),
         }
     }
 
@@ -192,34 +220,133 @@ impl MorphConfig {
 
     pub fn validate(&self) -> Result<()> {
         let n = &self.net;
-        let chk = |ok: bool, p: &str, m: String| if ok { Ok(()) } else { Err(MorphError::config(p, m)) };
-        chk(n.hidden >= 8, "net.hidden", format!("should be >= 8, but is {}", n.hidden))?;
-        chk(n.n_layers >= 1, "net.n_layers", format!("should be >= 1, but is {}", n.n_layers))?;
-        chk(n.n_mix >= 1, "net.n_mix", format!("should be >= 1, but is {}", n.n_mix))?;
-        chk(n.coords_range > 0.0, "net.coords_range", format!("should be > 0, but is {}", n.coords_range))?;
-        chk(n.agg_norm > 0.0, "net.agg_norm", format!("should be > 0, but is {}", n.agg_norm))?;
+        let chk = |ok: bool, p: &str, m: String| {
+            if ok {
+                Ok(())
+            } else {
+                Err(MorphError::config(p, m))
+            }
+        };
+        chk(
+            n.hidden >= 8,
+            "net.hidden",
+            format!("should be >= 8, but is {}", n.hidden),
+        )?;
+        chk(
+            n.n_layers >= 1,
+            "net.n_layers",
+            format!("should be >= 1, but is {}", n.n_layers),
+        )?;
+        chk(
+            n.n_mix >= 1,
+            "net.n_mix",
+            format!("should be >= 1, but is {}", n.n_mix),
+        )?;
+        chk(
+            n.coords_range > 0.0,
+            "net.coords_range",
+            format!("should be > 0, but is {}", n.coords_range),
+        )?;
+        chk(
+            n.agg_norm > 0.0,
+            "net.agg_norm",
+            format!("should be > 0, but is {}", n.agg_norm),
+        )?;
         let f = &self.flow;
-        for (name, v) in [("flow.c_move", f.c_move), ("flow.c_sub", f.c_sub), ("flow.c_ins", f.c_ins), ("flow.c_del", f.c_del)] {
-            chk(v >= 0.0 && v.is_finite(), name, format!("should be a finite cost >= 0, but is {v}"))?;
+        for (name, v) in [
+            ("flow.c_move", f.c_move),
+            ("flow.c_sub", f.c_sub),
+            ("flow.c_ins", f.c_ins),
+            ("flow.c_del", f.c_del),
+        ] {
+            chk(
+                v >= 0.0 && v.is_finite(),
+                name,
+                format!("should be a finite cost >= 0, but is {v}"),
+            )?;
         }
-        chk(f.p_indel > 0.0, "flow.p_indel", format!("should be > 0, but is {}", f.p_indel))?;
-        chk(f.p_sub > 0.0, "flow.p_sub", format!("should be > 0, but is {}", f.p_sub))?;
-        chk(f.pos_noise >= 0.0, "flow.pos_noise", format!("should be >= 0, but is {}", f.pos_noise))?;
-        chk(f.ins_noise >= 0.0, "flow.ins_noise", format!("should be >= 0, but is {}", f.ins_noise))?;
+        chk(
+            f.p_indel > 0.0,
+            "flow.p_indel",
+            format!("should be > 0, but is {}", f.p_indel),
+        )?;
+        chk(
+            f.p_sub > 0.0,
+            "flow.p_sub",
+            format!("should be > 0, but is {}", f.p_sub),
+        )?;
+        chk(
+            f.pos_noise >= 0.0,
+            "flow.pos_noise",
+            format!("should be >= 0, but is {}", f.pos_noise),
+        )?;
+        chk(
+            f.ins_noise >= 0.0,
+            "flow.ins_noise",
+            format!("should be >= 0, but is {}", f.ins_noise),
+        )?;
         let t = &self.train;
-        chk(t.batch_size >= 1, "train.batch_size", format!("should be >= 1, but is {}", t.batch_size))?;
-        chk(t.lr > 0.0, "train.lr", format!("should be > 0, but is {}", t.lr))?;
-        chk(t.steps >= 1, "train.steps", format!("should be >= 1, but is {}", t.steps))?;
-        chk((0.0..1.0).contains(&t.ema_decay), "train.ema_decay", format!("should be in [0, 1), but is {}", t.ema_decay))?;
-        chk((0.0..1.0).contains(&t.cond_drop), "train.cond_drop", format!("should be in [0, 1), but is {}", t.cond_drop))?;
-        chk((0.0..1.0).contains(&t.val_frac), "train.val_frac", format!("should be in [0, 1), but is {}", t.val_frac))?;
-        chk((0.0..=1.0).contains(&t.lr_min_frac), "train.lr_min_frac", format!("should be in [0, 1], but is {}", t.lr_min_frac))?;
-        chk(t.grad_clip >= 0.0, "train.grad_clip", format!("should be >= 0, but is {}", t.grad_clip))?;
-        chk(t.max_minutes >= 0.0, "train.max_minutes", format!("should be >= 0, but is {}", t.max_minutes))?;
+        chk(
+            t.batch_size >= 1,
+            "train.batch_size",
+            format!("should be >= 1, but is {}", t.batch_size),
+        )?;
+        chk(
+            t.lr > 0.0,
+            "train.lr",
+            format!("should be > 0, but is {}", t.lr),
+        )?;
+        chk(
+            t.steps >= 1,
+            "train.steps",
+            format!("should be >= 1, but is {}", t.steps),
+        )?;
+        chk(
+            (0.0..1.0).contains(&t.ema_decay),
+            "train.ema_decay",
+            format!("should be in [0, 1), but is {}", t.ema_decay),
+        )?;
+        chk(
+            (0.0..1.0).contains(&t.cond_drop),
+            "train.cond_drop",
+            format!("should be in [0, 1), but is {}", t.cond_drop),
+        )?;
+        chk(
+            (0.0..1.0).contains(&t.val_frac),
+            "train.val_frac",
+            format!("should be in [0, 1), but is {}", t.val_frac),
+        )?;
+        chk(
+            (0.0..=1.0).contains(&t.lr_min_frac),
+            "train.lr_min_frac",
+            format!("should be in [0, 1], but is {}", t.lr_min_frac),
+        )?;
+        chk(
+            t.grad_clip >= 0.0,
+            "train.grad_clip",
+            format!("should be >= 0, but is {}", t.grad_clip),
+        )?;
+        chk(
+            t.max_minutes >= 0.0,
+            "train.max_minutes",
+            format!("should be >= 0, but is {}", t.max_minutes),
+        )?;
         let s = &self.sample;
-        chk(s.steps >= 2, "sample.steps", format!("should be >= 2, but is {}", s.steps))?;
-        chk(s.min_atoms >= 1, "sample.min_atoms", format!("should be >= 1, but is {}", s.min_atoms))?;
-        chk(s.batch_size >= 1, "sample.batch_size", format!("should be >= 1, but is {}", s.batch_size))?;
+        chk(
+            s.steps >= 2,
+            "sample.steps",
+            format!("should be >= 2, but is {}", s.steps),
+        )?;
+        chk(
+            s.min_atoms >= 1,
+            "sample.min_atoms",
+            format!("should be >= 1, but is {}", s.min_atoms),
+        )?;
+        chk(
+            s.batch_size >= 1,
+            "sample.batch_size",
+            format!("should be >= 1, but is {}", s.batch_size),
+        )?;
         Ok(())
     }
 }

@@ -20,7 +20,11 @@ pub struct Lin {
 
 impl Lin {
     pub fn new(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
-        let inner = if bias { candle_nn::linear(d_in, d_out, vb)? } else { candle_nn::linear_no_bias(d_in, d_out, vb)? };
+        let inner = if bias {
+            candle_nn::linear(d_in, d_out, vb)?
+        } else {
+            candle_nn::linear_no_bias(d_in, d_out, vb)?
+        };
         Ok(Self { inner })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -84,7 +88,14 @@ pub struct EgnnLayer {
 }
 
 impl EgnnLayer {
-    pub fn new(hidden: usize, n_edge: usize, coords_range: f64, agg_norm: f64, log_dist: bool, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        hidden: usize,
+        n_edge: usize,
+        coords_range: f64,
+        agg_norm: f64,
+        log_dist: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         Ok(Self {
             src: Lin::new(hidden, hidden, true, vb.pp("src"))?,
             dst: Lin::new(hidden, hidden, false, vb.pp("dst"))?,
@@ -104,24 +115,53 @@ impl EgnnLayer {
 
     /// `h` `[b, n, H]`, `x` `[b, n, 3]`, `edge` `[b, n, n, E]`, `mask` `[b, n]`,
     /// `pmask` `[b, n, n, 1]` → updated `(h, x)`.
-    pub fn forward(&self, h: &Tensor, x: &Tensor, edge: &Tensor, mask: &Tensor, pmask: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub fn forward(
+        &self,
+        h: &Tensor,
+        x: &Tensor,
+        edge: &Tensor,
+        mask: &Tensor,
+        pmask: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let (_diff, d2) = pair_geometry(x)?;
         let hs = self.src.forward(h)?.unsqueeze(2)?; // [b, n, 1, H]
         let hd = self.dst.forward(h)?.unsqueeze(1)?; // [b, 1, n, H]
-        // Message distance feature: d² (EDM) or ln(1 + d²) (bounded sensitivity).
-        let df = if self.log_dist { d2.affine(1.0, 1.0)?.log()? } else { d2.clone() };
-        let pre = self.edge.forward(edge)?.add(&self.dist.forward(&df)?)?.broadcast_add(&hs)?.broadcast_add(&hd)?; // [b, n, n, H]
+                                                     // Message distance feature: d² (EDM) or ln(1 + d²) (bounded sensitivity).
+        let df = if self.log_dist {
+            d2.affine(1.0, 1.0)?.log()?
+        } else {
+            d2.clone()
+        };
+        let pre = self
+            .edge
+            .forward(edge)?
+            .add(&self.dist.forward(&df)?)?
+            .broadcast_add(&hs)?
+            .broadcast_add(&hd)?; // [b, n, n, H]
         let m = ops::silu(&self.msg.forward(&ops::silu(&pre)?)?)?; // [b, n, n, H]
         let (b, n, _, hd) = m.dims4()?;
         let gate = ops::sigmoid(&self.att.forward(&m)?)?.mul(pmask)?; // [b, n, n, 1]
-        // Σ_j gate_ij m_ij as a batched GEMM: [b n, 1, n] @ [b n, n, H].
-        let agg = (gate.reshape((b * n, 1, n))?.matmul(&m.reshape((b * n, n, hd))?)?.reshape((b, n, hd))? / self.agg_norm)?; // [b, n, H]
-        let dh = self.node2.forward(&ops::silu(&self.node1.forward(&Tensor::cat(&[h, &agg], 2)?)?)?)?;
+                                                                      // Σ_j gate_ij m_ij as a batched GEMM: [b n, 1, n] @ [b n, n, H].
+        let agg = (gate
+            .reshape((b * n, 1, n))?
+            .matmul(&m.reshape((b * n, n, hd))?)?
+            .reshape((b, n, hd))?
+            / self.agg_norm)?; // [b, n, H]
+        let dh = self.node2.forward(&ops::silu(
+            &self.node1.forward(&Tensor::cat(&[h, &agg], 2)?)?,
+        )?)?;
         let mk = mask.unsqueeze(2)?; // [b, n, 1]
         let h = h.add(&dh)?.broadcast_mul(&mk)?;
-        let phi = (self.coord2.forward(&ops::silu(&self.coord1.forward(&m)?)?)?.tanh()? * self.coords_range)?; // [b, n, n, 1]
-        let w = phi.mul(pmask)?.div(&(d2 + 1e-8)?.sqrt()?.affine(1.0, 1.0)?)?.reshape((b, n, n))?; // [b, n, n]
-        // Σ_j w_ij (x_i − x_j) = x_i Σ_j w_ij − Σ_j w_ij x_j.
+        let phi = (self
+            .coord2
+            .forward(&ops::silu(&self.coord1.forward(&m)?)?)?
+            .tanh()?
+            * self.coords_range)?; // [b, n, n, 1]
+        let w = phi
+            .mul(pmask)?
+            .div(&(d2 + 1e-8)?.sqrt()?.affine(1.0, 1.0)?)?
+            .reshape((b, n, n))?; // [b, n, n]
+                                  // Σ_j w_ij (x_i − x_j) = x_i Σ_j w_ij − Σ_j w_ij x_j.
         let dx = x.broadcast_mul(&w.sum_keepdim(2)?)?.sub(&w.matmul(x)?)?; // [b, n, 3]
         let dx = (dx / self.agg_norm)?;
         let x = centre(&x.add(&dx)?, mask)?;
@@ -137,14 +177,37 @@ pub struct Egnn {
 }
 
 impl Egnn {
-    pub fn new(hidden: usize, n_layers: usize, n_edge: usize, coords_range: f64, agg_norm: f64, log_dist: bool, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        hidden: usize,
+        n_layers: usize,
+        n_edge: usize,
+        coords_range: f64,
+        agg_norm: f64,
+        log_dist: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let layers = (0..n_layers)
-            .map(|l| EgnnLayer::new(hidden, n_edge, coords_range / n_layers as f64, agg_norm, log_dist, vb.pp(format!("layer{l}"))))
+            .map(|l| {
+                EgnnLayer::new(
+                    hidden,
+                    n_edge,
+                    coords_range / n_layers as f64,
+                    agg_norm,
+                    log_dist,
+                    vb.pp(format!("layer{l}")),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { layers })
     }
 
-    pub fn forward(&self, h: &Tensor, x: &Tensor, edge: &Tensor, mask: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub fn forward(
+        &self,
+        h: &Tensor,
+        x: &Tensor,
+        edge: &Tensor,
+        mask: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let pmask = pair_mask(mask)?;
         let (mut h, mut x) = (h.clone(), centre(x, mask)?);
         for l in &self.layers {

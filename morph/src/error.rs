@@ -13,7 +13,10 @@ pub enum MorphError {
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("tensor: {0}")]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
@@ -22,9 +25,15 @@ pub enum MorphError {
 
 impl MorphError {
     pub fn config(param: &str, message: impl Into<String>) -> Self {
-        Self::InvalidConfig { param: param.to_string(), message: message.into() }
+        Self::InvalidConfig {
+            param: param.to_string(),
+            message: message.into(),
+        }
     }
     pub fn data(context: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Data { context: context.into(), message: message.into() }
+        Self::Data {
+            context: context.into(),
+            message: message.into(),
+        }
     }
 }

@@ -31,7 +31,9 @@ pub struct Prior {
 impl Prior {
     pub fn new(stats: &MolStats, extra: usize) -> Result<Self> {
         let w = |v: &[f64], what: &str| {
-            WeightedIndex::new(v.iter().map(|x| x.max(0.0) + 1e-12)).map_err(|e| MorphError::data("training statistics", format!("{what} frequencies: {e}")))
+            WeightedIndex::new(v.iter().map(|x| x.max(0.0) + 1e-12)).map_err(|e| {
+                MorphError::data("training statistics", format!("{what} frequencies: {e}"))
+            })
         };
         Ok(Self {
             types: w(&stats.type_freq, "element")?,
@@ -55,7 +57,9 @@ impl Prior {
     }
     /// Centred N(0, I) positions.
     pub fn positions<R: Rng>(&self, n: usize, rng: &mut R) -> Vec<[f64; 3]> {
-        let mut x: Vec<[f64; 3]> = (0..n).map(|_| [0; 3].map(|_| rng.sample::<f64, _>(StandardNormal))).collect();
+        let mut x: Vec<[f64; 3]> = (0..n)
+            .map(|_| [0; 3].map(|_| rng.sample::<f64, _>(StandardNormal)))
+            .collect();
         centre3(&mut x);
         x
     }
@@ -64,7 +68,8 @@ impl Prior {
 pub fn centre3(x: &mut [[f64; 3]]) -> [f64; 3] {
     let n = x.len().max(1) as f64;
     let mu = [0, 1, 2].map(|d| x.iter().map(|p| p[d]).sum::<f64>() / n);
-    x.iter_mut().for_each(|p| (0..3).for_each(|d| p[d] -= mu[d]));
+    x.iter_mut()
+        .for_each(|p| (0..3).for_each(|d| p[d] -= mu[d]));
     mu
 }
 
@@ -104,23 +109,41 @@ enum Kind {
 }
 
 /// Build one training sample from a (centred, normalised) data molecule.
-pub fn make_sample<R: Rng>(data: &MolRecord, prior: &Prior, cfg: &FlowConfig, t: f64, rng: &mut R) -> Sample {
+pub fn make_sample<R: Rng>(
+    data: &MolRecord,
+    prior: &Prior,
+    cfg: &FlowConfig,
+    t: f64,
+    rng: &mut R,
+) -> Sample {
     let m = data.n_atoms();
-    let x1d: Vec<[f64; 3]> = (0..m).map(|i| [data.pos[[i, 0]], data.pos[[i, 1]], data.pos[[i, 2]]]).collect();
+    let x1d: Vec<[f64; 3]> = (0..m)
+        .map(|i| [data.pos[[i, 0]], data.pos[[i, 1]], data.pos[[i, 2]]])
+        .collect();
     let bm = data.bond_matrix();
     let n0 = prior.n_atoms(rng);
     let mut x0 = prior.positions(n0, rng);
     let a0: Vec<usize> = (0..n0).map(|_| prior.atom_type(rng)).collect();
-    let costs = MatchCosts { c_move: cfg.c_move, c_sub: cfg.c_sub, c_ins: cfg.c_ins, c_del: cfg.c_del };
+    let costs = MatchCosts {
+        c_move: cfg.c_move,
+        c_sub: cfg.c_sub,
+        c_ins: cfg.c_ins,
+        c_del: cfg.c_del,
+    };
     let mt = unbalanced_match(&x0, &a0, &x1d, &data.types, &costs, &[]);
-    let (p, q): (Vec<[f64; 3]>, Vec<[f64; 3]>) =
-        mt.prior_to_data.iter().enumerate().filter_map(|(i, j)| j.map(|j| (x0[i], x1d[j]))).unzip();
+    let (p, q): (Vec<[f64; 3]>, Vec<[f64; 3]>) = mt
+        .prior_to_data
+        .iter()
+        .enumerate()
+        .filter_map(|(i, j)| j.map(|j| (x0[i], x1d[j])))
+        .unzip();
     if !p.is_empty() {
         let r = kabsch(&p, &q);
         x0.iter_mut().for_each(|xi| *xi = rotate(&r, xi));
     }
     // Items: (kind, x0, a0, c0, tau).
-    let mut items: Vec<(Kind, [f64; 3], usize, usize, f64)> = Vec::with_capacity(n0 + mt.inserted.len());
+    let mut items: Vec<(Kind, [f64; 3], usize, usize, f64)> =
+        Vec::with_capacity(n0 + mt.inserted.len());
     for (i, j) in mt.prior_to_data.iter().enumerate() {
         let kind = match j {
             Some(j) => Kind::Sub(*j),
@@ -129,11 +152,25 @@ pub fn make_sample<R: Rng>(data: &MolRecord, prior: &Prior, cfg: &FlowConfig, t:
         items.push((kind, x0[i], a0[i], prior.charge(rng), rng.random::<f64>()));
     }
     for &j in &mt.inserted {
-        let xs = [0, 1, 2].map(|d| x1d[j][d] + cfg.ins_noise * rng.sample::<f64, _>(StandardNormal));
-        items.push((Kind::Ins(j), xs, prior.atom_type(rng), prior.charge(rng), rng.random::<f64>()));
+        let xs =
+            [0, 1, 2].map(|d| x1d[j][d] + cfg.ins_noise * rng.sample::<f64, _>(StandardNormal));
+        items.push((
+            Kind::Ins(j),
+            xs,
+            prior.atom_type(rng),
+            prior.charge(rng),
+            rng.random::<f64>(),
+        ));
     }
-    let (k_del, k_ins, k_sub) = (kappa(t, cfg.p_indel), kappa(t, cfg.p_indel), kappa(t, cfg.p_sub));
-    let mut s = Sample { t, ..Sample::default() };
+    let (k_del, k_ins, k_sub) = (
+        kappa(t, cfg.p_indel),
+        kappa(t, cfg.p_indel),
+        kappa(t, cfg.p_sub),
+    );
+    let mut s = Sample {
+        t,
+        ..Sample::default()
+    };
     let mut data_of: Vec<Option<usize>> = Vec::new();
     let mut absent: Vec<usize> = Vec::new();
     for (kind, x0i, a0i, c0i, tau) in &items {
@@ -150,11 +187,19 @@ pub fn make_sample<R: Rng>(data: &MolRecord, prior: &Prior, cfg: &FlowConfig, t:
         }
         match dj {
             Some(j) => {
-                let x = [0, 1, 2].map(|d| (1.0 - t) * x0i[d] + t * x1d[j][d] + cfg.pos_noise * rng.sample::<f64, _>(StandardNormal));
+                let x = [0, 1, 2].map(|d| {
+                    (1.0 - t) * x0i[d]
+                        + t * x1d[j][d]
+                        + cfg.pos_noise * rng.sample::<f64, _>(StandardNormal)
+                });
                 let flip = rng.random::<f64>() < k_sub;
                 s.x.push(x);
                 s.a.push(if flip { data.types[j] } else { *a0i });
-                s.c.push(if rng.random::<f64>() < k_sub { data.charges[j] } else { *c0i });
+                s.c.push(if rng.random::<f64>() < k_sub {
+                    data.charges[j]
+                } else {
+                    *c0i
+                });
                 s.x1.push(x1d[j]);
                 s.a1.push(data.types[j]);
                 s.c1.push(data.charges[j]);
@@ -181,7 +226,11 @@ pub fn make_sample<R: Rng>(data: &MolRecord, prior: &Prior, cfg: &FlowConfig, t:
                 _ => 0,
             };
             let e0 = prior.bond(rng);
-            let et = if !s.del[i] && !s.del[j] && rng.random::<f64>() < k_sub { e1 } else { e0 };
+            let et = if !s.del[i] && !s.del[j] && rng.random::<f64>() < k_sub {
+                e1
+            } else {
+                e0
+            };
             s.e[i * n + j] = et;
             s.e[j * n + i] = et;
             s.e1[i * n + j] = e1;
@@ -190,9 +239,14 @@ pub fn make_sample<R: Rng>(data: &MolRecord, prior: &Prior, cfg: &FlowConfig, t:
     }
     // Centre on the present atoms; targets share the frame.
     let mu = centre3(&mut s.x);
-    s.x1.iter_mut().for_each(|p| (0..3).for_each(|d| p[d] -= mu[d]));
+    s.x1.iter_mut()
+        .for_each(|p| (0..3).for_each(|d| p[d] -= mu[d]));
     s.ins_count = vec![0; n];
-    let cand: Vec<usize> = if s.del.iter().all(|&d| d) { (0..n).collect() } else { (0..n).filter(|&i| !s.del[i]).collect() };
+    let cand: Vec<usize> = if s.del.iter().all(|&d| d) {
+        (0..n).collect()
+    } else {
+        (0..n).filter(|&i| !s.del[i]).collect()
+    };
     for j in absent {
         let pos = [0, 1, 2].map(|d| x1d[j][d] - mu[d]);
         let spawn = cand
@@ -205,7 +259,11 @@ pub fn make_sample<R: Rng>(data: &MolRecord, prior: &Prior, cfg: &FlowConfig, t:
         s.q_pos.push(pos);
         s.q_type.push(data.types[j]);
         s.q_charge.push(data.charges[j]);
-        s.q_bonds.push((0..n).map(|p| data_of[p].map_or(0, |dp| bm[[j, dp]])).collect());
+        s.q_bonds.push(
+            (0..n)
+                .map(|p| data_of[p].map_or(0, |dp| bm[[j, dp]]))
+                .collect(),
+        );
     }
     s
 }
@@ -216,13 +274,22 @@ fn dist2(a: &[f64; 3], b: &[f64; 3]) -> f64 {
 
 /// Build samples for a batch of data molecules in parallel (one RNG stream
 /// per molecule, seeded from `seed`).
-pub fn make_batch(data: &[&MolRecord], props: &[Option<f64>], prior: &Prior, cfg: &FlowConfig, cond_drop: f64, seed: u64) -> Vec<Sample> {
+pub fn make_batch(
+    data: &[&MolRecord],
+    props: &[Option<f64>],
+    prior: &Prior,
+    cfg: &FlowConfig,
+    cond_drop: f64,
+    seed: u64,
+) -> Vec<Sample> {
     use rand::SeedableRng;
     data.par_iter()
         .zip(props.par_iter())
         .enumerate()
         .map(|(k, (d, p))| {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(k as u64));
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+                seed.wrapping_mul(1_000_003).wrapping_add(k as u64),
+            );
             let t = rng.random::<f64>() * 0.999;
             let mut s = make_sample(d, prior, cfg, t, &mut rng);
             if let Some(v) = p {
@@ -264,13 +331,33 @@ pub struct Batch {
 pub fn collate(samples: &[Sample], dev: &Device) -> Result<Batch> {
     let b = samples.len();
     let n = samples.iter().map(|s| s.x.len()).max().unwrap_or(1).max(1);
-    let q = samples.iter().map(|s| s.q_spawn.len()).max().unwrap_or(0).max(1);
+    let q = samples
+        .iter()
+        .map(|s| s.q_spawn.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let mut x = vec![0f32; b * n * 3];
     let mut x1 = vec![0f32; b * n * 3];
-    let (mut a, mut c, mut a1, mut c1) = (vec![0u32; b * n], vec![0u32; b * n], vec![0u32; b * n], vec![0u32; b * n]);
+    let (mut a, mut c, mut a1, mut c1) = (
+        vec![0u32; b * n],
+        vec![0u32; b * n],
+        vec![0u32; b * n],
+        vec![0u32; b * n],
+    );
     let (mut e, mut e1) = (vec![0u32; b * n * n], vec![0u32; b * n * n]);
-    let (mut mask, mut keep, mut del, mut ins) = (vec![0f32; b * n], vec![0f32; b * n], vec![0f32; b * n], vec![0f32; b * n]);
-    let (mut qs, mut qp, mut qt, mut qc) = (vec![0u32; b * q], vec![0f32; b * q * 3], vec![0u32; b * q], vec![0u32; b * q]);
+    let (mut mask, mut keep, mut del, mut ins) = (
+        vec![0f32; b * n],
+        vec![0f32; b * n],
+        vec![0f32; b * n],
+        vec![0f32; b * n],
+    );
+    let (mut qs, mut qp, mut qt, mut qc) = (
+        vec![0u32; b * q],
+        vec![0f32; b * q * 3],
+        vec![0u32; b * q],
+        vec![0u32; b * q],
+    );
     let (mut qb, mut qm) = (vec![0u32; b * q * n], vec![0f32; b * q]);
     let (mut t, mut cond, mut con) = (vec![0f32; b], vec![0f32; b], vec![0f32; b]);
     for (k, s) in samples.iter().enumerate() {
@@ -350,7 +437,14 @@ mod tests {
         let r = MolRecord {
             types: vec![1, 2, 0, 0, 0, 0],
             charges: vec![0; 6],
-            pos: array![[0.0, 0.0, 0.0], [1.4, 0.0, 0.0], [-0.5, 0.9, 0.0], [-0.5, -0.9, 0.0], [-0.4, 0.0, 1.0], [1.8, 0.9, 0.0]],
+            pos: array![
+                [0.0, 0.0, 0.0],
+                [1.4, 0.0, 0.0],
+                [-0.5, 0.9, 0.0],
+                [-0.5, -0.9, 0.0],
+                [-0.4, 0.0, 1.0],
+                [1.8, 0.9, 0.0]
+            ],
             bonds: vec![(0, 1, 1), (0, 2, 1), (0, 3, 1), (0, 4, 1), (1, 5, 1)],
             properties: BTreeMap::new(),
         };
@@ -376,14 +470,19 @@ mod tests {
             let kept = s.del.iter().filter(|&&d| !d).count();
             assert_eq!(kept + s.q_spawn.len(), 6, "t={t}");
             assert_eq!(s.ins_count.iter().sum::<usize>(), s.q_spawn.len());
-            let mu: Vec<f64> = (0..3).map(|d| s.x.iter().map(|p| p[d]).sum::<f64>() / n as f64).collect();
+            let mu: Vec<f64> = (0..3)
+                .map(|d| s.x.iter().map(|p| p[d]).sum::<f64>() / n as f64)
+                .collect();
             assert!(mu.iter().all(|m| m.abs() < 1e-9));
             assert!(s.q_spawn.iter().all(|&sp| sp < n && !s.del[sp]));
             saw_ins |= !s.q_spawn.is_empty();
             saw_del |= s.del.iter().any(|&d| d);
             let dev = Device::Cpu;
             let b = collate(&[s.clone()], &dev).unwrap();
-            assert_eq!(b.input.mask.sum_all().unwrap().to_scalar::<f32>().unwrap() as usize, n);
+            assert_eq!(
+                b.input.mask.sum_all().unwrap().to_scalar::<f32>().unwrap() as usize,
+                n
+            );
         }
         assert!(saw_ins && saw_del);
     }

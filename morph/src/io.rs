@@ -49,17 +49,39 @@ impl ModelMeta {
             Some(name) if name == "n_atoms" => {
                 let ns: Vec<f64> = set.records.iter().map(|r| r.n_atoms() as f64).collect();
                 let m = ns.iter().sum::<f64>() / ns.len().max(1) as f64;
-                let s = (ns.iter().map(|v| (v - m).powi(2)).sum::<f64>() / ns.len().max(1) as f64).sqrt();
-                Some(CondInfo { name: name.clone(), mean: m, std: if s > 0.0 { s } else { 1.0 } })
+                let s = (ns.iter().map(|v| (v - m).powi(2)).sum::<f64>() / ns.len().max(1) as f64)
+                    .sqrt();
+                Some(CondInfo {
+                    name: name.clone(),
+                    mean: m,
+                    std: if s > 0.0 { s } else { 1.0 },
+                })
             }
             Some(name) => {
                 let (m, s) = stats.properties.get(name).copied().ok_or_else(|| {
-                    MorphError::config("condition", format!("property `{name}` is absent from the training data (have: {:?})", stats.properties.keys().collect::<Vec<_>>()))
+                    MorphError::config(
+                        "condition",
+                        format!(
+                            "property `{name}` is absent from the training data (have: {:?})",
+                            stats.properties.keys().collect::<Vec<_>>()
+                        ),
+                    )
                 })?;
-                Some(CondInfo { name: name.clone(), mean: m, std: if s > 0.0 { s } else { 1.0 } })
+                Some(CondInfo {
+                    name: name.clone(),
+                    mean: m,
+                    std: if s > 0.0 { s } else { 1.0 },
+                })
             }
         };
-        Ok(Self { format: "cellmol-morph-1".into(), config, vocab: set.vocab.clone(), stats: stats.clone(), condition, trained_steps: 0 })
+        Ok(Self {
+            format: "cellmol-morph-1".into(),
+            config,
+            vocab: set.vocab.clone(),
+            stats: stats.clone(),
+            condition,
+            trained_steps: 0,
+        })
     }
 
     pub fn dims(&self) -> NetDims {
@@ -81,8 +103,14 @@ impl ModelMeta {
     pub fn cond_values(&self, recs: &[&MolRecord]) -> Vec<Option<f64>> {
         match &self.condition {
             None => vec![None; recs.len()],
-            Some(c) if c.name == "n_atoms" => recs.iter().map(|r| Some(c.normalise(r.n_atoms() as f64))).collect(),
-            Some(c) => recs.iter().map(|r| r.properties.get(&c.name).map(|&v| c.normalise(v))).collect(),
+            Some(c) if c.name == "n_atoms" => recs
+                .iter()
+                .map(|r| Some(c.normalise(r.n_atoms() as f64)))
+                .collect(),
+            Some(c) => recs
+                .iter()
+                .map(|r| r.properties.get(&c.name).map(|&v| c.normalise(v)))
+                .collect(),
         }
     }
 }
@@ -96,30 +124,62 @@ pub struct ModelDir {
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|source| MorphError::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| MorphError::Io { path: path.to_path_buf(), source })
+    std::fs::write(&tmp, bytes).map_err(|source| MorphError::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| MorphError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl ModelDir {
     pub fn save(dir: &Path, meta: &ModelMeta, weights: &HashMap<String, Tensor>) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|source| MorphError::Io { path: dir.to_path_buf(), source })?;
-        let json = serde_json::to_vec_pretty(meta).map_err(|e| MorphError::File { path: dir.join(CONFIG_FILE), message: e.to_string() })?;
+        std::fs::create_dir_all(dir).map_err(|source| MorphError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let json = serde_json::to_vec_pretty(meta).map_err(|e| MorphError::File {
+            path: dir.join(CONFIG_FILE),
+            message: e.to_string(),
+        })?;
         let wpath = dir.join(WEIGHTS_FILE);
         let tmp = dir.join(format!(".{WEIGHTS_FILE}.tmp{}", std::process::id()));
         candle_core::safetensors::save(weights, &tmp)?;
-        std::fs::rename(&tmp, &wpath).map_err(|source| MorphError::Io { path: wpath.clone(), source })?;
+        std::fs::rename(&tmp, &wpath).map_err(|source| MorphError::Io {
+            path: wpath.clone(),
+            source,
+        })?;
         write_atomic(&dir.join(CONFIG_FILE), &json)
     }
 
     pub fn load(dir: &Path, dev: &Device) -> Result<Self> {
         let cpath = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&cpath).map_err(|source| MorphError::Io { path: cpath.clone(), source })?;
-        let meta: ModelMeta = serde_json::from_str(&text).map_err(|e| MorphError::File { path: cpath.clone(), message: format!("not a Morph model config: {e}") })?;
+        let text = std::fs::read_to_string(&cpath).map_err(|source| MorphError::Io {
+            path: cpath.clone(),
+            source,
+        })?;
+        let meta: ModelMeta = serde_json::from_str(&text).map_err(|e| MorphError::File {
+            path: cpath.clone(),
+            message: format!("not a Morph model config: {e}"),
+        })?;
         meta.config.validate()?;
         let wpath = dir.join(WEIGHTS_FILE);
-        let tensors = candle_core::safetensors::load(&wpath, dev).map_err(|e| MorphError::File { path: wpath.clone(), message: e.to_string() })?;
+        let tensors =
+            candle_core::safetensors::load(&wpath, dev).map_err(|e| MorphError::File {
+                path: wpath.clone(),
+                message: e.to_string(),
+            })?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, dev);
-        let net = MorphNet::new(meta.dims(), vb).map_err(|e| MorphError::File { path: wpath, message: format!("weights do not match config.json: {e}") })?;
-        Ok(Self { meta, net, path: dir.to_path_buf() })
+        let net = MorphNet::new(meta.dims(), vb).map_err(|e| MorphError::File {
+            path: wpath,
+            message: format!("weights do not match config.json: {e}"),
+        })?;
+        Ok(Self {
+            meta,
+            net,
+            path: dir.to_path_buf(),
+        })
     }
 }

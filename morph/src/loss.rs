@@ -21,7 +21,10 @@ pub struct Losses {
 impl Losses {
     /// Host values of the terms, for logging.
     pub fn values(&self) -> Result<Vec<(&'static str, f32)>> {
-        self.terms.iter().map(|(n, t)| Ok((*n, t.to_scalar::<f32>()?))).collect()
+        self.terms
+            .iter()
+            .map(|(n, t)| Ok((*n, t.to_scalar::<f32>()?)))
+            .collect()
     }
 }
 
@@ -35,19 +38,25 @@ fn per_mol(l: &Tensor, w: &Tensor) -> Result<Tensor> {
 
 /// Binary cross-entropy with logits, elementwise.
 pub fn bce_logits(z: &Tensor, y: &Tensor) -> Result<Tensor> {
-    let sp = z.relu()?.add(&z.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
+    let sp = z
+        .relu()?
+        .add(&z.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
     Ok(sp.sub(&z.mul(y)?)?)
 }
 
 /// softplus
 pub fn softplus(z: &Tensor) -> Result<Tensor> {
-    Ok(z.relu()?.add(&z.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?)
+    Ok(z.relu()?
+        .add(&z.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?)
 }
 
 /// Negative log-probability of `target` (u32, shape `[...]`) under `logits` `[..., k]`.
 pub fn nll_classes(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
     let lp = ops::log_softmax(logits, D::Minus1)?;
-    Ok(lp.gather(&target.unsqueeze(D::Minus1)?.contiguous()?, D::Minus1)?.squeeze(D::Minus1)?.neg()?)
+    Ok(lp
+        .gather(&target.unsqueeze(D::Minus1)?.contiguous()?, D::Minus1)?
+        .squeeze(D::Minus1)?
+        .neg()?)
 }
 
 /// All loss terms of one batch.
@@ -62,13 +71,19 @@ pub fn compute(net: &MorphNet, out: &NetOutput, batch: &Batch) -> Result<Losses>
     // Types: BCE on "needs substitution", CE where it does.
     let need_a = batch.input.a.ne(&batch.a1)?.to_dtype(DType::F32)?; // [b, n]
     let l_sub_a = per_mol(&bce_logits(&out.sub_a, &need_a)?, keep)?;
-    let l_type = per_mol(&nll_classes(&out.type_logits, &batch.a1)?, &need_a.mul(keep)?)?;
+    let l_type = per_mol(
+        &nll_classes(&out.type_logits, &batch.a1)?,
+        &need_a.mul(keep)?,
+    )?;
     let l_charge = per_mol(&nll_classes(&out.charge_logits, &batch.c1)?, keep)?;
     // Bonds over present pairs, i ≠ j.
     let pm = crate::egnn::pair_mask(mask)?.squeeze(3)?; // [b, n, n]
     let need_e = batch.input.e.ne(&batch.e1)?.to_dtype(DType::F32)?;
     let l_sub_e = per_mol(&bce_logits(&out.sub_e, &need_e)?, &pm)?;
-    let l_bond = per_mol(&nll_classes(&out.bond_logits, &batch.e1)?, &need_e.mul(&pm)?)?;
+    let l_bond = per_mol(
+        &nll_classes(&out.bond_logits, &batch.e1)?,
+        &need_e.mul(&pm)?,
+    )?;
     // Deletion.
     let l_del = per_mol(&bce_logits(&out.del, &batch.del)?, mask)?;
     // Poisson NLL of remaining insertions: r − k log r.
@@ -80,7 +95,11 @@ pub fn compute(net: &MorphNet, out: &NetOutput, batch: &Batch) -> Result<Losses>
         // t: [b, n, inner...] → [b, q, inner...] at the spawn atoms.
         let flat: usize = inner.iter().product();
         let t2 = t.reshape((b, n, flat))?;
-        let idx = batch.q_spawn.unsqueeze(2)?.broadcast_as((b, q, flat))?.contiguous()?;
+        let idx = batch
+            .q_spawn
+            .unsqueeze(2)?
+            .broadcast_as((b, q, flat))?
+            .contiguous()?;
         let mut shape = vec![b, q];
         shape.extend_from_slice(inner);
         Ok(t2.gather(&idx, 1)?.reshape(shape)?)
@@ -92,20 +111,43 @@ pub fn compute(net: &MorphNet, out: &NetOutput, batch: &Batch) -> Result<Losses>
     let logstd = gather(&out.mix_logstd, &[k])?; // [b, q, K]
     let lt = ops::log_softmax(&gather(&out.mix_type, &[k, na])?, D::Minus1)?; // [b, q, K, A]
     let lc = ops::log_softmax(&gather(&out.mix_charge, &[k, nc])?, D::Minus1)?; // [b, q, K, C]
-    let d2 = mean.broadcast_sub(&batch.q_pos.unsqueeze(2)?)?.sqr()?.sum(3)?; // [b, q, K]
+    let d2 = mean
+        .broadcast_sub(&batch.q_pos.unsqueeze(2)?)?
+        .sqr()?
+        .sum(3)?; // [b, q, K]
     let var = (logstd.clone() * 2.0)?.exp()?;
-    let log_n = ((d2.div(&var)? * -0.5)? - (logstd * 3.0)?)?.affine(1.0, -1.5 * (2.0 * std::f64::consts::PI).ln())?; // [b, q, K]
-    let qt = batch.q_type.unsqueeze(2)?.unsqueeze(3)?.broadcast_as((b, q, k, 1))?.contiguous()?;
-    let qc = batch.q_charge.unsqueeze(2)?.unsqueeze(3)?.broadcast_as((b, q, k, 1))?.contiguous()?;
+    let log_n = ((d2.div(&var)? * -0.5)? - (logstd * 3.0)?)?
+        .affine(1.0, -1.5 * (2.0 * std::f64::consts::PI).ln())?; // [b, q, K]
+    let qt = batch
+        .q_type
+        .unsqueeze(2)?
+        .unsqueeze(3)?
+        .broadcast_as((b, q, k, 1))?
+        .contiguous()?;
+    let qc = batch
+        .q_charge
+        .unsqueeze(2)?
+        .unsqueeze(3)?
+        .broadcast_as((b, q, k, 1))?
+        .contiguous()?;
     let lpt = lt.gather(&qt, 3)?.squeeze(3)?; // [b, q, K]
     let lpc = lc.gather(&qc, 3)?.squeeze(3)?;
     let comp = logit.add(&(log_n / 3.0)?)?.add(&lpt)?.add(&lpc)?; // [b, q, K]
     let mx = comp.max_keepdim(2)?.detach();
-    let lse = comp.broadcast_sub(&mx)?.exp()?.sum_keepdim(2)?.log()?.add(&mx)?.squeeze(2)?; // [b, q]
+    let lse = comp
+        .broadcast_sub(&mx)?
+        .exp()?
+        .sum_keepdim(2)?
+        .log()?
+        .add(&mx)?
+        .squeeze(2)?; // [b, q]
     let l_mix = per_mol(&lse.neg()?, &batch.q_mask)?;
     // Insertion bonds (teacher forcing on the target position and type).
     let ib = net.insertion_bonds(out, &batch.q_spawn, &batch.q_pos, &batch.q_type)?; // [b, q, n, E]
-    let wq = batch.q_mask.unsqueeze(2)?.broadcast_mul(&keep.unsqueeze(1)?)?; // [b, q, n]
+    let wq = batch
+        .q_mask
+        .unsqueeze(2)?
+        .broadcast_mul(&keep.unsqueeze(1)?)?; // [b, q, n]
     let l_ibond = per_mol(&nll_classes(&ib, &batch.q_bonds)?, &wq)?;
     let terms = vec![
         ("pos", l_pos),

@@ -154,12 +154,26 @@ fn count_features(mask: &Tensor) -> Result<Tensor> {
 
 impl MorphNet {
     pub fn new(dims: NetDims, vb: VarBuilder) -> Result<Self> {
-        let (h, a, c, e, k) = (dims.hidden, dims.n_types, dims.n_charges, dims.n_bonds, dims.n_mix);
+        let (h, a, c, e, k) = (
+            dims.hidden,
+            dims.n_types,
+            dims.n_charges,
+            dims.n_bonds,
+            dims.n_mix,
+        );
         let n_node_out = a + c + 3 + k * (2 + a + c);
         Ok(Self {
             dims,
             embed: Lin::new(a + c + N_TIME + N_COUNT + N_COND, h, true, vb.pp("embed"))?,
-            backbone: Egnn::new(h, dims.n_layers, e, dims.coords_range, dims.agg_norm, dims.bounded_mixture, vb.pp("egnn"))?,
+            backbone: Egnn::new(
+                h,
+                dims.n_layers,
+                e,
+                dims.coords_range,
+                dims.agg_norm,
+                dims.bounded_mixture,
+                vb.pp("egnn"),
+            )?,
             node1: Lin::new(h, h, true, vb.pp("node1"))?,
             node_out: Lin::new(h, n_node_out, true, vb.pp("node_out"))?,
             pair_a: Lin::new(h, h, true, vb.pp("pair_a"))?,
@@ -190,15 +204,26 @@ impl MorphNet {
         let oh_c = one_hot(&inp.c, c, dev)?; // [b, n, C]
         let oh_e = one_hot(&inp.e, e, dev)?; // [b, n, n, E]
         let glob = Tensor::cat(
-            &[time_features(&inp.t)?, count_features(mask)?, Tensor::stack(&[inp.cond.mul(&inp.cond_on)?, inp.cond_on.clone()], 1)?],
+            &[
+                time_features(&inp.t)?,
+                count_features(mask)?,
+                Tensor::stack(&[inp.cond.mul(&inp.cond_on)?, inp.cond_on.clone()], 1)?,
+            ],
             1,
         )?; // [b, G]
-        let glob = glob.unsqueeze(1)?.broadcast_as((b, n, N_TIME + N_COUNT + N_COND))?;
-        let h0 = self.embed.forward(&Tensor::cat(&[&oh_a, &oh_c, &glob.contiguous()?], 2)?)?.broadcast_mul(&mk)?; // [b, n, H]
+        let glob = glob
+            .unsqueeze(1)?
+            .broadcast_as((b, n, N_TIME + N_COUNT + N_COND))?;
+        let h0 = self
+            .embed
+            .forward(&Tensor::cat(&[&oh_a, &oh_c, &glob.contiguous()?], 2)?)?
+            .broadcast_mul(&mk)?; // [b, n, H]
         let (h, x1) = self.backbone.forward(&h0, &inp.x, &oh_e, mask)?; // [b, n, H], [b, n, 3]
         let x1 = centre(&x1, mask)?;
         // Node heads.
-        let z = self.node_out.forward(&ops::silu(&self.node1.forward(&h)?)?)?; // [b, n, F]
+        let z = self
+            .node_out
+            .forward(&ops::silu(&self.node1.forward(&h)?)?)?; // [b, n, F]
         let mut off = 0;
         let mut take = |w: usize| -> Result<Tensor> {
             let t = z.narrow(2, off, w)?;
@@ -216,8 +241,12 @@ impl MorphNet {
         let mix_charge = take(k * c)?.reshape((b, n, k, c))?;
         // Pair heads on the output geometry (symmetric in i, j).
         let (diff, d2_raw) = pair_geometry(&x1)?; // [b, n, n, 3], [b, n, n, 1]
-        // Heads see ln(1 + d²): bounded sensitivity keeps invariants exact in f32.
-        let d2 = if d.bounded_mixture { d2_raw.affine(1.0, 1.0)?.log()? } else { d2_raw.clone() };
+                                                  // Heads see ln(1 + d²): bounded sensitivity keeps invariants exact in f32.
+        let d2 = if d.bounded_mixture {
+            d2_raw.affine(1.0, 1.0)?.log()?
+        } else {
+            d2_raw.clone()
+        };
         let pa = self.pair_a.forward(&h)?; // [b, n, H]
         let hi = h.unsqueeze(2)?; // [b, n, 1, H]
         let hj = h.unsqueeze(1)?; // [b, 1, n, H]
@@ -232,13 +261,24 @@ impl MorphNet {
         let sub_e = pz.narrow(3, e, 1)?.squeeze(3)?;
         // Equivariant mixture means.
         let pm = pair_mask(mask)?; // [b, n, n, 1]
-        let g = self.mix_src.forward(&h)?.unsqueeze(2)?.broadcast_add(&self.mix_dst.forward(&h)?.unsqueeze(1)?)?.add(&self.mix_d.forward(&d2)?)?;
+        let g = self
+            .mix_src
+            .forward(&h)?
+            .unsqueeze(2)?
+            .broadcast_add(&self.mix_dst.forward(&h)?.unsqueeze(1)?)?
+            .add(&self.mix_d.forward(&d2)?)?;
         let phi = self.mix_out.forward(&ops::silu(&g)?)?; // [b, n, n, K]
         let phi = if d.bounded_mixture { phi.tanh()? } else { phi };
         let phi = phi.broadcast_mul(&pm)?;
         let w = phi.broadcast_div(&(d2_raw + 1e-8)?.sqrt()?.affine(1.0, 1.0)?)?; // [b, n, n, K]
-        let off = w.transpose(2, 3)?.contiguous()?.reshape((b * n, k, n))?.matmul(&diff.reshape((b * n, n, 3))?)?; // [b n, K, 3]
-        let mix_mean = off.reshape((b, n, k, 3))?.broadcast_add(&x1.unsqueeze(2)?)?; // [b, n, K, 3]
+        let off = w
+            .transpose(2, 3)?
+            .contiguous()?
+            .reshape((b * n, k, n))?
+            .matmul(&diff.reshape((b * n, n, 3))?)?; // [b n, K, 3]
+        let mix_mean = off
+            .reshape((b, n, k, 3))?
+            .broadcast_add(&x1.unsqueeze(2)?)?; // [b, n, K, 3]
         Ok(NetOutput {
             x1,
             h,
@@ -260,16 +300,34 @@ impl MorphNet {
     /// Insertion-bond logits `[b, q, n, E]` between new atoms (spawned by
     /// `spawn` `[b, q]` u32 at positions `pos` `[b, q, 3]` with types `types`
     /// `[b, q]` u32) and the present atoms (`h`, `x1` from `forward`).
-    pub fn insertion_bonds(&self, out: &NetOutput, spawn: &Tensor, pos: &Tensor, types: &Tensor) -> Result<Tensor> {
+    pub fn insertion_bonds(
+        &self,
+        out: &NetOutput,
+        spawn: &Tensor,
+        pos: &Tensor,
+        types: &Tensor,
+    ) -> Result<Tensor> {
         let (b, q) = spawn.dims2()?;
         let hd = self.dims.hidden;
         let idx = spawn.unsqueeze(2)?.broadcast_as((b, q, hd))?.contiguous()?;
         let hs = out.h.gather(&idx, 1)?; // [b, q, H]
         let oh = one_hot(types, self.dims.n_types, out.h.device())?; // [b, q, A]
         let src = self.ib_src.forward(&hs)?.add(&self.ib_type.forward(&oh)?)?; // [b, q, H]
-        let d2 = pos.unsqueeze(2)?.broadcast_sub(&out.x1.unsqueeze(1)?)?.sqr()?.sum_keepdim(3)?; // [b, q, n, 1]
-        let d2 = if self.dims.bounded_mixture { d2.affine(1.0, 1.0)?.log()? } else { d2 };
-        let pre = self.ib_d.forward(&d2)?.broadcast_add(&src.unsqueeze(2)?)?.broadcast_add(&self.ib_dst.forward(&out.h)?.unsqueeze(1)?)?;
+        let d2 = pos
+            .unsqueeze(2)?
+            .broadcast_sub(&out.x1.unsqueeze(1)?)?
+            .sqr()?
+            .sum_keepdim(3)?; // [b, q, n, 1]
+        let d2 = if self.dims.bounded_mixture {
+            d2.affine(1.0, 1.0)?.log()?
+        } else {
+            d2
+        };
+        let pre = self
+            .ib_d
+            .forward(&d2)?
+            .broadcast_add(&src.unsqueeze(2)?)?
+            .broadcast_add(&self.ib_dst.forward(&out.h)?.unsqueeze(1)?)?;
         self.ib_out.forward(&ops::silu(&pre)?)
     }
 }
@@ -279,6 +337,9 @@ pub fn one_hot(idx: &Tensor, k: usize, dev: &Device) -> Result<Tensor> {
     let classes = Tensor::arange(0u32, k as u32, dev)?;
     let mut shape = idx.dims().to_vec();
     shape.push(k);
-    let oh = idx.unsqueeze(D::Minus1)?.broadcast_as(shape.as_slice())?.eq(&classes.broadcast_as(shape.as_slice())?)?;
+    let oh = idx
+        .unsqueeze(D::Minus1)?
+        .broadcast_as(shape.as_slice())?
+        .eq(&classes.broadcast_as(shape.as_slice())?)?;
     Ok(oh.to_dtype(DType::F32)?)
 }

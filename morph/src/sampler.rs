@@ -76,7 +76,10 @@ impl State {
     /// Bonds `(i, j, class)` with i < j, class ≥ 1.
     pub fn bond_list(&self) -> Vec<(usize, usize, usize)> {
         let n = self.n();
-        (0..n).flat_map(|i| (i + 1..n).map(move |j| (i, j))).filter_map(|(i, j)| (self.bond(i, j) > 0).then(|| (i, j, self.bond(i, j)))).collect()
+        (0..n)
+            .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+            .filter_map(|(i, j)| (self.bond(i, j) > 0).then(|| (i, j, self.bond(i, j))))
+            .collect()
     }
 }
 
@@ -134,11 +137,17 @@ fn sigmoid(z: f32) -> f64 {
 pub fn sample_logits<R: Rng>(logits: &[f32], rng: &mut R) -> usize {
     let mx = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let w: Vec<f64> = logits.iter().map(|&l| ((l - mx) as f64).exp()).collect();
-    WeightedIndex::new(&w).map(|d| d.sample(rng)).unwrap_or_else(|_| argmax(logits))
+    WeightedIndex::new(&w)
+        .map(|d| d.sample(rng))
+        .unwrap_or_else(|_| argmax(logits))
 }
 
 pub fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0)
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap_or(0)
 }
 
 /// A pending insertion: spawn atom, proposed clean position (network frame),
@@ -177,7 +186,11 @@ pub fn plan_step<R: Rng>(
     let (na, nc, ne, k) = h.dims;
     let np = h.n;
     let n = s.n();
-    let (l_sub, l_del, l_ins) = (hazard(t, flow.p_sub), hazard(t, flow.p_indel), hazard(t, flow.p_indel));
+    let (l_sub, l_del, l_ins) = (
+        hazard(t, flow.p_sub),
+        hazard(t, flow.p_indel),
+        hazard(t, flow.p_indel),
+    );
     let base = m * np;
     // Insertions are drawn first (relative to the current geometry).
     let mut ins = Vec::new();
@@ -192,15 +205,25 @@ pub fn plan_step<R: Rng>(
             let comp = sample_logits(&h.mix_logits[o * k..(o + 1) * k], rng);
             let oc = o * k + comp;
             let sd = (h.mix_logstd[oc] as f64).exp();
-            let clean = [0, 1, 2].map(|d| h.mix_mean[oc * 3 + d] as f64 + sd * rng.sample::<f64, _>(StandardNormal));
+            let clean = [0, 1, 2]
+                .map(|d| h.mix_mean[oc * 3 + d] as f64 + sd * rng.sample::<f64, _>(StandardNormal));
             let xs = [0, 1, 2].map(|d| h.x1[o * 3 + d] as f64);
-            let x = [0, 1, 2].map(|d| s.x[i][d] + clean[d] - xs[d] + (1.0 - t) * flow.ins_noise * rng.sample::<f64, _>(StandardNormal));
+            let x = [0, 1, 2].map(|d| {
+                s.x[i][d] + clean[d] - xs[d]
+                    + (1.0 - t) * flow.ins_noise * rng.sample::<f64, _>(StandardNormal)
+            });
             if !(clean.iter().chain(&x).all(|v| v.is_finite())) {
                 continue;
             }
             let a = sample_logits(&h.mix_type[oc * na..(oc + 1) * na], rng);
             let c = argmax(&h.mix_charge[oc * nc..(oc + 1) * nc]);
-            ins.push(Insertion { spawn: i, clean, x, a, c });
+            ins.push(Insertion {
+                spawn: i,
+                clean,
+                x,
+                a,
+                c,
+            });
             room -= 1;
         }
     }
@@ -241,7 +264,9 @@ pub fn plan_step<R: Rng>(
             let o = (m * np + i) * np + j;
             if rng.random::<f64>() < (sigmoid(h.sub_e[o]) * l_sub * dt).min(1.0) {
                 let o2 = (m * np + j) * np + i;
-                let lg: Vec<f32> = (0..ne).map(|q| 0.5 * (h.bond_logits[o * ne + q] + h.bond_logits[o2 * ne + q])).collect();
+                let lg: Vec<f32> = (0..ne)
+                    .map(|q| 0.5 * (h.bond_logits[o * ne + q] + h.bond_logits[o2 * ne + q]))
+                    .collect();
                 let v = sample_logits(&lg, rng);
                 s.e[i * n + j] = v;
                 s.e[j * n + i] = v;
@@ -271,7 +296,12 @@ pub fn states_input(states: &[State], t: f64, cond: Option<f64>, dev: &Device) -
     let b = states.len();
     let n = states.iter().map(|s| s.n()).max().unwrap_or(1).max(1);
     let mut x = vec![0f32; b * n * 3];
-    let (mut a, mut c, mut e, mut mask) = (vec![0u32; b * n], vec![0u32; b * n], vec![0u32; b * n * n], vec![0f32; b * n]);
+    let (mut a, mut c, mut e, mut mask) = (
+        vec![0u32; b * n],
+        vec![0u32; b * n],
+        vec![0u32; b * n * n],
+        vec![0f32; b * n],
+    );
     for (k, s) in states.iter().enumerate() {
         let m = s.n();
         for i in 0..m {
@@ -311,10 +341,18 @@ pub struct SampleSpec {
 
 /// Time grid `t_k = 1 − 10^{−3 k/(K−1)}`, k = 0..K−1.
 pub fn time_grid(steps: usize) -> Vec<f64> {
-    (0..steps).map(|k| 1.0 - 10f64.powf(-3.0 * k as f64 / (steps - 1).max(1) as f64)).collect()
+    (0..steps)
+        .map(|k| 1.0 - 10f64.powf(-3.0 * k as f64 / (steps - 1).max(1) as f64))
+        .collect()
 }
 
-fn forward(net: &MorphNet, states: &[State], t: f64, spec: &SampleSpec, dev: &Device) -> Result<NetOutput> {
+fn forward(
+    net: &MorphNet,
+    states: &[State],
+    t: f64,
+    spec: &SampleSpec,
+    dev: &Device,
+) -> Result<NetOutput> {
     match spec.cond {
         Some((v, w)) if (w - 1.0).abs() > 1e-12 => {
             let c = net.forward(&states_input(states, t, Some(v), dev)?)?;
@@ -330,17 +368,29 @@ fn forward(net: &MorphNet, states: &[State], t: f64, spec: &SampleSpec, dev: &De
 /// size range (data range ± `prior_extra`) can exceed the sampling limits, so
 /// the drawn size is clamped into `[min_atoms, cap]` (a scaffold larger than
 /// the cap keeps all its atoms plus one free atom).
-pub fn initial_states<R: Rng>(n_mol: usize, prior: &Prior, scaffold: Option<&State>, lim: Limits, rng: &mut R) -> Vec<State> {
+pub fn initial_states<R: Rng>(
+    n_mol: usize,
+    prior: &Prior,
+    scaffold: Option<&State>,
+    lim: Limits,
+    rng: &mut R,
+) -> Vec<State> {
     (0..n_mol)
         .map(|_| {
-            let n0 = prior.n_atoms(rng).clamp(lim.min_atoms.min(lim.cap), lim.cap.max(lim.min_atoms));
+            let n0 = prior
+                .n_atoms(rng)
+                .clamp(lim.min_atoms.min(lim.cap), lim.cap.max(lim.min_atoms));
             let s0 = scaffold.map_or(0, |s| s.n());
-            let n_free = n0.saturating_sub(s0).max(if s0 == 0 { 3.min(lim.cap.max(1)) } else { 1 });
+            let n_free = n0
+                .saturating_sub(s0)
+                .max(if s0 == 0 { 3.min(lim.cap.max(1)) } else { 1 });
             let mut st = scaffold.cloned().unwrap_or_default();
             st.pinned = vec![true; st.n()];
             let x = prior.positions(n_free, rng);
             for xi in x {
-                let bonds: Vec<usize> = (0..st.n()).map(|j| if st.pinned[j] { 0 } else { prior.bond(rng) }).collect();
+                let bonds: Vec<usize> = (0..st.n())
+                    .map(|j| if st.pinned[j] { 0 } else { prior.bond(rng) })
+                    .collect();
                 let (a, c) = (prior.atom_type(rng), prior.charge(rng));
                 st.push(xi, a, c, &bonds);
             }
@@ -374,10 +424,12 @@ pub fn sample_batch(
             plans.push(plan_step(s, &h, m, t, dt, flow, spec.limits, &mut rng));
         }
         let q = plans.iter().map(|p| p.1.len()).max().unwrap_or(0);
-        let mut bonds: Vec<Vec<Vec<usize>>> = plans.iter().map(|p| vec![Vec::new(); p.1.len()]).collect();
+        let mut bonds: Vec<Vec<Vec<usize>>> =
+            plans.iter().map(|p| vec![Vec::new(); p.1.len()]).collect();
         if q > 0 {
             let b = states.len();
-            let (mut sp, mut pos, mut ty) = (vec![0u32; b * q], vec![0f32; b * q * 3], vec![0u32; b * q]);
+            let (mut sp, mut pos, mut ty) =
+                (vec![0u32; b * q], vec![0f32; b * q * 3], vec![0u32; b * q]);
             for (m, p) in plans.iter().enumerate() {
                 for (r, ins) in p.1.iter().enumerate() {
                     sp[m * q + r] = ins.spawn as u32;
@@ -398,7 +450,10 @@ pub fn sample_batch(
                     bonds[m][r] = (0..states[m].n())
                         .map(|j| {
                             let o = ((m * q + r) * np + j) * d.n_bonds;
-                            let lg: Vec<f32> = ib[o..o + d.n_bonds].iter().map(|p| p.max(1e-12).ln()).collect();
+                            let lg: Vec<f32> = ib[o..o + d.n_bonds]
+                                .iter()
+                                .map(|p| p.max(1e-12).ln())
+                                .collect();
                             sample_logits(&lg, &mut rng)
                         })
                         .collect();
@@ -423,8 +478,14 @@ pub fn sample_batch(
             }
         }
     }
-    if let Some(m) = states.iter().position(|s| s.x.iter().flatten().any(|v| !v.is_finite())) {
-        return Err(crate::error::MorphError::data(format!("sampling (seed {})", spec.seed), format!("molecule {m} has non-finite coordinates")));
+    if let Some(m) = states
+        .iter()
+        .position(|s| s.x.iter().flatten().any(|v| !v.is_finite()))
+    {
+        return Err(crate::error::MorphError::data(
+            format!("sampling (seed {})", spec.seed),
+            format!("molecule {m} has non-finite coordinates"),
+        ));
     }
     Ok(states)
 }

@@ -69,10 +69,25 @@ impl Trainer {
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, dev);
         let net = MorphNet::new(meta.dims(), vb)?;
         let t = &meta.config.train;
-        let opt = AdamW::new(varmap.all_vars(), ParamsAdamW { lr: t.lr, weight_decay: t.weight_decay, ..ParamsAdamW::default() })?;
+        let opt = AdamW::new(
+            varmap.all_vars(),
+            ParamsAdamW {
+                lr: t.lr,
+                weight_decay: t.weight_decay,
+                ..ParamsAdamW::default()
+            },
+        )?;
         let ema = snapshot(&varmap)?;
         let prior = Prior::new(&meta.stats, meta.config.flow.prior_extra)?;
-        Ok(Self { varmap, net, opt, ema, meta, prior, dev: dev.clone() })
+        Ok(Self {
+            varmap,
+            net,
+            opt,
+            ema,
+            meta,
+            prior,
+            dev: dev.clone(),
+        })
     }
 
     /// One optimisation step on the molecules `idx` of `set` (normalised).
@@ -80,7 +95,14 @@ impl Trainer {
         let cfg = &self.meta.config;
         let recs: Vec<_> = idx.iter().map(|&i| &set.records[i]).collect();
         let props = self.meta.cond_values(&recs);
-        let samples = make_batch(&recs, &props, &self.prior, &cfg.flow, cfg.train.cond_drop, cfg.train.seed ^ (step as u64).wrapping_mul(0x9E37_79B9));
+        let samples = make_batch(
+            &recs,
+            &props,
+            &self.prior,
+            &cfg.flow,
+            cfg.train.cond_drop,
+            cfg.train.seed ^ (step as u64).wrapping_mul(0x9E37_79B9),
+        );
         let batch = collate(&samples, &self.dev)?;
         let out = self.net.forward(&batch.input)?;
         let losses = crate::loss::compute(&self.net, &out, &batch)?;
@@ -94,7 +116,10 @@ impl Trainer {
         }
         let norm = sq.sqrt();
         if !norm.is_finite() {
-            return Err(MorphError::data(format!("training step {step}"), format!("non-finite gradient norm {norm}")));
+            return Err(MorphError::data(
+                format!("training step {step}"),
+                format!("non-finite gradient norm {norm}"),
+            ));
         }
         let clip = cfg.train.grad_clip;
         if clip > 0.0 && norm > clip {
@@ -109,7 +134,11 @@ impl Trainer {
         self.opt.set_learning_rate(lr);
         self.opt.step(&grads)?;
         let d = cfg.train.ema_decay;
-        let data = self.varmap.data().lock().map_err(|_| MorphError::data("trainer", "variable map lock poisoned"))?;
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| MorphError::data("trainer", "variable map lock poisoned"))?;
         for (name, var) in data.iter() {
             if let Some(e) = self.ema.get_mut(name) {
                 *e = ((&*e * d)? + (var.as_tensor() * (1.0 - d))?)?.detach();
@@ -136,7 +165,9 @@ impl Trainer {
             let samples = make_batch(&recs, &props, &self.prior, &cfg.flow, 0.0, 7_777 + k as u64);
             let batch = collate(&samples, &self.dev)?;
             let out = self.net.forward(&batch.input)?;
-            tot += crate::loss::compute(&self.net, &out, &batch)?.total.to_scalar::<f32>()?;
+            tot += crate::loss::compute(&self.net, &out, &batch)?
+                .total
+                .to_scalar::<f32>()?;
             cnt += 1;
         }
         Ok(if cnt > 0 { tot / cnt as f32 } else { f32::NAN })
@@ -149,19 +180,34 @@ impl Trainer {
 }
 
 fn snapshot(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
-    let data = varmap.data().lock().map_err(|_| MorphError::data("trainer", "variable map lock poisoned"))?;
-    data.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?.detach()))).collect()
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| MorphError::data("trainer", "variable map lock poisoned"))?;
+    data.iter()
+        .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?.detach())))
+        .collect()
 }
 
 /// Fit a model on a normalised molecule set and write it to `out_dir`.
 /// `on_step` sees every step (progress bars, logs).
-pub fn fit(set: &MolSet, stats: &MolStats, config: &MorphConfig, dev: &Device, out_dir: &Path, on_step: &mut dyn FnMut(&StepLog)) -> Result<FitReport> {
+pub fn fit(
+    set: &MolSet,
+    stats: &MolStats,
+    config: &MorphConfig,
+    dev: &Device,
+    out_dir: &Path,
+    on_step: &mut dyn FnMut(&StepLog),
+) -> Result<FitReport> {
     let meta = ModelMeta::new(config.clone(), set, stats)?;
     let mut tr = Trainer::new(meta, dev)?;
     let tc = config.train.clone();
     let (train_idx, val_idx) = set.split(tc.val_frac, tc.seed)?;
     if train_idx.is_empty() {
-        return Err(MorphError::data("training set", "no molecules left after the validation split"));
+        return Err(MorphError::data(
+            "training set",
+            "no molecules left after the validation split",
+        ));
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(tc.seed);
     let mut order = train_idx.clone();
@@ -190,8 +236,18 @@ pub fn fit(set: &MolSet, stats: &MolStats, config: &MorphConfig, dev: &Device, o
             tr.save(out_dir)?;
         }
     }
-    let val_loss = if val_idx.is_empty() { None } else { Some(tr.eval_loss(set, &val_idx)?) };
+    let val_loss = if val_idx.is_empty() {
+        None
+    } else {
+        Some(tr.eval_loss(set, &val_idx)?)
+    };
     tr.meta.trained_steps = done;
     tr.save(out_dir)?;
-    Ok(FitReport { steps: done, elapsed_s: start.elapsed().as_secs_f64(), final_loss: last, val_loss, stopped_by_time })
+    Ok(FitReport {
+        steps: done,
+        elapsed_s: start.elapsed().as_secs_f64(),
+        final_loss: last,
+        val_loss,
+        stopped_by_time,
+    })
 }

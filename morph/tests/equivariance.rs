@@ -9,7 +9,17 @@ use proptest::prelude::*;
 fn net(dev: &Device) -> (VarMap, MorphNet) {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, dev);
-    let dims = NetDims { n_types: 4, n_charges: 3, n_bonds: 5, hidden: 16, n_layers: 2, n_mix: 3, coords_range: 15.0, agg_norm: 5.0, bounded_mixture: true };
+    let dims = NetDims {
+        n_types: 4,
+        n_charges: 3,
+        n_bonds: 5,
+        hidden: 16,
+        n_layers: 2,
+        n_mix: 3,
+        coords_range: 15.0,
+        agg_norm: 5.0,
+        bounded_mixture: true,
+    };
     (vm.clone(), MorphNet::new(dims, vb).unwrap())
 }
 
@@ -18,9 +28,21 @@ fn rotation(q: [f64; 4]) -> [[f32; 3]; 3] {
     let n = (q.iter().map(|v| v * v).sum::<f64>()).sqrt().max(1e-6);
     let [w, x, y, z] = q.map(|v| v / n);
     [
-        [w * w + x * x - y * y - z * z, 2.0 * (x * y - w * z), 2.0 * (x * z + w * y)],
-        [2.0 * (x * y + w * z), w * w - x * x + y * y - z * z, 2.0 * (y * z - w * x)],
-        [2.0 * (x * z - w * y), 2.0 * (y * z + w * x), w * w - x * x - y * y + z * z],
+        [
+            w * w + x * x - y * y - z * z,
+            2.0 * (x * y - w * z),
+            2.0 * (x * z + w * y),
+        ],
+        [
+            2.0 * (x * y + w * z),
+            w * w - x * x + y * y - z * z,
+            2.0 * (y * z - w * x),
+        ],
+        [
+            2.0 * (x * z - w * y),
+            2.0 * (y * z + w * x),
+            w * w - x * x - y * y + z * z,
+        ],
     ]
     .map(|r| r.map(|v| v as f32))
 }
@@ -56,15 +78,34 @@ fn v(t: &Tensor) -> Vec<f32> {
 }
 
 fn invariants(o: &NetOutput) -> Vec<Vec<f32>> {
-    vec![v(&o.type_logits), v(&o.charge_logits), v(&o.bond_logits), v(&o.sub_a), v(&o.del), v(&o.sub_e), v(&o.ins_raw), v(&o.mix_logits), v(&o.mix_logstd), v(&o.mix_type), v(&o.mix_charge)]
+    vec![
+        v(&o.type_logits),
+        v(&o.charge_logits),
+        v(&o.bond_logits),
+        v(&o.sub_a),
+        v(&o.del),
+        v(&o.sub_e),
+        v(&o.ins_raw),
+        v(&o.mix_logits),
+        v(&o.mix_logstd),
+        v(&o.mix_type),
+        v(&o.mix_charge),
+    ]
 }
 
 fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * (1.0 + x.abs().max(y.abs())))
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= tol * (1.0 + x.abs().max(y.abs())))
 }
 
 fn apply(r: &[[f32; 3]; 3], shift: [f32; 3], xs: &[f32]) -> Vec<f32> {
-    xs.chunks(3).flat_map(|p| (0..3).map(move |a| r[a][0] * p[0] + r[a][1] * p[1] + r[a][2] * p[2] + shift[a])).collect()
+    xs.chunks(3)
+        .flat_map(|p| {
+            (0..3).map(move |a| r[a][0] * p[0] + r[a][1] * p[1] + r[a][2] * p[2] + shift[a])
+        })
+        .collect()
 }
 
 proptest! {
@@ -112,7 +153,14 @@ fn permutation_equivariance() {
         x: inp.x.index_select(&p, 1).unwrap(),
         a: inp.a.index_select(&p, 1).unwrap(),
         c: inp.c.index_select(&p, 1).unwrap(),
-        e: inp.e.index_select(&p, 1).unwrap().contiguous().unwrap().index_select(&p, 2).unwrap(),
+        e: inp
+            .e
+            .index_select(&p, 1)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .index_select(&p, 2)
+            .unwrap(),
         mask: inp.mask.index_select(&p, 1).unwrap(),
         ..inp.clone()
     };
@@ -127,7 +175,16 @@ fn permutation_equivariance() {
     chk(&o.del, &po.del);
     chk(&o.ins_raw, &po.ins_raw);
     chk(&o.mix_mean, &po.mix_mean);
-    let pair = |t: &Tensor| t.contiguous().unwrap().index_select(&p, 1).unwrap().contiguous().unwrap().index_select(&p, 2).unwrap();
+    let pair = |t: &Tensor| {
+        t.contiguous()
+            .unwrap()
+            .index_select(&p, 1)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .index_select(&p, 2)
+            .unwrap()
+    };
     assert!(close(&v(&pair(&o.bond_logits)), &v(&po.bond_logits), 1e-4));
     assert!(close(&v(&pair(&o.sub_e)), &v(&po.sub_e), 1e-4));
 }
@@ -144,12 +201,31 @@ fn padding_is_inert() {
     let o_pad = net.forward(&input(&xp, 7, 4, &dev)).unwrap();
     let first = |t: &Tensor| v(&t.narrow(1, 0, 4).unwrap());
     assert!(close(&first(&o_small.x1), &first(&o_pad.x1), 1e-4));
-    assert!(close(&first(&o_small.type_logits), &first(&o_pad.type_logits), 1e-4));
-    assert!(close(&first(&o_small.ins_raw), &first(&o_pad.ins_raw), 1e-4));
-    assert!(close(&first(&o_small.mix_mean), &first(&o_pad.mix_mean), 1e-4));
+    assert!(close(
+        &first(&o_small.type_logits),
+        &first(&o_pad.type_logits),
+        1e-4
+    ));
+    assert!(close(
+        &first(&o_small.ins_raw),
+        &first(&o_pad.ins_raw),
+        1e-4
+    ));
+    assert!(close(
+        &first(&o_small.mix_mean),
+        &first(&o_pad.mix_mean),
+        1e-4
+    ));
     let pair_small = v(&o_small.bond_logits);
-    let pair_pad = v(&o_pad.bond_logits.narrow(1, 0, 4).unwrap().narrow(2, 0, 4).unwrap());
+    let pair_pad = v(&o_pad
+        .bond_logits
+        .narrow(1, 0, 4)
+        .unwrap()
+        .narrow(2, 0, 4)
+        .unwrap());
     assert!(close(&pair_small, &pair_pad, 1e-4));
     // Padded positions come out as zero.
-    assert!(v(&o_pad.x1.narrow(1, 4, 3).unwrap()).iter().all(|&x| x == 0.0));
+    assert!(v(&o_pad.x1.narrow(1, 4, 3).unwrap())
+        .iter()
+        .all(|&x| x == 0.0));
 }

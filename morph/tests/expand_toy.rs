@@ -15,8 +15,24 @@ fn small() -> ToyConfig {
     c.vendi_n = 150;
     c.fe.iterations = 3;
     c.fe.expand.rounds = 6;
-    c.fe.project_mode = ProjectMode::Rejection { n_samples: 1000, train: CfmConfig { steps: 300, batch: 256, lr: 2e-3, grad_clip: 1.0 } };
-    c.actflow = ActFlowConfig { rounds: 3, n_candidates: 900, train: CfmConfig { steps: 500, ..CfmConfig::default() }, ..ActFlowConfig::default() };
+    c.fe.project_mode = ProjectMode::Rejection {
+        n_samples: 1000,
+        train: CfmConfig {
+            steps: 300,
+            batch: 256,
+            lr: 2e-3,
+            grad_clip: 1.0,
+        },
+    };
+    c.actflow = ActFlowConfig {
+        rounds: 3,
+        n_candidates: 900,
+        train: CfmConfig {
+            steps: 500,
+            ..CfmConfig::default()
+        },
+        ..ActFlowConfig::default()
+    };
     c
 }
 
@@ -26,9 +42,19 @@ fn fe_and_actflow_raise_ring_coverage() -> anyhow::Result<()> {
     for method in [ToyMethod::Fe, ToyMethod::Actflow] {
         let out = run_toy(ToyTask::Ring, method, &cfg, &Device::Cpu, |_| {})?;
         eprintln!("{method:?}: before {:?} after {:?}", out.before, out.after);
-        assert!(out.after.coverage > out.before.coverage + 0.05, "{method:?} coverage {} -> {}", out.before.coverage, out.after.coverage);
+        assert!(
+            out.after.coverage > out.before.coverage + 0.05,
+            "{method:?} coverage {} -> {}",
+            out.before.coverage,
+            out.after.coverage
+        );
         // small runs: validity may move by a few points either way
-        assert!(out.after.validity > out.before.validity - 0.05, "{method:?} validity {} -> {}", out.before.validity, out.after.validity);
+        assert!(
+            out.after.validity > out.before.validity - 0.05,
+            "{method:?} validity {} -> {}",
+            out.before.validity,
+            out.after.validity
+        );
     }
     Ok(())
 }
@@ -53,6 +79,9 @@ fn toy_runs_are_reproducible_from_the_seed() -> anyhow::Result<()> {
 fn invalid_config_names_the_field() {
     let mut cfg = ToyConfig::default();
     cfg.fe.epsilon = 0.7;
-    let err = run_toy(ToyTask::Ring, ToyMethod::Fe, &cfg, &Device::Cpu, |_| {}).err().map(|e| e.to_string()).unwrap_or_default();
+    let err = run_toy(ToyTask::Ring, ToyMethod::Fe, &cfg, &Device::Cpu, |_| {})
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("epsilon") && err.contains("0.7"), "{err}");
 }

@@ -20,7 +20,9 @@ fn quiet_out(s: &State) -> HostOut {
         dims: DIMS,
         x1: s.x.iter().flat_map(|p| p.map(|v| v as f32)).collect(),
         type_logits: vec![0.0; n * a],
-        charge_logits: (0..n * c).map(|i| if i % c == 0 { 5.0 } else { 0.0 }).collect(),
+        charge_logits: (0..n * c)
+            .map(|i| if i % c == 0 { 5.0 } else { 0.0 })
+            .collect(),
         bond_logits: vec![0.0; n * n * e],
         sub_a: vec![-1e4; n],
         del: vec![-1e4; n],
@@ -51,7 +53,19 @@ fn forced_deletion_removes_exactly_that_atom() {
     h.del[3] = 1e4;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     // dt large enough that σ(del)·λ·dt ≥ 1.
-    let (keep, ins) = plan_step(&mut s, &h, 0, 0.5, 1.0, &FlowConfig::default(), Limits { min_atoms: 2, cap: 20 }, &mut rng);
+    let (keep, ins) = plan_step(
+        &mut s,
+        &h,
+        0,
+        0.5,
+        1.0,
+        &FlowConfig::default(),
+        Limits {
+            min_atoms: 2,
+            cap: 20,
+        },
+        &mut rng,
+    );
     assert_eq!(keep, vec![true, true, true, false, true, true]);
     assert!(ins.is_empty());
     finish_step(&mut s, &keep, &ins, &[]);
@@ -65,7 +79,12 @@ fn forced_deletion_removes_exactly_that_atom() {
         }
     }
     // Relative geometry is untouched (x1 = x, so no motion), only re-centred.
-    let d = |st: &State, i: usize, j: usize| (0..3).map(|k| (st.x[i][k] - st.x[j][k]).powi(2)).sum::<f64>().sqrt();
+    let d = |st: &State, i: usize, j: usize| {
+        (0..3)
+            .map(|k| (st.x[i][k] - st.x[j][k]).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
     assert!((d(&s, 0, 3) - d(&before, 0, 4)).abs() < 1e-9);
 }
 
@@ -75,7 +94,19 @@ fn deletions_respect_the_minimum_size() {
     let mut h = quiet_out(&s);
     h.del.iter_mut().for_each(|d| *d = 1e4);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let (keep, ins) = plan_step(&mut s, &h, 0, 0.5, 1.0, &FlowConfig::default(), Limits { min_atoms: 2, cap: 20 }, &mut rng);
+    let (keep, ins) = plan_step(
+        &mut s,
+        &h,
+        0,
+        0.5,
+        1.0,
+        &FlowConfig::default(),
+        Limits {
+            min_atoms: 2,
+            cap: 20,
+        },
+        &mut rng,
+    );
     finish_step(&mut s, &keep, &ins, &[]);
     assert_eq!(s.n(), 2);
 }
@@ -96,7 +127,19 @@ fn insertions_land_near_their_spawn_atom_and_respect_the_cap() {
             }
         }
         let t = 0.9;
-        let (keep, ins) = plan_step(&mut s, &h, 0, t, 0.05, &FlowConfig::default(), Limits { min_atoms: 2, cap: 20 }, &mut rng);
+        let (keep, ins) = plan_step(
+            &mut s,
+            &h,
+            0,
+            t,
+            0.05,
+            &FlowConfig::default(),
+            Limits {
+                min_atoms: 2,
+                cap: 20,
+            },
+            &mut rng,
+        );
         assert_eq!(ins.len(), 1);
         assert_eq!(ins[0].spawn, spawn);
         let sx = s.x[spawn];
@@ -113,7 +156,19 @@ fn insertions_land_near_their_spawn_atom_and_respect_the_cap() {
     let mut s = chain(5);
     let mut h = quiet_out(&s);
     h.ins_rate.iter_mut().for_each(|r| *r = 1e6);
-    let (keep, ins) = plan_step(&mut s, &h, 0, 0.5, 0.5, &FlowConfig::default(), Limits { min_atoms: 2, cap: 7 }, &mut rng);
+    let (keep, ins) = plan_step(
+        &mut s,
+        &h,
+        0,
+        0.5,
+        0.5,
+        &FlowConfig::default(),
+        Limits {
+            min_atoms: 2,
+            cap: 7,
+        },
+        &mut rng,
+    );
     let b = vec![vec![0; 5]; ins.len()];
     finish_step(&mut s, &keep, &ins, &b);
     assert_eq!(s.n(), 7);
@@ -136,9 +191,17 @@ fn toy_set() -> MolSet {
             }
         }
         types[0] = 2;
-        MolRecord { types, charges: vec![0; n], pos, bonds, properties: BTreeMap::from([("gap".to_string(), gap)]) }
+        MolRecord {
+            types,
+            charges: vec![0; n],
+            pos,
+            bonds,
+            properties: BTreeMap::from([("gap".to_string(), gap)]),
+        }
     };
-    let recs = (0..12).map(|k| mk(4 + k % 4, 0.2 + 0.01 * k as f64)).collect();
+    let recs = (0..12)
+        .map(|k| mk(4 + k % 4, 0.2 + 0.01 * k as f64))
+        .collect();
     MolSet::new(vocab, recs).expect("toy set")
 }
 
@@ -158,9 +221,19 @@ fn tiny_fit_then_sample_with_limits_and_scaffold() {
     let model = morph::io::ModelDir::load(dir.path(), &dev).expect("load");
     assert_eq!(model.meta.trained_steps, 4);
     let prior = Prior::new(&model.meta.stats, cfg.flow.prior_extra).expect("prior");
-    let limits = Limits { min_atoms: 2, cap: stats.n_max + 3 };
-    let spec = SampleSpec { steps: 8, seed: 5, cond: Some((0.5, 2.0)), scaffold: None, limits };
-    let out = sample_batch(&model.net, &prior, &cfg.flow, 6, &spec, &dev, &mut |_| {}).expect("sample");
+    let limits = Limits {
+        min_atoms: 2,
+        cap: stats.n_max + 3,
+    };
+    let spec = SampleSpec {
+        steps: 8,
+        seed: 5,
+        cond: Some((0.5, 2.0)),
+        scaffold: None,
+        limits,
+    };
+    let out =
+        sample_batch(&model.net, &prior, &cfg.flow, 6, &spec, &dev, &mut |_| {}).expect("sample");
     assert_eq!(out.len(), 6);
     for s in &out {
         assert!(s.n() >= 2 && s.n() <= limits.cap, "size {}", s.n());
@@ -171,8 +244,15 @@ fn tiny_fit_then_sample_with_limits_and_scaffold() {
     scaffold.push([0.0, 0.0, 0.0], 1, 0, &[]);
     scaffold.push([0.5, 0.0, 0.0], 1, 0, &[1]);
     scaffold.push([1.0, 0.2, 0.0], 2, 1, &[0, 2]);
-    let spec = SampleSpec { steps: 8, seed: 9, cond: None, scaffold: Some(scaffold.clone()), limits };
-    let out = sample_batch(&model.net, &prior, &cfg.flow, 6, &spec, &dev, &mut |_| {}).expect("sample");
+    let spec = SampleSpec {
+        steps: 8,
+        seed: 9,
+        cond: None,
+        scaffold: Some(scaffold.clone()),
+        limits,
+    };
+    let out =
+        sample_batch(&model.net, &prior, &cfg.flow, 6, &spec, &dev, &mut |_| {}).expect("sample");
     for s in &out {
         // Pinned atoms are never deleted; they stay first, in order.
         assert_eq!(&s.pinned[..3], &[true, true, true]);
@@ -183,7 +263,12 @@ fn tiny_fit_then_sample_with_limits_and_scaffold() {
                 assert_eq!(s.bond(i, j), scaffold.bond(i, j));
             }
         }
-        let d = |st: &State, i: usize, j: usize| (0..3).map(|k| (st.x[i][k] - st.x[j][k]).powi(2)).sum::<f64>().sqrt();
+        let d = |st: &State, i: usize, j: usize| {
+            (0..3)
+                .map(|k| (st.x[i][k] - st.x[j][k]).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
         assert!((d(s, 0, 2) - d(&scaffold, 0, 2)).abs() < 1e-9);
     }
 }
@@ -196,9 +281,19 @@ fn initial_sizes_respect_the_cap_when_the_prior_is_wider() {
     let set = toy_set();
     let stats = set.stats().expect("stats");
     let prior = Prior::new(&stats, 20).expect("prior");
-    let limits = Limits { min_atoms: 2, cap: stats.n_max };
+    let limits = Limits {
+        min_atoms: 2,
+        cap: stats.n_max,
+    };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let states = morph::sampler::initial_states(200, &prior, None, limits, &mut rng);
-    assert!(states.iter().all(|s| s.n() >= 2 && s.n() <= limits.cap), "sizes {:?}", states.iter().map(State::n).collect::<Vec<_>>());
-    assert!(states.iter().any(|s| s.n() == limits.cap), "the clamp was never exercised");
+    assert!(
+        states.iter().all(|s| s.n() >= 2 && s.n() <= limits.cap),
+        "sizes {:?}",
+        states.iter().map(State::n).collect::<Vec<_>>()
+    );
+    assert!(
+        states.iter().any(|s| s.n() == limits.cap),
+        "the clamp was never exercised"
+    );
 }

@@ -13,7 +13,13 @@ use serde_json::{json, Map, Value as J};
 use super::Global;
 
 /// obs columns searched, in order, for perturbation labels.
-pub const PERTURBATION_COLUMNS: [&str; 5] = ["perturbation", "condition", "perturbation_name", "guide_ids", "gene"];
+pub const PERTURBATION_COLUMNS: [&str; 5] = [
+    "perturbation",
+    "condition",
+    "perturbation_name",
+    "guide_ids",
+    "gene",
+];
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
@@ -59,12 +65,15 @@ pub fn run(cmd: DataCommand, global: Global) -> anyhow::Result<()> {
 
 /// First obs column among [`PERTURBATION_COLUMNS`] holding labels.
 pub fn detect_perturbation_column(obs: &DataFrame) -> Option<String> {
-    PERTURBATION_COLUMNS.iter().find_map(|name| match obs.column(name) {
-        Some(Column::Categorical { .. }) | Some(Column::Array(datasets::anndata::DenseArray::String(_))) => {
-            Some((*name).to_string())
-        }
-        _ => None,
-    })
+    PERTURBATION_COLUMNS
+        .iter()
+        .find_map(|name| match obs.column(name) {
+            Some(Column::Categorical { .. })
+            | Some(Column::Array(datasets::anndata::DenseArray::String(_))) => {
+                Some((*name).to_string())
+            }
+            _ => None,
+        })
 }
 
 /// Cells per label; missing labels are counted under `"NaN"`.
@@ -81,11 +90,25 @@ fn names(d: &BTreeMap<String, Matrix>) -> Vec<&String> {
 }
 
 fn inspect_json(ad: &AnnData) -> J {
-    let cols = |df: &DataFrame| -> Map<String, J> { df.columns.iter().map(|(n, c)| (n.clone(), J::from(c.kind()))).collect() };
+    let cols = |df: &DataFrame| -> Map<String, J> {
+        df.columns
+            .iter()
+            .map(|(n, c)| (n.clone(), J::from(c.kind())))
+            .collect()
+    };
     let mut matrices = Map::new();
-    for (grp, d) in [("layers", &ad.layers), ("obsm", &ad.obsm), ("varm", &ad.varm), ("obsp", &ad.obsp), ("varp", &ad.varp)] {
+    for (grp, d) in [
+        ("layers", &ad.layers),
+        ("obsm", &ad.obsm),
+        ("varm", &ad.varm),
+        ("obsp", &ad.obsp),
+        ("varp", &ad.varp),
+    ] {
         for (k, m) in d {
-            matrices.insert(format!("{grp}/{k}"), json!({"encoding": m.encoding(), "shape": [m.shape2().0, m.shape2().1]}));
+            matrices.insert(
+                format!("{grp}/{k}"),
+                json!({"encoding": m.encoding(), "shape": [m.shape2().0, m.shape2().1]}),
+            );
         }
     }
     let mut j = json!({
@@ -124,26 +147,69 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(());
     }
-    println!("{}: {} obs × {} vars", a.file.display(), ad.n_obs(), ad.n_vars());
+    println!(
+        "{}: {} obs × {} vars",
+        a.file.display(),
+        ad.n_obs(),
+        ad.n_vars()
+    );
     match &ad.x {
-        Some(x) => println!("  X: {} ({}), nnz {}, sum {:.6}", x.encoding(), j["x_dtype"].as_str().unwrap_or("?"), x.nnz(), x.sum()),
+        Some(x) => println!(
+            "  X: {} ({}), nnz {}, sum {:.6}",
+            x.encoding(),
+            j["x_dtype"].as_str().unwrap_or("?"),
+            x.nnz(),
+            x.sum()
+        ),
         None => println!("  X: none"),
     }
     for (label, df) in [("obs", &ad.obs), ("var", &ad.var)] {
-        let cols: Vec<String> = df.columns.iter().map(|(n, c)| format!("{n} ({})", c.kind())).collect();
-        println!("  {label}: {}", if cols.is_empty() { "-".to_string() } else { cols.join(", ") });
+        let cols: Vec<String> = df
+            .columns
+            .iter()
+            .map(|(n, c)| format!("{n} ({})", c.kind()))
+            .collect();
+        println!(
+            "  {label}: {}",
+            if cols.is_empty() {
+                "-".to_string()
+            } else {
+                cols.join(", ")
+            }
+        );
     }
-    for (label, d) in [("layers", &ad.layers), ("obsm", &ad.obsm), ("varm", &ad.varm), ("obsp", &ad.obsp), ("varp", &ad.varp)] {
-        let items: Vec<String> =
-            d.iter().map(|(k, m)| format!("{k} {} {}×{}", m.encoding(), m.shape2().0, m.shape2().1)).collect();
-        println!("  {label}: {}", if items.is_empty() { "-".to_string() } else { items.join(", ") });
+    for (label, d) in [
+        ("layers", &ad.layers),
+        ("obsm", &ad.obsm),
+        ("varm", &ad.varm),
+        ("obsp", &ad.obsp),
+        ("varp", &ad.varp),
+    ] {
+        let items: Vec<String> = d
+            .iter()
+            .map(|(k, m)| format!("{k} {} {}×{}", m.encoding(), m.shape2().0, m.shape2().1))
+            .collect();
+        println!(
+            "  {label}: {}",
+            if items.is_empty() {
+                "-".to_string()
+            } else {
+                items.join(", ")
+            }
+        );
     }
-    println!("  uns: {}", ad.uns.keys().cloned().collect::<Vec<_>>().join(", "));
+    println!(
+        "  uns: {}",
+        ad.uns.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
     if let Some(r) = &ad.raw {
         println!("  raw: {} vars, {} nnz", r.var.n_rows(), r.x.nnz());
     }
     if let Some(c) = j.get("perturbation_column").and_then(J::as_str) {
-        let counts = j["perturbation_counts"].as_object().cloned().unwrap_or_default();
+        let counts = j["perturbation_counts"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         println!("  perturbations (obs[\"{c}\"]): {} labels", counts.len());
         for (k, v) in counts.iter().take(20) {
             println!("    {k}: {v} cells");
@@ -157,7 +223,8 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
 
 fn subset(a: SubsetArgs, global: Global) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    let reader = H5adReader::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
+    let reader =
+        H5adReader::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
     let rows: Option<Vec<usize>> = match &a.perturbations {
         None => None,
         Some(wanted) => {
@@ -176,10 +243,22 @@ fn subset(a: SubsetArgs, global: Global) -> anyhow::Result<()> {
                 .column(&col_name)
                 .with_context(|| format!("{}: obs has no column `{col_name}`", a.file.display()))?;
             let labels = col.labels();
-            let known: std::collections::HashSet<&str> = labels.iter().flatten().map(String::as_str).collect();
-            let unknown: Vec<&String> = wanted.iter().filter(|w| !known.contains(w.as_str())).collect();
+            let known: std::collections::HashSet<&str> =
+                labels.iter().flatten().map(String::as_str).collect();
+            let unknown: Vec<&String> = wanted
+                .iter()
+                .filter(|w| !known.contains(w.as_str()))
+                .collect();
             if !unknown.is_empty() {
-                bail!("{}: unknown perturbation(s) in obs[\"{col_name}\"]: {}", a.file.display(), unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+                bail!(
+                    "{}: unknown perturbation(s) in obs[\"{col_name}\"]: {}",
+                    a.file.display(),
+                    unknown
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             let want: std::collections::HashSet<&str> = wanted.iter().map(String::as_str).collect();
             Some(
@@ -195,13 +274,33 @@ fn subset(a: SubsetArgs, global: Global) -> anyhow::Result<()> {
     let cols: Option<Vec<usize>> = match &a.genes {
         None => None,
         Some(genes) => {
-            let pos: HashMap<&str, usize> = reader.var.index.iter().enumerate().map(|(i, g)| (g.as_str(), i)).collect();
-            let unknown: Vec<&str> = genes.iter().map(String::as_str).filter(|g| !pos.contains_key(g)).collect();
+            let pos: HashMap<&str, usize> = reader
+                .var
+                .index
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (g.as_str(), i))
+                .collect();
+            let unknown: Vec<&str> = genes
+                .iter()
+                .map(String::as_str)
+                .filter(|g| !pos.contains_key(g))
+                .collect();
             if !unknown.is_empty() {
-                bail!("{}: unknown gene(s) (not in var_names): {}", a.file.display(), unknown.join(", "));
+                bail!(
+                    "{}: unknown gene(s) (not in var_names): {}",
+                    a.file.display(),
+                    unknown.join(", ")
+                );
             }
             let mut seen = std::collections::HashSet::new();
-            Some(genes.iter().filter(|g| seen.insert(g.as_str())).map(|g| pos[g.as_str()]).collect())
+            Some(
+                genes
+                    .iter()
+                    .filter(|g| seen.insert(g.as_str()))
+                    .map(|g| pos[g.as_str()])
+                    .collect(),
+            )
         }
     };
     let sub = reader

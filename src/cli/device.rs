@@ -20,5 +20,6 @@ pub fn select(spec: &str) -> anyhow::Result<Device> {
     if !candle_core::utils::cuda_is_available() {
         bail!("--device {spec}: this cellmol was built without the `cuda` feature (see README, CUDA build)");
     }
-    Device::new_cuda(ordinal).with_context(|| format!("--device {spec}: could not open CUDA device {ordinal}"))
+    Device::new_cuda(ordinal)
+        .with_context(|| format!("--device {spec}: could not open CUDA device {ordinal}"))
 }

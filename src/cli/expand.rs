@@ -87,10 +87,16 @@ fn run_toy_cmd(args: ToyArgs, global: Global) -> anyhow::Result<()> {
         MethodArg::RecNf => ToyMethod::RecNf,
         MethodArg::RecF => ToyMethod::RecF,
     };
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating output directory {}", args.out.display()))?;
-    let bar = if global.quiet { ProgressBar::hidden() } else { ProgressBar::new(1) };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating output directory {}", args.out.display()))?;
+    let bar = if global.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(1)
+    };
     bar.set_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let out = run_toy(task, method, &cfg, &dev, |t| {
         if bar.length() != Some(t.total as u64) {
@@ -104,7 +110,11 @@ fn run_toy_cmd(args: ToyArgs, global: Global) -> anyhow::Result<()> {
     density_png(&args.out.join("data.png"), task, &out.data)?;
     density_png(&args.out.join("before.png"), task, &out.samples_before)?;
     density_png(&args.out.join("after.png"), task, &out.samples_after)?;
-    panels_png(&args.out.join("compare.png"), task, &[&out.data, &out.samples_before, &out.samples_after])?;
+    panels_png(
+        &args.out.join("compare.png"),
+        task,
+        &[&out.data, &out.samples_before, &out.samples_after],
+    )?;
     let full = serde_json::json!({
         "task": task,
         "method": method,
@@ -115,7 +125,10 @@ fn run_toy_cmd(args: ToyArgs, global: Global) -> anyhow::Result<()> {
         "config": cfg,
         "pictures": ["data.png", "before.png", "after.png", "compare.png (data | before | after)"],
     });
-    write_atomic(&args.out.join("metrics.json"), serde_json::to_string_pretty(&full)?.as_bytes())?;
+    write_atomic(
+        &args.out.join("metrics.json"),
+        serde_json::to_string_pretty(&full)?.as_bytes(),
+    )?;
     if args.json {
         // keys in the documented order: before/after, validity/coverage/vendi
         let obj = |m: &ToyMetrics| -> anyhow::Result<String> {
@@ -126,12 +139,22 @@ fn run_toy_cmd(args: ToyArgs, global: Global) -> anyhow::Result<()> {
                 serde_json::to_string(&m.vendi)?
             ))
         };
-        let line = format!("{{\"before\":{},\"after\":{}}}", obj(&out.before)?, obj(&out.after)?);
+        let line = format!(
+            "{{\"before\":{},\"after\":{}}}",
+            obj(&out.before)?,
+            obj(&out.after)?
+        );
         println!("{line}");
     } else {
-        println!("{:<8} {:>9} {:>9} {:>8}", "", "validity", "coverage", "vendi");
+        println!(
+            "{:<8} {:>9} {:>9} {:>8}",
+            "", "validity", "coverage", "vendi"
+        );
         for (name, m) in [("before", out.before), ("after", out.after)] {
-            println!("{:<8} {:>9.3} {:>9.3} {:>8.2}", name, m.validity, m.coverage, m.vendi);
+            println!(
+                "{:<8} {:>9.3} {:>9.3} {:>8.2}",
+                name, m.validity, m.coverage, m.vendi
+            );
         }
         if !global.quiet {
             eprintln!("pictures and metrics.json in {}", args.out.display());

@@ -6,12 +6,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use datasets::train::{Progress, RunDir, RunState, StopSignal};
 use indicatif::{ProgressBar, ProgressStyle};
 use lcd::data::parse_condition;
 use lcd::evaluate::{evaluate as run_eval, METHODS};
-use lcd::screen::{prediction_anndata, ScreenData};
-use datasets::train::{Progress, RunDir, RunState, StopSignal};
 use lcd::fit::{checkpoint_position, FitRun};
+use lcd::screen::{prediction_anndata, ScreenData};
 use lcd::LcdError;
 use lcd::{LcdConfig, LcdModel};
 
@@ -122,8 +122,10 @@ fn bar(quiet: bool, len: u64, prefix: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(len);
-    let st = ProgressStyle::with_template("{prefix:>8} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} ETA {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let st = ProgressStyle::with_template(
+        "{prefix:>8} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
     pb.set_style(st);
     pb.set_prefix(prefix.to_string());
     pb
@@ -136,7 +138,8 @@ fn fit(a: &FitArgs, global: Global) -> anyhow::Result<()> {
     };
     let mut cfg = match &a.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             LcdConfig::from_toml_over(&text, p, &preset)?
         }
         None => preset,
@@ -149,17 +152,22 @@ fn fit(a: &FitArgs, global: Global) -> anyhow::Result<()> {
     let run = RunDir::new(&a.output);
     if a.resume && !a.force && matches!(run.state()?, RunState::Finished) {
         // a requeued batch task whose model already finished: nothing to do
-        eprintln!("{} already holds a finished model; nothing to resume", a.output.display());
+        eprintln!(
+            "{} already holds a finished model; nothing to resume",
+            a.output.display()
+        );
         return Ok(());
     }
     let existed = a.output.exists();
     let resume = run.prepare(a.resume, a.force)?;
     let dev = device::select(&a.device)?;
     let loaded = (|| -> anyhow::Result<_> {
-        let screen = ScreenData::read(&a.screen).with_context(|| format!("reading screen {}", a.screen.display()))?;
+        let screen = ScreenData::read(&a.screen)
+            .with_context(|| format!("reading screen {}", a.screen.display()))?;
         let split = screen.split(a.folds, a.fold)?;
         let data = screen.training_data(&split);
-        data.validate(cfg.noise_model).with_context(|| format!("screen {}", a.screen.display()))?;
+        data.validate(cfg.noise_model)
+            .with_context(|| format!("screen {}", a.screen.display()))?;
         Ok((screen, split, data))
     })();
     let (screen, split, data) = match loaded {
@@ -179,13 +187,23 @@ fn fit(a: &FitArgs, global: Global) -> anyhow::Result<()> {
             data.n_genes(),
             data.envs.len(),
             split.test.len(),
-            if split.dropped.is_empty() { String::new() } else { format!(" ({} dropped: targets not singly perturbed)", split.dropped.len()) }
+            if split.dropped.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} dropped: targets not singly perturbed)",
+                    split.dropped.len()
+                )
+            }
         );
     }
     if let Some(ck) = &resume {
         let (stage, step) = checkpoint_position(ck);
         // always printed: batch logs are checked for it
-        eprintln!("resuming from checkpoint at {stage} step {step} ({})", a.output.display());
+        eprintln!(
+            "resuming from checkpoint at {stage} step {step} ({})",
+            a.output.display()
+        );
     }
     let stop = StopSignal::install()?;
     let start = Instant::now();
@@ -200,13 +218,20 @@ fn fit(a: &FitArgs, global: Global) -> anyhow::Result<()> {
                 Some((s, n)) if s.replace("stage", "stage ") == stage => *n,
                 _ => 0,
             };
-            current = Some((stage.to_string(), Progress::new(stage, total as u64, from, global.quiet)));
+            current = Some((
+                stage.to_string(),
+                Progress::new(stage, total as u64, from, global.quiet),
+            ));
         }
         if let Some((_, b)) = &mut current {
             b.update(step as u64, &[("loss", loss)]);
         }
     };
-    let fit_run = FitRun { dir: &run, resume, stop };
+    let fit_run = FitRun {
+        dir: &run,
+        resume,
+        stop,
+    };
     let fitted = LcdModel::fit_run(&data, &cfg, a.seed, &dev, &fit_run, &mut progress);
     if let (Some((_, mut b)), true) = (current.take(), fitted.is_ok()) {
         b.finish();
@@ -228,40 +253,68 @@ fn fit(a: &FitArgs, global: Global) -> anyhow::Result<()> {
     });
     model.save_run(&run, info, false)?;
     if !global.quiet {
-        eprintln!("wrote {} ({:.1} s)", a.output.display(), start.elapsed().as_secs_f64());
+        eprintln!(
+            "wrote {} ({:.1} s)",
+            a.output.display(),
+            start.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }
 
 fn write_h5ad_atomic(ad: &datasets::AnnData, path: &Path) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path.file_name().context("output path has no file name")?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     if let Err(e) = datasets::anndata::write_h5ad(ad, &tmp) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("writing {}", path.display()));
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }
 
 fn predict(a: &PredictArgs, global: Global) -> anyhow::Result<()> {
     let dev = device::select(&a.device)?;
     let (model, _) = LcdModel::load(&a.model, &dev)?;
-    let conds: Vec<Vec<String>> = a.perturbations.iter().map(|p| parse_condition(p)).collect::<Result<_, _>>()?;
+    let conds: Vec<Vec<String>> = a
+        .perturbations
+        .iter()
+        .map(|p| parse_condition(p))
+        .collect::<Result<_, _>>()?;
     // Validate every target before sampling (unknown target → error, nothing written).
     let mut notes = BTreeMap::new();
     for (label, c) in a.perturbations.iter().zip(&conds) {
-        let (_, unseen) = model.embedding(c).with_context(|| format!("--perturbation {label:?}"))?;
+        let (_, unseen) = model
+            .embedding(c)
+            .with_context(|| format!("--perturbation {label:?}"))?;
         if !unseen.is_empty() {
-            let msg = format!("targets never perturbed in training, embedded as the mean embedding: {}", unseen.join(", "));
+            let msg = format!(
+                "targets never perturbed in training, embedded as the mean embedding: {}",
+                unseen.join(", ")
+            );
             if !global.quiet {
                 eprintln!("warning: {label}: {msg}");
             }
-            notes.insert(format!("unseen_targets/{label}"), datasets::anndata::Value::Scalar(datasets::anndata::Scalar::String(msg)));
+            notes.insert(
+                format!("unseen_targets/{label}"),
+                datasets::anndata::Value::Scalar(datasets::anndata::Scalar::String(msg)),
+            );
         }
     }
-    let reps = if model.cfg.noise_model { model.cfg.sampler.decodes_per_chain } else { 1 };
+    let reps = if model.cfg.noise_model {
+        model.cfg.sampler.decodes_per_chain
+    } else {
+        1
+    };
     let chains = match a.cells {
         Some(0) => bail!("-n must be ≥ 1"),
         Some(n) => n.div_ceil(reps),
@@ -272,14 +325,28 @@ fn predict(a: &PredictArgs, global: Global) -> anyhow::Result<()> {
     pb.finish_and_clear();
     if let Some(n) = a.cells {
         for p in &mut preds {
-            p.cells = p.cells.slice(ndarray::s![..n.min(p.cells.nrows()), ..]).to_owned();
+            p.cells = p
+                .cells
+                .slice(ndarray::s![..n.min(p.cells.nrows()), ..])
+                .to_owned();
         }
     }
-    notes.insert("model".into(), datasets::anndata::Value::Scalar(datasets::anndata::Scalar::String(a.model.display().to_string())));
+    notes.insert(
+        "model".into(),
+        datasets::anndata::Value::Scalar(datasets::anndata::Scalar::String(
+            a.model.display().to_string(),
+        )),
+    );
     let ad = prediction_anndata(model.genes(), &preds, notes)?;
     write_h5ad_atomic(&ad, &a.output)?;
     if !global.quiet {
-        eprintln!("wrote {}: {} cells × {} genes, {} conditions", a.output.display(), ad.n_obs(), ad.n_vars(), preds.len());
+        eprintln!(
+            "wrote {}: {} cells × {} genes, {} conditions",
+            a.output.display(),
+            ad.n_obs(),
+            ad.n_vars(),
+            preds.len()
+        );
     }
     Ok(())
 }
@@ -287,38 +354,74 @@ fn predict(a: &PredictArgs, global: Global) -> anyhow::Result<()> {
 fn evaluate(a: &EvaluateArgs, global: Global) -> anyhow::Result<()> {
     let dev = device::select(&a.device)?;
     let (model, info) = LcdModel::load(&a.model, &dev)?;
-    let screen = ScreenData::read(&a.screen).with_context(|| format!("reading screen {}", a.screen.display()))?;
-    let screen = screen.select_genes(model.genes()).with_context(|| format!("screen {} vs model {}", a.screen.display(), a.model.display()))?;
+    let screen = ScreenData::read(&a.screen)
+        .with_context(|| format!("reading screen {}", a.screen.display()))?;
+    let screen = screen.select_genes(model.genes()).with_context(|| {
+        format!(
+            "screen {} vs model {}",
+            a.screen.display(),
+            a.model.display()
+        )
+    })?;
     let fold = a.fold.or_else(|| info["fold"].as_u64().map(|f| f as usize));
     let Some(fold) = fold else {
         bail!("the model was trained on every condition (no --fold at fit time); pass --fold K to choose test conditions");
     };
     let n_folds = info["n_folds"].as_u64().map(|f| f as usize).unwrap_or(10);
     let split = screen.split(n_folds, Some(fold))?;
-    let seen: Vec<&String> = split.test.iter().map(|&i| &screen.conditions[i].name).filter(|n| model.train_conditions.contains(n)).collect();
+    let seen: Vec<&String> = split
+        .test
+        .iter()
+        .map(|&i| &screen.conditions[i].name)
+        .filter(|n| model.train_conditions.contains(n))
+        .collect();
     if !seen.is_empty() {
         bail!("fold {fold}: {} test conditions were in the model's training set (e.g. {:?}); evaluate the fold the model held out", seen.len(), seen[0]);
     }
     if split.test.is_empty() {
         bail!("fold {fold} has no test combinations");
     }
-    let conds: Vec<Vec<String>> = split.test.iter().map(|&i| screen.conditions[i].targets.clone()).collect();
+    let conds: Vec<Vec<String>> = split
+        .test
+        .iter()
+        .map(|&i| screen.conditions[i].targets.clone())
+        .collect();
     let pb = bar(global.quiet, model.n_levels() as u64, "sampling");
-    let preds = model.predict(&conds, model.cfg.sampler.chains, a.seed, |i, _| pb.set_position(i as u64))?;
+    let preds = model.predict(&conds, model.cfg.sampler.chains, a.seed, |i, _| {
+        pb.set_position(i as u64)
+    })?;
     pb.finish_and_clear();
     let cells: Vec<_> = preds.iter().map(|p| p.cells.clone()).collect();
     let unseen: Vec<_> = preds.iter().map(|p| p.unseen_targets.clone()).collect();
-    let ev = run_eval(&screen, &split, &cells, &unseen, model.cfg.noise_model, model.cfg.eval.max_cells, model.cfg.eval.n_de)?;
+    let ev = run_eval(
+        &screen,
+        &split,
+        &cells,
+        &unseen,
+        model.cfg.noise_model,
+        model.cfg.eval.max_cells,
+        model.cfg.eval.n_de,
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&ev)?);
     } else {
         let keys = ["energy_distance", "mmd", "rmse", "pearson_delta", "w1"];
         println!("fold {fold}: {} test conditions", ev.conditions.len());
-        println!("{:<10} {}", "method", keys.iter().map(|k| format!("{k:>16}")).collect::<String>());
+        println!(
+            "{:<10} {}",
+            "method",
+            keys.iter().map(|k| format!("{k:>16}")).collect::<String>()
+        );
         for m in METHODS {
             let row: String = keys
                 .iter()
-                .map(|k| format!("{:>9.4}±{:<6.4}", ev.summary[m].get(*k).copied().unwrap_or(f64::NAN), ev.summary_sem[m].get(*k).copied().unwrap_or(f64::NAN)))
+                .map(|k| {
+                    format!(
+                        "{:>9.4}±{:<6.4}",
+                        ev.summary[m].get(*k).copied().unwrap_or(f64::NAN),
+                        ev.summary_sem[m].get(*k).copied().unwrap_or(f64::NAN)
+                    )
+                })
                 .collect();
             println!("{m:<10} {row}");
         }

@@ -8,8 +8,8 @@ pub mod device;
 pub mod expand;
 pub mod lcd;
 pub mod mol;
-pub mod plot;
 pub mod morph;
+pub mod plot;
 pub mod simulate;
 pub mod slurm;
 
@@ -80,9 +80,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// a training run stopped on a signal after checkpointing (batch scripts
 /// requeue on it), 1 for every other failure.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    let interrupted = err
-        .chain()
-        .any(|e| matches!(e.downcast_ref::<datasets::DatasetsError>(), Some(datasets::DatasetsError::Interrupted { .. })));
+    let interrupted = err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<datasets::DatasetsError>(),
+            Some(datasets::DatasetsError::Interrupted { .. })
+        )
+    });
     if interrupted {
         datasets::train::EXIT_REQUEUE
     } else {
@@ -94,10 +97,18 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 /// then rename, so a failed run never leaves a half-written output.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     use anyhow::Context;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     let name = path.file_name().context("output path has no file name")?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }

@@ -42,10 +42,7 @@ pub enum MolCommand {
         json: bool,
     },
     /// Convert between SDF and XYZ (by extension; `.gz` compresses).
-    Convert {
-        input: PathBuf,
-        output: PathBuf,
-    },
+    Convert { input: PathBuf, output: PathBuf },
     /// Convert qm9pack's CSV files to SDF with properties as data fields.
     #[command(name = "import-qm9")]
     ImportQm9 {
@@ -80,8 +77,17 @@ pub fn run(cmd: MolCommand, global: Global) -> anyhow::Result<()> {
     #[cfg(feature = "rdkit")]
     molecules::chem::quiet_rdkit_logs();
     match cmd {
-        MolCommand::Inspect { file, json, per_record } => inspect(&file, json, per_record),
-        MolCommand::Metrics { file, protocol, train, json } => {
+        MolCommand::Inspect {
+            file,
+            json,
+            per_record,
+        } => inspect(&file, json, per_record),
+        MolCommand::Metrics {
+            file,
+            protocol,
+            train,
+            json,
+        } => {
             let protocol = match protocol {
                 ProtocolArg::Edm => Protocol::Edm,
                 ProtocolArg::Bonds => Protocol::Bonds,
@@ -96,9 +102,14 @@ pub fn run(cmd: MolCommand, global: Global) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        MolCommand::ImportQm9 { from, output, split, no_bonds, limit, seed } => {
-            import_qm9(&from, &output, split, no_bonds, limit, seed, global)
-        }
+        MolCommand::ImportQm9 {
+            from,
+            output,
+            split,
+            no_bonds,
+            limit,
+            seed,
+        } => import_qm9(&from, &output, split, no_bonds, limit, seed, global),
     }
 }
 
@@ -106,7 +117,13 @@ pub fn run(cmd: MolCommand, global: Global) -> anyhow::Result<()> {
 fn read_lenient(path: &Path) -> anyhow::Result<(Vec<Molecule>, Vec<usize>, Vec<SkippedRecord>)> {
     match format_of(path)? {
         Format::Sdf => {
-            let b = molecules::read_sdf_path_with(path, &SdfReadOptions { skip_bad: true, parallel: true })?;
+            let b = molecules::read_sdf_path_with(
+                path,
+                &SdfReadOptions {
+                    skip_bad: true,
+                    parallel: true,
+                },
+            )?;
             Ok((b.molecules, b.record_index, b.skipped))
         }
         Format::Xyz => {
@@ -148,14 +165,21 @@ fn inspect(path: &Path, as_json: bool, per_record: bool) -> anyhow::Result<()> {
             })
             .collect();
         let mut all: Vec<(usize, serde_json::Value)> = idx.iter().copied().zip(rows).collect();
-        all.extend(skipped.iter().map(|s| (s.record, json!({"index": s.record, "error": s.error, "line": s.line}))));
+        all.extend(skipped.iter().map(|s| {
+            (
+                s.record,
+                json!({"index": s.record, "error": s.error, "line": s.line}),
+            )
+        }));
         all.sort_by_key(|(i, _)| *i);
         for (_, v) in all {
             if as_json {
                 writeln!(out, "{v}")?;
             } else {
                 match v.get("error") {
-                    Some(e) => writeln!(out, "{}\tERROR\t{}", v["index"], e.as_str().unwrap_or(""))?,
+                    Some(e) => {
+                        writeln!(out, "{}\tERROR\t{}", v["index"], e.as_str().unwrap_or(""))?
+                    }
                     None => writeln!(
                         out,
                         "{}\t{}\tatoms={}\tbonds={}\tcharge={}\tsanitize_ok={}\t{}",
@@ -191,19 +215,35 @@ fn inspect(path: &Path, as_json: bool, per_record: bool) -> anyhow::Result<()> {
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
         writeln!(out, "file      {}", path.display())?;
-        writeln!(out, "records   {} ({} parsed, {} failed)", mols.len() + skipped.len(), mols.len(), skipped.len())?;
+        writeln!(
+            out,
+            "records   {} ({} parsed, {} failed)",
+            mols.len() + skipped.len(),
+            mols.len(),
+            skipped.len()
+        )?;
         writeln!(out, "atoms     {n_atoms}")?;
         writeln!(out, "bonds     {n_bonds}")?;
         let el: Vec<String> = elements.iter().map(|(k, v)| format!("{k}:{v}")).collect();
         writeln!(out, "elements  {}", el.join(" "))?;
         for s in &skipped {
-            writeln!(out, "failed    record {} line {}: {}", s.record, s.line, s.error)?;
+            writeln!(
+                out,
+                "failed    record {} line {}: {}",
+                s.record, s.line, s.error
+            )?;
         }
     }
     Ok(())
 }
 
-fn metrics_cmd(path: &Path, protocol: Protocol, train: Option<&Path>, as_json: bool, g: Global) -> anyhow::Result<()> {
+fn metrics_cmd(
+    path: &Path,
+    protocol: Protocol,
+    train: Option<&Path>,
+    as_json: bool,
+    g: Global,
+) -> anyhow::Result<()> {
     let load = |p: &Path| -> anyhow::Result<Vec<Molecule>> {
         if protocol == Protocol::Bonds && format_of(p)? == Format::Xyz {
             anyhow::bail!("{}: XYZ has no bonds; use --protocol edm", p.display());
@@ -222,7 +262,11 @@ fn metrics_cmd(path: &Path, protocol: Protocol, train: Option<&Path>, as_json: b
     let t0 = std::time::Instant::now();
     let r = metrics::compute_metrics(&mols, protocol, train_mols.as_deref());
     if !g.quiet {
-        eprintln!("evaluated {} molecules in {:.2} s", mols.len(), t0.elapsed().as_secs_f64());
+        eprintln!(
+            "evaluated {} molecules in {:.2} s",
+            mols.len(),
+            t0.elapsed().as_secs_f64()
+        );
     }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -233,7 +277,10 @@ fn metrics_cmd(path: &Path, protocol: Protocol, train: Option<&Path>, as_json: b
         println!("atom_stability             {}", pct(Some(r.atom_stability)));
         println!("mol_stability              {}", pct(Some(r.mol_stability)));
         println!("validity (EDM, largest)    {}", pct(r.validity));
-        println!("validity (single fragment) {}", pct(r.validity_single_fragment));
+        println!(
+            "validity (single fragment) {}",
+            pct(r.validity_single_fragment)
+        );
         println!("uniqueness                 {}", pct(r.uniqueness));
         println!("novelty                    {}", pct(r.novelty));
     }
@@ -251,24 +298,42 @@ fn import_qm9(
 ) -> anyhow::Result<()> {
     use molecules::qm9;
     use molecules::sdf::{write_sdf_path, CtabVersion};
-    let cfg = qm9::Qm9Config { infer_bonds: !no_bonds, seed, limit };
-    let mut mols = qm9::import_qm9(from, &cfg).with_context(|| format!("importing QM9 from {}", from.display()))?;
+    let cfg = qm9::Qm9Config {
+        infer_bonds: !no_bonds,
+        seed,
+        limit,
+    };
+    let mut mols = qm9::import_qm9(from, &cfg)
+        .with_context(|| format!("importing QM9 from {}", from.display()))?;
     if split {
         let s = qm9::split_assignment(mols.len(), seed);
         for (m, sp) in mols.iter_mut().zip(&s) {
             m.set_property("split", sp.name());
         }
-        let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let (stem, ext) = match name.find(".sdf") {
             Some(i) => (name[..i].to_string(), name[i..].to_string()),
             None => (name.clone(), ".sdf".to_string()),
         };
         for part in [qm9::Split::Train, qm9::Split::Valid, qm9::Split::Test] {
             let p = output.with_file_name(format!("{stem}.{}{ext}", part.name()));
-            let sel: Vec<&Molecule> = mols.iter().zip(&s).filter(|(_, &x)| x == part).map(|(m, _)| m).collect();
+            let sel: Vec<&Molecule> = mols
+                .iter()
+                .zip(&s)
+                .filter(|(_, &x)| x == part)
+                .map(|(m, _)| m)
+                .collect();
             write_sdf_path(&p, sel.iter().copied(), CtabVersion::Auto)?;
             if !g.quiet {
-                eprintln!("wrote {} {} molecules to {}", sel.len(), part.name(), p.display());
+                eprintln!(
+                    "wrote {} {} molecules to {}",
+                    sel.len(),
+                    part.name(),
+                    p.display()
+                );
             }
         }
     }

@@ -89,18 +89,59 @@ pub enum MorphCommand {
 
 pub fn run(cmd: MorphCommand, global: Global) -> anyhow::Result<()> {
     match cmd {
-        MorphCommand::Fit { data, output, config, preset, condition, device, steps, max_minutes } => {
-            fit(&data, &output, config.as_deref(), &preset, condition, &device, steps, max_minutes, global)
-        }
-        MorphCommand::Sample { model, n, output, property, guidance, scaffold, steps, seed, device } => {
-            sample(&model, n, &output, property.as_deref(), guidance, scaffold.as_deref(), steps, seed, &device, global)
-        }
-        MorphCommand::Evaluate { samples, train, json } => evaluate(&samples, &train, json),
+        MorphCommand::Fit {
+            data,
+            output,
+            config,
+            preset,
+            condition,
+            device,
+            steps,
+            max_minutes,
+        } => fit(
+            &data,
+            &output,
+            config.as_deref(),
+            &preset,
+            condition,
+            &device,
+            steps,
+            max_minutes,
+            global,
+        ),
+        MorphCommand::Sample {
+            model,
+            n,
+            output,
+            property,
+            guidance,
+            scaffold,
+            steps,
+            seed,
+            device,
+        } => sample(
+            &model,
+            n,
+            &output,
+            property.as_deref(),
+            guidance,
+            scaffold.as_deref(),
+            steps,
+            seed,
+            &device,
+            global,
+        ),
+        MorphCommand::Evaluate {
+            samples,
+            train,
+            json,
+        } => evaluate(&samples, &train, json),
     }
 }
 
 fn read_mols(path: &Path) -> anyhow::Result<Vec<Molecule>> {
-    molecules::read_molecules_path(path).with_context(|| format!("reading molecules from {}", path.display()))
+    molecules::read_molecules_path(path)
+        .with_context(|| format!("reading molecules from {}", path.display()))
 }
 
 fn bar(len: u64, quiet: bool, template: &str) -> ProgressBar {
@@ -128,7 +169,8 @@ fn fit(
 ) -> anyhow::Result<()> {
     let mut cfg = MorphConfig::preset(preset)?;
     if let Some(p) = config {
-        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         cfg = MorphConfig::from_toml(&text).with_context(|| format!("in {}", p.display()))?;
     }
     if condition.is_some() {
@@ -146,7 +188,8 @@ fn fit(
     if mols.is_empty() {
         bail!("{}: no molecules", data.display());
     }
-    let mut set = MolSet::from_molecules(&mols, None).with_context(|| format!("encoding {}", data.display()))?;
+    let mut set = MolSet::from_molecules(&mols, None)
+        .with_context(|| format!("encoding {}", data.display()))?;
     let stats = set.stats()?;
     set.normalise(stats.coord_std);
     if !global.quiet {
@@ -162,11 +205,18 @@ fn fit(
             cfg.net.hidden
         );
     }
-    let pb = bar(cfg.train.steps as u64, global.quiet, "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}");
+    let pb = bar(
+        cfg.train.steps as u64,
+        global.quiet,
+        "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
+    );
     let mut on_step = |log: &morph::train::StepLog| {
         pb.set_position(log.step as u64 + 1);
         if log.step % 10 == 0 {
-            pb.set_message(format!("loss {:.3} lr {:.1e} |g| {:.2}", log.loss, log.lr, log.grad_norm));
+            pb.set_message(format!(
+                "loss {:.3} lr {:.1e} |g| {:.2}",
+                log.loss, log.lr, log.grad_norm
+            ));
         }
     };
     let report = morph::train::fit(&set, &stats, &cfg, &dev, output, &mut on_step)?;
@@ -178,7 +228,11 @@ fn fit(
             "morph fit: {} steps in {:.0} s{}, final loss {:.3}, validation loss {}; model in {}",
             report.steps,
             report.elapsed_s,
-            if report.stopped_by_time { " (stopped by the time budget)" } else { "" },
+            if report.stopped_by_time {
+                " (stopped by the time budget)"
+            } else {
+                ""
+            },
             report.final_loss,
             report.val_loss.map_or("n/a".into(), |v| format!("{v:.3}")),
             output.display()
@@ -190,16 +244,27 @@ fn fit(
 /// Encode the first record of a scaffold SDF as pinned atoms (normalised, centred).
 fn scaffold_state(path: &Path, model: &ModelDir) -> anyhow::Result<State> {
     let mols = read_mols(path)?;
-    let m = mols.first().with_context(|| format!("{}: no molecule in the scaffold file", path.display()))?;
-    let rec = MolRecord::from_molecule(m, &model.meta.vocab, &format!("{}: scaffold", path.display()))
-        .with_context(|| "the scaffold must use the model's elements and charges")?;
+    let m = mols
+        .first()
+        .with_context(|| format!("{}: no molecule in the scaffold file", path.display()))?;
+    let rec = MolRecord::from_molecule(
+        m,
+        &model.meta.vocab,
+        &format!("{}: scaffold", path.display()),
+    )
+    .with_context(|| "the scaffold must use the model's elements and charges")?;
     let mut s = State::default();
     let std = model.meta.stats.coord_std;
     let n = rec.n_atoms();
     let bm = rec.bond_matrix();
     for i in 0..n {
         let bonds: Vec<usize> = (0..i).map(|j| bm[[i, j]]).collect();
-        s.push([0, 1, 2].map(|d| rec.pos[[i, d]] / std), rec.types[i], rec.charges[i], &bonds);
+        s.push(
+            [0, 1, 2].map(|d| rec.pos[[i, d]] / std),
+            rec.types[i],
+            rec.charges[i],
+            &bonds,
+        );
     }
     morph::interpolant::centre3(&mut s.x);
     Ok(s)
@@ -224,13 +289,25 @@ fn sample(
     let cfg = &meta.config;
     let cond = match (property, &meta.condition) {
         (None, _) => None,
-        (Some(p), None) => bail!("--property {p}: the model in {} was trained without a condition", model_dir.display()),
+        (Some(p), None) => bail!(
+            "--property {p}: the model in {} was trained without a condition",
+            model_dir.display()
+        ),
         (Some(p), Some(ci)) => {
-            let (name, val) = p.split_once('=').with_context(|| format!("--property {p}: expected name=value"))?;
+            let (name, val) = p
+                .split_once('=')
+                .with_context(|| format!("--property {p}: expected name=value"))?;
             if name.trim() != ci.name {
-                bail!("--property {p}: the model is conditioned on `{}`, not `{}`", ci.name, name.trim());
+                bail!(
+                    "--property {p}: the model is conditioned on `{}`, not `{}`",
+                    ci.name,
+                    name.trim()
+                );
             }
-            let v: f64 = val.trim().parse().with_context(|| format!("--property {p}: `{val}` is not a number"))?;
+            let v: f64 = val
+                .trim()
+                .parse()
+                .with_context(|| format!("--property {p}: `{val}` is not a number"))?;
             Some((ci.name.clone(), v, ci.normalise(v)))
         }
     };
@@ -243,10 +320,17 @@ fn sample(
     }
     let scaffold = scaffold.map(|p| scaffold_state(p, &model)).transpose()?;
     let prior = morph::interpolant::Prior::new(&meta.stats, cfg.flow.prior_extra)?;
-    let limits = Limits { min_atoms: cfg.sample.min_atoms, cap: meta.stats.n_max + cfg.sample.max_extra };
+    let limits = Limits {
+        min_atoms: cfg.sample.min_atoms,
+        cap: meta.stats.n_max + cfg.sample.max_extra,
+    };
     let bs = cfg.sample.batch_size;
     let n_batches = n.div_ceil(bs);
-    let pb = bar((n_batches * (steps - 1)) as u64, global.quiet, "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}");
+    let pb = bar(
+        (n_batches * (steps - 1)) as u64,
+        global.quiet,
+        "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}",
+    );
     let start = std::time::Instant::now();
     let mut out: Vec<Molecule> = Vec::with_capacity(n);
     for b in 0..n_batches {
@@ -258,7 +342,9 @@ fn sample(
             scaffold: scaffold.clone(),
             limits,
         };
-        let states = sample_batch(&model.net, &prior, &cfg.flow, m, &spec, &dev, &mut |_| pb.inc(1))?;
+        let states = sample_batch(&model.net, &prior, &cfg.flow, m, &spec, &dev, &mut |_| {
+            pb.inc(1)
+        })?;
         for s in states {
             let rec = MolRecord {
                 types: s.a.clone(),
@@ -283,7 +369,13 @@ fn sample(
     super::write_atomic(output, &buf)?;
     if !global.quiet {
         let el = start.elapsed().as_secs_f64();
-        eprintln!("morph sample: {} molecules in {:.1} s ({:.2} molecules/s) -> {}", out.len(), el, out.len() as f64 / el.max(1e-9), output.display());
+        eprintln!(
+            "morph sample: {} molecules in {:.1} s ({:.2} molecules/s) -> {}",
+            out.len(),
+            el,
+            out.len() as f64 / el.max(1e-9),
+            output.display()
+        );
     }
     Ok(())
 }
@@ -299,7 +391,18 @@ fn evaluate(samples: &Path, train: &Path, as_json: bool) -> anyhow::Result<()> {
         bail!("{}: no molecules", samples.display());
     }
     let mut protocols = Vec::new();
-    for (key, label, p) in [("edm", "EDM protocol (bonds inferred from distances)", Protocol::Edm), ("model_bonds", "model-bond protocol (bonds and charges from the file)", Protocol::Bonds)] {
+    for (key, label, p) in [
+        (
+            "edm",
+            "EDM protocol (bonds inferred from distances)",
+            Protocol::Edm,
+        ),
+        (
+            "model_bonds",
+            "model-bond protocol (bonds and charges from the file)",
+            Protocol::Bonds,
+        ),
+    ] {
         let rep = metrics::compute_metrics(&gen, p, Some(&tr));
         let gv: Vec<Molecule> = gen.iter().map(|m| metrics::protocol_view(m, p)).collect();
         let tv: Vec<Molecule> = tr.iter().map(|m| metrics::protocol_view(m, p)).collect();
@@ -308,17 +411,34 @@ fn evaluate(samples: &Path, train: &Path, as_json: bool) -> anyhow::Result<()> {
     }
     // Conditional samples: requested value per molecule.
     let mut cond = serde_json::Value::Null;
-    let names: Vec<String> = gen[0].properties.iter().map(|(k, _)| k.clone()).filter(|k| k != "morph_step_count" && k != "morph_guidance").collect();
+    let names: Vec<String> = gen[0]
+        .properties
+        .iter()
+        .map(|(k, _)| k.clone())
+        .filter(|k| k != "morph_step_count" && k != "morph_guidance")
+        .collect();
     if let Some(name) = names.first() {
-        let req: Vec<Option<f64>> = gen.iter().map(|m| m.property(name).and_then(|v| v.trim().parse().ok())).collect();
+        let req: Vec<Option<f64>> = gen
+            .iter()
+            .map(|m| m.property(name).and_then(|v| v.trim().parse().ok()))
+            .collect();
         if name == "n_atoms" {
-            let pairs: Vec<(f64, f64)> = gen.iter().zip(&req).filter_map(|(m, r)| r.map(|r| (r, m.n_atoms() as f64))).collect();
-            let mae = pairs.iter().map(|(r, n)| (r - n).abs()).sum::<f64>() / pairs.len().max(1) as f64;
-            let exact = pairs.iter().filter(|(r, n)| (r - n).abs() < 0.5).count() as f64 / pairs.len().max(1) as f64;
+            let pairs: Vec<(f64, f64)> = gen
+                .iter()
+                .zip(&req)
+                .filter_map(|(m, r)| r.map(|r| (r, m.n_atoms() as f64)))
+                .collect();
+            let mae =
+                pairs.iter().map(|(r, n)| (r - n).abs()).sum::<f64>() / pairs.len().max(1) as f64;
+            let exact = pairs.iter().filter(|(r, n)| (r - n).abs() < 0.5).count() as f64
+                / pairs.len().max(1) as f64;
             cond = json!({"property": name, "n": pairs.len(), "mae": mae, "exact_match": exact});
         } else {
             let vals: Vec<f64> = req.iter().flatten().copied().collect();
-            let tv: Vec<f64> = tr.iter().filter_map(|m| m.property(name).and_then(|v| v.trim().parse().ok())).collect();
+            let tv: Vec<f64> = tr
+                .iter()
+                .filter_map(|m| m.property(name).and_then(|v| v.trim().parse().ok()))
+                .collect();
             let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
             cond = json!({
                 "property": name,
@@ -335,10 +455,16 @@ fn evaluate(samples: &Path, train: &Path, as_json: bool) -> anyhow::Result<()> {
         o.insert("n_samples".into(), json!(gen.len()));
         o.insert("n_train".into(), json!(tr.len()));
         for (key, label, rep, dist) in &protocols {
-            o.insert((*key).into(), json!({"label": label, "metrics": rep, "distances": dist}));
+            o.insert(
+                (*key).into(),
+                json!({"label": label, "metrics": rep, "distances": dist}),
+            );
         }
         o.insert("conditional".into(), cond);
-        println!("{}", serde_json::to_string_pretty(&serde_json::Value::Object(o))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::Value::Object(o))?
+        );
         return Ok(());
     }
     println!("{} samples vs {} training molecules", gen.len(), tr.len());
@@ -347,7 +473,10 @@ fn evaluate(samples: &Path, train: &Path, as_json: bool) -> anyhow::Result<()> {
         println!("  atom stability           {:.3}", r.atom_stability);
         println!("  molecule stability       {:.3}", r.mol_stability);
         println!("  validity (largest frag.) {}", fmt(r.validity));
-        println!("  validity (one fragment)  {}", fmt(r.validity_single_fragment));
+        println!(
+            "  validity (one fragment)  {}",
+            fmt(r.validity_single_fragment)
+        );
         println!("  uniqueness               {}", fmt(r.uniqueness));
         println!("  novelty                  {}", fmt(r.novelty));
         println!("  TV atom count            {:.3}", d.atom_count);
@@ -356,7 +485,10 @@ fn evaluate(samples: &Path, train: &Path, as_json: bool) -> anyhow::Result<()> {
         println!("  TV charge                {:.3}", d.charge);
     }
     if !cond.is_null() {
-        println!("\n== conditional ==\n{}", serde_json::to_string_pretty(&cond)?);
+        println!(
+            "\n== conditional ==\n{}",
+            serde_json::to_string_pretty(&cond)?
+        );
     }
     Ok(())
 }

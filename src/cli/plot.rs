@@ -26,21 +26,38 @@ pub fn run(cmd: PlotCommand, global: Global) -> anyhow::Result<()> {
             for (i, log) in logs.iter().enumerate() {
                 let records = datasets::train::read_metrics(log)?;
                 let dir = log.parent().unwrap_or(Path::new("."));
-                let stem = log.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let stem = log
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let out = match (&output, logs.len()) {
                     (Some(o), 1) => o.clone(),
                     (Some(o), _) => o.with_file_name(format!(
                         "{}_{}.{}",
-                        o.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "curves".into()),
+                        o.file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| "curves".into()),
                         stem,
-                        o.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "png".into())
+                        o.extension()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| "png".into())
                     )),
                     (None, _) => dir.join(format!("{stem}.png")),
                 };
-                datasets::train::plot::plot_curves(&records, &format!("{} ({})", dir.display(), stem), &out)
-                    .with_context(|| format!("plotting {}", log.display()))?;
+                datasets::train::plot::plot_curves(
+                    &records,
+                    &format!("{} ({})", dir.display(), stem),
+                    &out,
+                )
+                .with_context(|| format!("plotting {}", log.display()))?;
                 if !global.quiet {
-                    eprintln!("[{}/{}] {} -> {}", i + 1, logs.len(), log.display(), out.display());
+                    eprintln!(
+                        "[{}/{}] {} -> {}",
+                        i + 1,
+                        logs.len(),
+                        log.display(),
+                        out.display()
+                    );
                 }
                 println!("{}", out.display());
             }
@@ -63,7 +80,10 @@ fn metrics_logs(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .collect();
     logs.sort();
     if logs.is_empty() {
-        bail!("{}: no metrics log (*.jsonl) in this directory", path.display());
+        bail!(
+            "{}: no metrics log (*.jsonl) in this directory",
+            path.display()
+        );
     }
     Ok(logs)
 }

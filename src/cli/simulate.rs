@@ -105,17 +105,23 @@ fn screen(args: &ScreenArgs, global: Global) -> anyhow::Result<()> {
     } else {
         let b = indicatif::ProgressBar::new((1 + cfg.perturbed + cfg.doubles) as u64);
         b.set_style(
-            indicatif::ProgressStyle::with_template("simulating {pos}/{len} conditions [{elapsed_precise}] {wide_bar}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "simulating {pos}/{len} conditions [{elapsed_precise}] {wide_bar}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b
     };
-    let sim = simulate_screen(&cfg, &|done, _total| bar.set_position(done as u64)).context("simulating the screen")?;
+    let sim = simulate_screen(&cfg, &|done, _total| bar.set_position(done as u64))
+        .context("simulating the screen")?;
     bar.finish_and_clear();
     let sim_s = start.elapsed().as_secs_f64();
     write_h5ad_atomic(&sim.adata, &args.output)?;
     if !global.quiet {
-        let lyap = sim.lyapunov_residual.map(|r| format!(", Lyapunov residual {r:.2e}")).unwrap_or_default();
+        let lyap = sim
+            .lyapunov_residual
+            .map(|r| format!(", Lyapunov residual {r:.2e}"))
+            .unwrap_or_default();
         eprintln!(
             "wrote {}: {} cells × {} genes, {} conditions ({} kind{}); simulated in {:.2} s, total {:.2} s",
             args.output.display(),
@@ -133,14 +139,22 @@ fn screen(args: &ScreenArgs, global: Global) -> anyhow::Result<()> {
 
 /// Write to a temp file beside `path`, then rename.
 fn write_h5ad_atomic(adata: &datasets::AnnData, path: &std::path::Path) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     let name = path.file_name().context("output path has no file name")?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let res = datasets::anndata::write_h5ad(adata, &tmp);
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("writing {}", path.display()));
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }

@@ -156,7 +156,8 @@ pub fn run(cmd: SlurmCommand, global: Global) -> anyhow::Result<()> {
         }
         SlurmCommand::Pipeline(p) => {
             let lcd_script = write_lcd(&p.lcd)?;
-            let clipr_script = write_clipr(&p.lcd.output, &p.estimator, "cellmol-clipr", &p.lcd.res)?;
+            let clipr_script =
+                write_clipr(&p.lcd.output, &p.estimator, "cellmol-clipr", &p.lcd.res)?;
             let lcd_id = finish(&lcd_script, &p.lcd.res, None, global)?;
             finish(&clipr_script, &p.lcd.res, lcd_id.as_deref(), global).map(|_| ())
         }
@@ -164,10 +165,22 @@ pub fn run(cmd: SlurmCommand, global: Global) -> anyhow::Result<()> {
 }
 
 /// Write nothing but tell the user, or submit and return the job id.
-fn finish(script: &Path, res: &Resources, after: Option<&str>, global: Global) -> anyhow::Result<Option<String>> {
+fn finish(
+    script: &Path,
+    res: &Resources,
+    after: Option<&str>,
+    global: Global,
+) -> anyhow::Result<Option<String>> {
     if !res.submit {
         if !global.quiet {
-            eprintln!("wrote {} (submit with: sbatch {}{})", script.display(), after.map(|a| format!("--dependency=afterok:{a} ")).unwrap_or_default(), script.display());
+            eprintln!(
+                "wrote {} (submit with: sbatch {}{})",
+                script.display(),
+                after
+                    .map(|a| format!("--dependency=afterok:{a} "))
+                    .unwrap_or_default(),
+                script.display()
+            );
         }
         println!("{}", script.display());
         return Ok(None);
@@ -178,11 +191,22 @@ fn finish(script: &Path, res: &Resources, after: Option<&str>, global: Global) -
         cmd.arg(format!("--dependency=afterok:{a}"));
     }
     cmd.arg(script);
-    let out = cmd.output().context("running sbatch (is SLURM installed and on PATH?)")?;
+    let out = cmd
+        .output()
+        .context("running sbatch (is SLURM installed and on PATH?)")?;
     if !out.status.success() {
-        bail!("sbatch {} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "sbatch {} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
-    let id = String::from_utf8_lossy(&out.stdout).trim().split(';').next().unwrap_or_default().to_string();
+    let id = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     if id.is_empty() {
         bail!("sbatch {} printed no job id", script.display());
     }
@@ -201,7 +225,9 @@ fn abs(p: &Path) -> anyhow::Result<PathBuf> {
     if p.is_absolute() {
         return Ok(p.to_path_buf());
     }
-    Ok(std::env::current_dir().context("current directory")?.join(p))
+    Ok(std::env::current_dir()
+        .context("current directory")?
+        .join(p))
 }
 
 /// Quote for bash (single quotes).
@@ -215,7 +241,9 @@ fn validate(res: &Resources) -> anyhow::Result<()> {
         bail!("--cpus-per-task must be at least 1");
     }
     let t = &res.time;
-    let ok = !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == ':' || c == '-');
+    let ok = !t.is_empty()
+        && t.chars()
+            .all(|c| c.is_ascii_digit() || c == ':' || c == '-');
     if !ok {
         bail!("--time {t}: expected minutes, HH:MM:SS or D-HH:MM:SS");
     }
@@ -288,7 +316,8 @@ fn write_script(path: &Path, text: &str) -> anyhow::Result<PathBuf> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).with_context(|| format!("chmod {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod {}", path.display()))?;
     }
     Ok(path.to_path_buf())
 }
@@ -301,7 +330,12 @@ pub fn lcd_script(job: &LcdJob, cellmol: &Path, log_dir: &Path) -> anyhow::Resul
     }
     let n = job.folds.len() * job.seeds.len();
     let out = abs(&job.output)?;
-    let mut s = header(&job.job_name, &job.res, log_dir, Some(&format!("0-{}", n - 1)));
+    let mut s = header(
+        &job.job_name,
+        &job.res,
+        log_dir,
+        Some(&format!("0-{}", n - 1)),
+    );
     let folds: Vec<String> = job.folds.iter().map(u32::to_string).collect();
     let seeds: Vec<String> = job.seeds.iter().map(u64::to_string).collect();
     let _ = write!(
@@ -330,7 +364,13 @@ run_cellmol {bin} lcd fit {screen} -o "$MODEL" --fold "$FOLD" --seed "$SEED" --p
 
 fn write_lcd(job: &LcdJob) -> anyhow::Result<PathBuf> {
     let out = abs(&job.output)?;
-    let log_dir = job.res.log_dir.clone().map(|p| abs(&p)).transpose()?.unwrap_or_else(|| out.join("logs"));
+    let log_dir = job
+        .res
+        .log_dir
+        .clone()
+        .map(|p| abs(&p))
+        .transpose()?
+        .unwrap_or_else(|| out.join("logs"));
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let text = lcd_script(job, &cellmol_path(&job.res)?, &log_dir)?;
     write_script(&out.join("lcd.sbatch"), &text)
@@ -361,15 +401,34 @@ pub fn morph_script(job: &MorphJob, cellmol: &Path, log_dir: &Path) -> anyhow::R
 
 fn write_morph(job: &MorphJob) -> anyhow::Result<PathBuf> {
     let out = abs(&job.output)?;
-    let parent = out.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    let log_dir = job.res.log_dir.clone().map(|p| abs(&p)).transpose()?.unwrap_or_else(|| parent.join("logs"));
+    let parent = out
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let log_dir = job
+        .res
+        .log_dir
+        .clone()
+        .map(|p| abs(&p))
+        .transpose()?
+        .unwrap_or_else(|| parent.join("logs"));
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let text = morph_script(job, &cellmol_path(&job.res)?, &log_dir)?;
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "morph".into());
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "morph".into());
     write_script(&parent.join(format!("{name}.sbatch")), &text)
 }
 
-pub fn clipr_script(runs: &Path, estimator: &str, job_name: &str, res: &Resources, cellmol: &Path, log_dir: &Path) -> anyhow::Result<String> {
+pub fn clipr_script(
+    runs: &Path,
+    estimator: &str,
+    job_name: &str,
+    res: &Resources,
+    cellmol: &Path,
+    log_dir: &Path,
+) -> anyhow::Result<String> {
     validate(res)?;
     let mut s = header(job_name, res, log_dir, None);
     let _ = write!(
@@ -389,11 +448,28 @@ exit $status
     Ok(s)
 }
 
-fn write_clipr(runs: &Path, estimator: &str, job_name: &str, res: &Resources) -> anyhow::Result<PathBuf> {
+fn write_clipr(
+    runs: &Path,
+    estimator: &str,
+    job_name: &str,
+    res: &Resources,
+) -> anyhow::Result<PathBuf> {
     let out = abs(runs)?;
-    let log_dir = res.log_dir.clone().map(|p| abs(&p)).transpose()?.unwrap_or_else(|| out.join("logs"));
+    let log_dir = res
+        .log_dir
+        .clone()
+        .map(|p| abs(&p))
+        .transpose()?
+        .unwrap_or_else(|| out.join("logs"));
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
-    let text = clipr_script(runs, estimator, job_name, res, &cellmol_path(res)?, &log_dir)?;
+    let text = clipr_script(
+        runs,
+        estimator,
+        job_name,
+        res,
+        &cellmol_path(res)?,
+        &log_dir,
+    )?;
     write_script(&out.join("clipr.sbatch"), &text)
 }
 
@@ -443,7 +519,12 @@ mod tests {
             .arg("-c")
             .arg("FOLDS=(0 1 2); SEEDS=(7 8); for i in 0 1 2 3 4 5; do echo ${FOLDS[$(( i / ${#SEEDS[@]} ))]}:${SEEDS[$(( i % ${#SEEDS[@]} ))]}; done")
             .output()?;
-        assert_eq!(String::from_utf8(out.stdout)?.split_whitespace().collect::<Vec<_>>(), ["0:7", "0:8", "1:7", "1:8", "2:7", "2:8"]);
+        assert_eq!(
+            String::from_utf8(out.stdout)?
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            ["0:7", "0:8", "1:7", "1:8", "2:7", "2:8"]
+        );
         Ok(())
     }
 
@@ -472,7 +553,14 @@ mod tests {
         let m = morph_script(&job, Path::new("/bin/cellmol"), Path::new("/m/logs"))?;
         // every flag the script passes must exist on `morph fit`
         assert!(!m.contains("--resume"), "{m}");
-        let c = clipr_script(Path::new("/runs/it's"), "published", "c", &res(), Path::new("/bin/cellmol"), Path::new("/l"))?;
+        let c = clipr_script(
+            Path::new("/runs/it's"),
+            "published",
+            "c",
+            &res(),
+            Path::new("/bin/cellmol"),
+            Path::new("/l"),
+        )?;
         for s in [m, c] {
             let st = Command::new("bash").arg("-n").arg("-c").arg(&s).status()?;
             assert!(st.success(), "bash -n rejected:\n{s}");

@@ -60,7 +60,15 @@ impl H5adReader {
             legacy_uns = Some(uns);
         }
         check_unique(&ctx, "/obs", &obs.index)?;
-        Ok(H5adReader { file, ctx, mode, legacy_uns, gap: GAP, obs, var })
+        Ok(H5adReader {
+            file,
+            ctx,
+            mode,
+            legacy_uns,
+            gap: GAP,
+            obs,
+            var,
+        })
     }
 
     /// Gap (in stored elements) read through when coalescing row ranges
@@ -85,7 +93,9 @@ impl H5adReader {
         if !self.file.link_exists("layers") {
             return Ok(Vec::new());
         }
-        let g = self.ctx.h5("/layers", "opening group", self.file.group("layers"))?;
+        let g = self
+            .ctx
+            .h5("/layers", "opening group", self.file.group("layers"))?;
         self.ctx.h5("/layers", "listing members", g.member_names())
     }
 
@@ -99,27 +109,53 @@ impl H5adReader {
             if self.mode == Mode::Strict {
                 match encoding(&self.ctx, &ds, &path)? {
                     Some((t, _)) if t == "array" => {}
-                    Some((t, _)) => return Err(self.ctx.fmt(&path, "encoding-type `array`", format!("`{t}`"))),
-                    None => return Err(self.ctx.fmt(&path, "attribute `encoding-type`", "no encoding-type")),
+                    Some((t, _)) => {
+                        return Err(self
+                            .ctx
+                            .fmt(&path, "encoding-type `array`", format!("`{t}`")))
+                    }
+                    None => {
+                        return Err(self.ctx.fmt(
+                            &path,
+                            "attribute `encoding-type`",
+                            "no encoding-type",
+                        ))
+                    }
                 }
             }
             if ds.ndim() != 2 {
-                return Err(self.ctx.fmt(&path, "a 2-D array", format!("shape {:?}", ds.shape())));
+                return Err(self
+                    .ctx
+                    .fmt(&path, "a 2-D array", format!("shape {:?}", ds.shape())));
             }
             return Ok(Stored::Dense(ds, path));
         }
         let g = self.ctx.h5(&path, "opening group", root.group(elem))?;
         let kind = match encoding(&self.ctx, &g, &path)? {
             Some((t, _)) => t,
-            None if self.mode == Mode::Legacy => legacy::infer_group_encoding(&self.ctx, &g, &path)?,
-            None => return Err(self.ctx.fmt(&path, "attribute `encoding-type`", "no encoding-type")),
+            None if self.mode == Mode::Legacy => {
+                legacy::infer_group_encoding(&self.ctx, &g, &path)?
+            }
+            None => {
+                return Err(self
+                    .ctx
+                    .fmt(&path, "attribute `encoding-type`", "no encoding-type"))
+            }
         };
         let format = match kind.as_str() {
             "csr_matrix" => SparseFormat::Csr,
             "csc_matrix" => SparseFormat::Csc,
-            other => return Err(self.ctx.fmt(&path, "csr_matrix, csc_matrix or array", format!("`{other}`"))),
+            other => {
+                return Err(self.ctx.fmt(
+                    &path,
+                    "csr_matrix, csc_matrix or array",
+                    format!("`{other}`"),
+                ))
+            }
         };
-        Ok(Stored::Sparse(SparseMeta::open(&self.ctx, &g, &path, format)?))
+        Ok(Stored::Sparse(SparseMeta::open(
+            &self.ctx, &g, &path, format,
+        )?))
     }
 
     /// Encoding (`array`, `csr_matrix`, `csc_matrix`) and shape of an element.
@@ -132,14 +168,23 @@ impl H5adReader {
 
     fn check_idx(&self, path: &str, what: &str, idx: &[usize], n: usize) -> Result<()> {
         if let Some(&bad) = idx.iter().find(|&&i| i >= n) {
-            return Err(self.ctx.fmt(path, format!("{what} indices < {n}"), format!("index {bad}")));
+            return Err(self.ctx.fmt(
+                path,
+                format!("{what} indices < {n}"),
+                format!("index {bad}"),
+            ));
         }
         Ok(())
     }
 
     /// Read an element (`"X"`, `"layers/counts"`, `"raw/X"`), optionally only
     /// some rows and/or columns (in the given order).
-    pub fn read_submatrix(&self, elem: &str, rows: Option<&[usize]>, cols: Option<&[usize]>) -> Result<Matrix> {
+    pub fn read_submatrix(
+        &self,
+        elem: &str,
+        rows: Option<&[usize]>,
+        cols: Option<&[usize]>,
+    ) -> Result<Matrix> {
         let stored = self.resolve(elem)?;
         let path = join("/", elem);
         match stored {
@@ -192,7 +237,13 @@ impl H5adReader {
         self.read_submatrix("X", None, Some(cols))
     }
 
-    fn read_dense_rows(&self, ds: &Dataset, path: &str, rows: &[usize], nc: usize) -> Result<Matrix> {
+    fn read_dense_rows(
+        &self,
+        ds: &Dataset,
+        path: &str,
+        rows: &[usize],
+        nc: usize,
+    ) -> Result<Matrix> {
         let mut sorted: Vec<usize> = rows.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
@@ -220,17 +271,29 @@ impl H5adReader {
                 Matrix::Sparse(_) => unreachable!("dense blocks"),
             })
             .collect();
-        let cat = concat_rows(&arrays).ok_or_else(|| self.ctx.err(path, "dense blocks of different dtypes"))?;
+        let cat = concat_rows(&arrays)
+            .ok_or_else(|| self.ctx.err(path, "dense blocks of different dtypes"))?;
         let pos: Vec<usize> = rows.iter().map(|r| at[r]).collect();
         Ok(Matrix::Dense(cat.select_axis(0, &pos)))
     }
 
-    fn read_dense_block(&self, ds: &Dataset, path: &str, a: usize, b: usize, _nc: usize) -> Result<Matrix> {
+    fn read_dense_block(
+        &self,
+        ds: &Dataset,
+        path: &str,
+        a: usize,
+        b: usize,
+        _nc: usize,
+    ) -> Result<Matrix> {
         use hdf5::types::{FloatSize, IntSize, TypeDescriptor};
         let t = super::h5util::descriptor(&self.ctx, path, ds)?;
         macro_rules! rd {
             ($ty:ty, $var:ident) => {{
-                let a2 = self.ctx.h5(path, "reading rows", ds.read_slice::<$ty, _, ndarray::Ix2>(ndarray::s![a..b, ..]))?;
+                let a2 = self.ctx.h5(
+                    path,
+                    "reading rows",
+                    ds.read_slice::<$ty, _, ndarray::Ix2>(ndarray::s![a..b, ..]),
+                )?;
                 DenseArray::$var(a2.into_dyn())
             }};
         }
@@ -242,7 +305,13 @@ impl H5adReader {
             TypeDescriptor::Unsigned(IntSize::U8) => rd!(u64, U64),
             TypeDescriptor::Unsigned(_) => rd!(u32, U32),
             TypeDescriptor::Boolean => rd!(bool, Bool),
-            other => return Err(self.ctx.fmt(path, "a numeric matrix", super::h5util::type_name(&other))),
+            other => {
+                return Err(self.ctx.fmt(
+                    path,
+                    "a numeric matrix",
+                    super::h5util::type_name(&other),
+                ))
+            }
         }))
     }
 
@@ -252,10 +321,20 @@ impl H5adReader {
         let mut sorted: Vec<usize> = sel.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
-        let spans = coalesce(sorted.iter().map(|&r| (ptr[r] as usize, ptr[r + 1] as usize)), self.gap);
+        let spans = coalesce(
+            sorted
+                .iter()
+                .map(|&r| (ptr[r] as usize, ptr[r + 1] as usize)),
+            self.gap,
+        );
         let ranges: Vec<Range<usize>> = spans.iter().map(|&(a, b)| a..b).collect();
         let data = read_data_ranges(&self.ctx, &join(&meta.path, "data"), &meta.data, &ranges)?;
-        let indices = read_index_ranges(&self.ctx, &join(&meta.path, "indices"), &meta.indices, &ranges)?;
+        let indices = read_index_ranges(
+            &self.ctx,
+            &join(&meta.path, "indices"),
+            &meta.indices,
+            &ranges,
+        )?;
         // Offset of each file span inside the buffer.
         let mut buf_off = Vec::with_capacity(spans.len());
         let mut acc = 0usize;
@@ -306,8 +385,18 @@ impl H5adReader {
             SparseFormat::Csr => (sel.len(), meta.shape.1),
             SparseFormat::Csc => (meta.shape.0, sel.len()),
         };
-        let like = if meta.nnz > i32::MAX as usize { SparseIndex::I64(Vec::new()) } else { SparseIndex::I32(Vec::new()) };
-        let m = SparseMatrix { format: meta.format, shape, data, indices, indptr: SparseIndex::from_i64_like(new_ptr, &like) };
+        let like = if meta.nnz > i32::MAX as usize {
+            SparseIndex::I64(Vec::new())
+        } else {
+            SparseIndex::I32(Vec::new())
+        };
+        let m = SparseMatrix {
+            format: meta.format,
+            shape,
+            data,
+            indices,
+            indptr: SparseIndex::from_i64_like(new_ptr, &like),
+        };
         super::sparse::validate(&self.ctx, &meta.path, &m)?;
         Ok(m)
     }
@@ -317,12 +406,25 @@ impl H5adReader {
     pub fn iter_chunks(&self, elem: &str, n_rows: usize) -> Result<ChunkIter<'_>> {
         let (enc, shape) = self.matrix_info(elem)?;
         if enc == "csc_matrix" {
-            return Err(self.ctx.fmt(&join("/", elem), "a csr_matrix or dense array for row-chunked iteration", "csc_matrix"));
+            return Err(self.ctx.fmt(
+                &join("/", elem),
+                "a csr_matrix or dense array for row-chunked iteration",
+                "csc_matrix",
+            ));
         }
         if n_rows == 0 {
-            return Err(crate::error::DatasetsError::InvalidConfig { param: "n_rows".into(), message: "chunk size must be > 0, but is 0".into() });
+            return Err(crate::error::DatasetsError::InvalidConfig {
+                param: "n_rows".into(),
+                message: "chunk size must be > 0, but is 0".into(),
+            });
         }
-        Ok(ChunkIter { reader: self, elem: elem.to_string(), n_rows, next: 0, total: shape.0 })
+        Ok(ChunkIter {
+            reader: self,
+            elem: elem.to_string(),
+            n_rows,
+            next: 0,
+            total: shape.0,
+        })
     }
 
     /// Subset of the whole object: X and layers are read partially; obs,
@@ -336,17 +438,26 @@ impl H5adReader {
             self.check_idx("/var", "column", c, self.n_vars())?;
         }
         let root: &Group = &self.file;
-        let x = if root.link_exists("X") { Some(self.read_submatrix("X", rows, cols)?) } else { None };
+        let x = if root.link_exists("X") {
+            Some(self.read_submatrix("X", rows, cols)?)
+        } else {
+            None
+        };
         let mut layers = BTreeMap::new();
         for l in self.layer_names()? {
-            layers.insert(l.clone(), self.read_submatrix(&format!("layers/{l}"), rows, cols)?);
+            layers.insert(
+                l.clone(),
+                self.read_submatrix(&format!("layers/{l}"), rows, cols)?,
+            );
         }
         let mut uns = match &self.legacy_uns {
             Some(u) => u.clone(),
-            None if root.link_exists("uns") => match read::read_elem(ctx, root, "/", "uns", self.mode)? {
-                Elem::Value(Value::Dict(d)) => d,
-                other => return Err(ctx.fmt("/uns", "a dict", read::elem_kind(&other))),
-            },
+            None if root.link_exists("uns") => {
+                match read::read_elem(ctx, root, "/", "uns", self.mode)? {
+                    Elem::Value(Value::Dict(d)) => d,
+                    other => return Err(ctx.fmt("/uns", "a dict", read::elem_kind(&other))),
+                }
+            }
             None => BTreeMap::new(),
         };
         let mut full = AnnData {
@@ -356,7 +467,12 @@ impl H5adReader {
             uns: std::mem::take(&mut uns),
             ..Default::default()
         };
-        for (name, slot) in [("obsm", &mut full.obsm), ("varm", &mut full.varm), ("obsp", &mut full.obsp), ("varp", &mut full.varp)] {
+        for (name, slot) in [
+            ("obsm", &mut full.obsm),
+            ("varm", &mut full.varm),
+            ("obsp", &mut full.obsp),
+            ("varp", &mut full.varp),
+        ] {
             if root.link_exists(name) {
                 *slot = legacy::read_matrix_container(ctx, root, name, self.mode)?;
             }
@@ -376,7 +492,9 @@ impl H5adReader {
                     let rg = ctx.h5("/raw", "opening group", root.group("raw"))?;
                     match read::read_elem(ctx, &rg, "/raw", "var", self.mode)? {
                         Elem::Value(Value::DataFrame(df)) => df,
-                        other => return Err(ctx.fmt("/raw/var", "a dataframe", read::elem_kind(&other))),
+                        other => {
+                            return Err(ctx.fmt("/raw/var", "a dataframe", read::elem_kind(&other)))
+                        }
                     }
                 } else if root.link_exists("raw.var") {
                     read_frame_member(ctx, root, "raw.var", self.mode, &mut BTreeMap::new())?
@@ -406,7 +524,10 @@ impl H5adReader {
 }
 
 /// Merge sorted `(start, end)` spans whose gap is at most `gap`.
-pub(crate) fn coalesce(spans: impl Iterator<Item = (usize, usize)>, gap: usize) -> Vec<(usize, usize)> {
+pub(crate) fn coalesce(
+    spans: impl Iterator<Item = (usize, usize)>,
+    gap: usize,
+) -> Vec<(usize, usize)> {
     let mut out: Vec<(usize, usize)> = Vec::new();
     for (a, b) in spans {
         match out.last_mut() {
@@ -460,6 +581,10 @@ impl Iterator for ChunkIter<'_> {
         let r = self.next..(self.next + self.n_rows).min(self.total);
         self.next = r.end;
         let rows: Vec<usize> = r.clone().collect();
-        Some(self.reader.read_submatrix(&self.elem, Some(&rows), None).map(|m| (r, m)))
+        Some(
+            self.reader
+                .read_submatrix(&self.elem, Some(&rows), None)
+                .map(|m| (r, m)),
+        )
     }
 }

@@ -82,9 +82,16 @@ pub(crate) fn pieces<T: H5Type>(ds: &Dataset) -> Option<Pieces> {
             // SAFETY: query on a valid dataset identifier.
             let (addr, storage) = {
                 let _guard = hdf5_sys::LOCK.lock();
-                unsafe { (hdf5_sys::h5d::H5Dget_offset(ds.id()), hdf5_sys::h5d::H5Dget_storage_size(ds.id())) }
+                unsafe {
+                    (
+                        hdf5_sys::h5d::H5Dget_offset(ds.id()),
+                        hdf5_sys::h5d::H5Dget_storage_size(ds.id()),
+                    )
+                }
             };
-            (addr != hdf5_sys::h5::HADDR_UNDEF && storage == n as u64 * w).then(|| Pieces { pieces: vec![(0, n, addr)] })
+            (addr != hdf5_sys::h5::HADDR_UNDEF && storage == n as u64 * w).then(|| Pieces {
+                pieces: vec![(0, n, addr)],
+            })
         }
         H5D_layout_t::H5D_CHUNKED => {
             let chunk = *ds.chunk()?.first()?;
@@ -96,7 +103,11 @@ pub(crate) fn pieces<T: H5Type>(ds: &Dataset) -> Option<Pieces> {
             for i in 0..count {
                 let info = ds.chunk_info(i)?;
                 let start = *info.offset.first()? as usize;
-                if info.filter_mask != 0 || info.size != chunk as u64 * w || info.addr == hdf5_sys::h5::HADDR_UNDEF || start >= n {
+                if info.filter_mask != 0
+                    || info.size != chunk as u64 * w
+                    || info.addr == hdf5_sys::h5::HADDR_UNDEF
+                    || start >= n
+                {
                     return None;
                 }
                 pieces.push((start, chunk.min(n - start), info.addr));
@@ -145,7 +156,12 @@ pub(crate) fn read_ranges<T: H5Type + Copy>(
                 // which every bit pattern is valid.
                 let got = unsafe {
                     let dst = (out.as_mut_ptr().add(base + filled) as *mut u8).add(done);
-                    libc::pread(fd, dst.cast(), count * w - done, (addr + ((pos - start) * w + done) as u64) as libc::off_t)
+                    libc::pread(
+                        fd,
+                        dst.cast(),
+                        count * w - done,
+                        (addr + ((pos - start) * w + done) as u64) as libc::off_t,
+                    )
                 };
                 if got <= 0 {
                     return None;
@@ -175,8 +191,15 @@ mod tests {
         let v: Vec<f32> = (0..10_007).map(|i| i as f32 * 0.5).collect();
         {
             let f = hdf5::File::create(&p).unwrap();
-            f.new_dataset_builder().with_data(&v).chunk(1000).create("chunked").unwrap();
-            f.new_dataset_builder().with_data(&v).create("contig").unwrap();
+            f.new_dataset_builder()
+                .with_data(&v)
+                .chunk(1000)
+                .create("chunked")
+                .unwrap();
+            f.new_dataset_builder()
+                .with_data(&v)
+                .create("contig")
+                .unwrap();
         }
         let f = hdf5::File::open(&p).unwrap();
         let fh = std::fs::File::open(&p).unwrap();
@@ -187,7 +210,10 @@ mod tests {
             let ranges = [0..10_007, 5..5, 999..1001, 9_990..10_007, 3_000..7_500];
             let mut out: Vec<f32> = Vec::new();
             read_ranges(&fh, &pcs, &ranges, &mut out).unwrap();
-            let want: Vec<f32> = ranges.iter().flat_map(|r| v[r.clone()].iter().copied()).collect();
+            let want: Vec<f32> = ranges
+                .iter()
+                .flat_map(|r| v[r.clone()].iter().copied())
+                .collect();
             assert_eq!(out, want, "{name}");
         }
     }

@@ -21,12 +21,23 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub fn new(file: &Path) -> Self {
-        Ctx { file: file.to_path_buf() }
+        Ctx {
+            file: file.to_path_buf(),
+        }
     }
     pub fn err(&self, path: &str, message: impl Into<String>) -> DatasetsError {
-        DatasetsError::H5 { file: self.file.clone(), path: path.to_string(), message: message.into() }
+        DatasetsError::H5 {
+            file: self.file.clone(),
+            path: path.to_string(),
+            message: message.into(),
+        }
     }
-    pub fn fmt(&self, path: &str, expected: impl Into<String>, found: impl Into<String>) -> DatasetsError {
+    pub fn fmt(
+        &self,
+        path: &str,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) -> DatasetsError {
         DatasetsError::Format {
             file: self.file.clone(),
             path: path.to_string(),
@@ -63,7 +74,14 @@ pub(crate) fn type_name(t: &TypeDescriptor) -> String {
         TypeDescriptor::Boolean => "bool".into(),
         TypeDescriptor::Enum(_) => "enum".into(),
         TypeDescriptor::Compound(c) => {
-            format!("compound{{{}}}", c.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(","))
+            format!(
+                "compound{{{}}}",
+                c.fields
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
         }
         TypeDescriptor::FixedArray(t, n) => format!("{}[{n}]", type_name(t)),
         TypeDescriptor::FixedAscii(n) => format!("fixed ascii string ({n} bytes)"),
@@ -91,9 +109,16 @@ pub(crate) fn is_integer_type(t: &TypeDescriptor) -> bool {
 
 /// Decode bytes as UTF-8 or fail naming the element.
 pub(crate) fn utf8(ctx: &Ctx, path: &str, bytes: &[u8]) -> Result<String> {
-    std::str::from_utf8(bytes)
-        .map(str::to_owned)
-        .map_err(|e| ctx.fmt(path, "valid UTF-8 strings", format!("invalid UTF-8 ({e}) in {:?}", String::from_utf8_lossy(bytes))))
+    std::str::from_utf8(bytes).map(str::to_owned).map_err(|e| {
+        ctx.fmt(
+            path,
+            "valid UTF-8 strings",
+            format!(
+                "invalid UTF-8 ({e}) in {:?}",
+                String::from_utf8_lossy(bytes)
+            ),
+        )
+    })
 }
 
 /// Fixed-length string payload: strip the NUL / space padding HDF5 uses.
@@ -108,13 +133,18 @@ pub(crate) fn fixed_str(ctx: &Ctx, path: &str, chunk: &[u8]) -> Result<String> {
 pub(crate) fn raw_bytes(ctx: &Ctx, path: &str, c: &Container) -> Result<(Vec<u8>, usize)> {
     let dt = ctx.h5(path, "reading datatype", c.dtype())?;
     let size = dt.size();
-    let n: usize = c.shape().iter().product::<usize>().max(if c.is_scalar() { 1 } else { 0 });
+    let n: usize = c
+        .shape()
+        .iter()
+        .product::<usize>()
+        .max(if c.is_scalar() { 1 } else { 0 });
     let mut buf = vec![0u8; size * n];
     if n == 0 {
         return Ok((buf, size));
     }
     // SAFETY: H5Iget_type only inspects the identifier.
-    let is_attr = unsafe { hdf5_sys::h5i::H5Iget_type(c.id()) == hdf5_sys::h5i::H5I_type_t::H5I_ATTR };
+    let is_attr =
+        unsafe { hdf5_sys::h5i::H5Iget_type(c.id()) == hdf5_sys::h5i::H5I_type_t::H5I_ATTR };
     let status = {
         let _guard = hdf5_sys::LOCK.lock();
         // SAFETY: `buf` holds exactly n elements of the stored type (size bytes
@@ -156,14 +186,22 @@ pub(crate) fn read_strings(ctx: &Ctx, path: &str, c: &Container) -> Result<Vec<S
         TypeDescriptor::FixedAscii(n) | TypeDescriptor::FixedUnicode(n) => {
             let (bytes, size) = raw_bytes(ctx, path, c)?;
             debug_assert_eq!(size, n);
-            bytes.chunks(size.max(1)).map(|ch| fixed_str(ctx, path, ch)).collect()
+            bytes
+                .chunks(size.max(1))
+                .map(|ch| fixed_str(ctx, path, ch))
+                .collect()
         }
         other => Err(ctx.fmt(path, "a string datatype", type_name(&other))),
     }
 }
 
 /// A string attribute; `None` when absent.
-pub(crate) fn attr_string(ctx: &Ctx, loc: &Location, path: &str, name: &str) -> Result<Option<String>> {
+pub(crate) fn attr_string(
+    ctx: &Ctx,
+    loc: &Location,
+    path: &str,
+    name: &str,
+) -> Result<Option<String>> {
     if !has_attr(loc, name) {
         return Ok(None);
     }
@@ -178,7 +216,12 @@ pub(crate) fn attr_string(ctx: &Ctx, loc: &Location, path: &str, name: &str) -> 
 
 /// A string-list attribute (e.g. `column-order`); an empty numeric array
 /// (what h5py writes for `[]`) is an empty list.
-pub(crate) fn attr_strings(ctx: &Ctx, loc: &Location, path: &str, name: &str) -> Result<Option<Vec<String>>> {
+pub(crate) fn attr_strings(
+    ctx: &Ctx,
+    loc: &Location,
+    path: &str,
+    name: &str,
+) -> Result<Option<Vec<String>>> {
     if !has_attr(loc, name) {
         return Ok(None);
     }
@@ -195,7 +238,12 @@ pub(crate) fn attr_strings(ctx: &Ctx, loc: &Location, path: &str, name: &str) ->
 }
 
 /// Integer attribute values (e.g. `shape`).
-pub(crate) fn attr_i64s(ctx: &Ctx, loc: &Location, path: &str, name: &str) -> Result<Option<Vec<i64>>> {
+pub(crate) fn attr_i64s(
+    ctx: &Ctx,
+    loc: &Location,
+    path: &str,
+    name: &str,
+) -> Result<Option<Vec<i64>>> {
     if !has_attr(loc, name) {
         return Ok(None);
     }
@@ -205,7 +253,8 @@ pub(crate) fn attr_i64s(ctx: &Ctx, loc: &Location, path: &str, name: &str) -> Re
     if !is_integer_type(&t) {
         return Err(ctx.fmt(&apath, "integers", type_name(&t)));
     }
-    ctx.h5(&apath, "reading attribute", a.read_raw::<i64>()).map(Some)
+    ctx.h5(&apath, "reading attribute", a.read_raw::<i64>())
+        .map(Some)
 }
 
 /// Boolean attribute (`ordered`); integers are accepted (0 = false).
@@ -218,16 +267,23 @@ pub(crate) fn attr_bool(ctx: &Ctx, loc: &Location, path: &str, name: &str) -> Re
     let t = descriptor(ctx, &apath, &a)?;
     let v: Vec<bool> = match t {
         TypeDescriptor::Boolean => ctx.h5(&apath, "reading attribute", a.read_raw::<bool>())?,
-        t if is_integer_type(&t) => {
-            ctx.h5(&apath, "reading attribute", a.read_raw::<i64>())?.into_iter().map(|x| x != 0).collect()
-        }
+        t if is_integer_type(&t) => ctx
+            .h5(&apath, "reading attribute", a.read_raw::<i64>())?
+            .into_iter()
+            .map(|x| x != 0)
+            .collect(),
         other => return Err(ctx.fmt(&apath, "a boolean", type_name(&other))),
     };
-    v.first().copied().map(Some).ok_or_else(|| ctx.fmt(&apath, "one boolean", "an empty array"))
+    v.first()
+        .copied()
+        .map(Some)
+        .ok_or_else(|| ctx.fmt(&apath, "one boolean", "an empty array"))
 }
 
 pub(crate) fn has_attr(loc: &Location, name: &str) -> bool {
-    loc.attr_names().map(|v| v.iter().any(|n| n == name)).unwrap_or(false)
+    loc.attr_names()
+        .map(|v| v.iter().any(|n| n == name))
+        .unwrap_or(false)
 }
 
 /// `(encoding-type, encoding-version)` of an element, if present.
@@ -270,8 +326,10 @@ pub(crate) fn read_dense(ctx: &Ctx, path: &str, ds: &Dataset) -> Result<DenseArr
         TypeDescriptor::Boolean => rd!(bool, Bool),
         t if is_string_type(&t) => {
             let fast = match t {
-                TypeDescriptor::VarLenUnicode | TypeDescriptor::VarLenAscii => super::vlen::fast_strings(ctx, ds)
-                    .and_then(|v| v.into_iter().collect::<Option<Vec<String>>>()),
+                TypeDescriptor::VarLenUnicode | TypeDescriptor::VarLenAscii => {
+                    super::vlen::fast_strings(ctx, ds)
+                        .and_then(|v| v.into_iter().collect::<Option<Vec<String>>>())
+                }
                 _ => None,
             };
             let v = match fast {
@@ -281,7 +339,11 @@ pub(crate) fn read_dense(ctx: &Ctx, path: &str, ds: &Dataset) -> Result<DenseArr
             DenseArray::String(to_dyn(ctx, path, &shape, v)?)
         }
         other => {
-            return Err(ctx.fmt(path, "a numeric, boolean or string array", type_name(&other)));
+            return Err(ctx.fmt(
+                path,
+                "a numeric, boolean or string array",
+                type_name(&other),
+            ));
         }
     })
 }
@@ -289,42 +351,107 @@ pub(crate) fn read_dense(ctx: &Ctx, path: &str, ds: &Dataset) -> Result<DenseArr
 // ----------------------------------------------------------------- writing
 
 pub(crate) fn vlu(ctx: &Ctx, path: &str, s: &str) -> Result<VarLenUnicode> {
-    s.parse::<VarLenUnicode>()
-        .map_err(|e| ctx.fmt(path, "a string without NUL characters", format!("{s:?} ({e})")))
+    s.parse::<VarLenUnicode>().map_err(|e| {
+        ctx.fmt(
+            path,
+            "a string without NUL characters",
+            format!("{s:?} ({e})"),
+        )
+    })
 }
 
-pub(crate) fn set_attr_str(ctx: &Ctx, loc: &Location, path: &str, name: &str, value: &str) -> Result<()> {
+pub(crate) fn set_attr_str(
+    ctx: &Ctx,
+    loc: &Location,
+    path: &str,
+    name: &str,
+    value: &str,
+) -> Result<()> {
     let v = vlu(ctx, path, value)?;
-    let a = ctx.h5(path, "creating attribute", loc.new_attr::<VarLenUnicode>().create(name))?;
+    let a = ctx.h5(
+        path,
+        "creating attribute",
+        loc.new_attr::<VarLenUnicode>().create(name),
+    )?;
     ctx.h5(path, "writing attribute", a.write_scalar(&v))
 }
 
-pub(crate) fn set_attr_strs(ctx: &Ctx, loc: &Location, path: &str, name: &str, values: &[String]) -> Result<()> {
+pub(crate) fn set_attr_strs(
+    ctx: &Ctx,
+    loc: &Location,
+    path: &str,
+    name: &str,
+    values: &[String],
+) -> Result<()> {
     if values.is_empty() {
         // h5py/anndata store an empty list as an empty float64 array.
-        let a = ctx.h5(path, "creating attribute", loc.new_attr::<f64>().shape([0]).create(name))?;
+        let a = ctx.h5(
+            path,
+            "creating attribute",
+            loc.new_attr::<f64>().shape([0]).create(name),
+        )?;
         let _ = a;
         return Ok(());
     }
-    let v = values.iter().map(|s| vlu(ctx, path, s)).collect::<Result<Vec<_>>>()?;
-    ctx.h5(path, "writing attribute", loc.new_attr_builder().with_data(&v).create(name)).map(|_| ())
+    let v = values
+        .iter()
+        .map(|s| vlu(ctx, path, s))
+        .collect::<Result<Vec<_>>>()?;
+    ctx.h5(
+        path,
+        "writing attribute",
+        loc.new_attr_builder().with_data(&v).create(name),
+    )
+    .map(|_| ())
 }
 
-pub(crate) fn set_attr_i64s(ctx: &Ctx, loc: &Location, path: &str, name: &str, values: &[i64]) -> Result<()> {
-    ctx.h5(path, "writing attribute", loc.new_attr_builder().with_data(values).create(name)).map(|_| ())
+pub(crate) fn set_attr_i64s(
+    ctx: &Ctx,
+    loc: &Location,
+    path: &str,
+    name: &str,
+    values: &[i64],
+) -> Result<()> {
+    ctx.h5(
+        path,
+        "writing attribute",
+        loc.new_attr_builder().with_data(values).create(name),
+    )
+    .map(|_| ())
 }
 
-pub(crate) fn set_attr_bool(ctx: &Ctx, loc: &Location, path: &str, name: &str, value: bool) -> Result<()> {
-    let a = ctx.h5(path, "creating attribute", loc.new_attr::<bool>().create(name))?;
+pub(crate) fn set_attr_bool(
+    ctx: &Ctx,
+    loc: &Location,
+    path: &str,
+    name: &str,
+    value: bool,
+) -> Result<()> {
+    let a = ctx.h5(
+        path,
+        "creating attribute",
+        loc.new_attr::<bool>().create(name),
+    )?;
     ctx.h5(path, "writing attribute", a.write_scalar(&value))
 }
 
-pub(crate) fn set_encoding(ctx: &Ctx, loc: &Location, path: &str, kind: &str, version: &str) -> Result<()> {
+pub(crate) fn set_encoding(
+    ctx: &Ctx,
+    loc: &Location,
+    path: &str,
+    kind: &str,
+    version: &str,
+) -> Result<()> {
     set_attr_str(ctx, loc, path, "encoding-type", kind)?;
     set_attr_str(ctx, loc, path, "encoding-version", version)
 }
 
-pub(crate) fn create_group(ctx: &Ctx, parent: &Group, ppath: &str, name: &str) -> Result<(Group, String)> {
+pub(crate) fn create_group(
+    ctx: &Ctx,
+    parent: &Group,
+    ppath: &str,
+    name: &str,
+) -> Result<(Group, String)> {
     let path = join(ppath, name);
     let g = ctx.h5(&path, "creating group", parent.create_group(name))?;
     Ok((g, path))
@@ -339,17 +466,30 @@ pub(crate) fn write_vec<T: hdf5::H5Type>(
     shape: &[usize],
     data: &[T],
 ) -> Result<Dataset> {
-    let view = ndarray::ArrayViewD::from_shape(IxDyn(shape), data).map_err(|e| ctx.err(path, format!("shape: {e}")))?;
-    ctx.h5(path, "writing dataset", parent.new_dataset_builder().with_data(&view).create(name))
+    let view = ndarray::ArrayViewD::from_shape(IxDyn(shape), data)
+        .map_err(|e| ctx.err(path, format!("shape: {e}")))?;
+    ctx.h5(
+        path,
+        "writing dataset",
+        parent.new_dataset_builder().with_data(&view).create(name),
+    )
 }
 
 /// Write a dense array with its `array` / `string-array` encoding.
-pub(crate) fn write_dense(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, a: &DenseArray) -> Result<()> {
+pub(crate) fn write_dense(
+    ctx: &Ctx,
+    parent: &Group,
+    ppath: &str,
+    name: &str,
+    a: &DenseArray,
+) -> Result<()> {
     let path = join(ppath, name);
     macro_rules! wr {
         ($arr:expr) => {{
             let arr = $arr.as_standard_layout();
-            let slice = arr.as_slice().ok_or_else(|| ctx.err(&path, "array not contiguous"))?;
+            let slice = arr
+                .as_slice()
+                .ok_or_else(|| ctx.err(&path, "array not contiguous"))?;
             write_vec(ctx, parent, &path, name, arr.shape(), slice)?
         }};
     }
@@ -366,7 +506,10 @@ pub(crate) fn write_dense(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, a:
         DenseArray::U64(x) => wr!(x),
         DenseArray::Bool(x) => wr!(x),
         DenseArray::String(x) => {
-            let v = x.iter().map(|s| vlu(ctx, &path, s)).collect::<Result<Vec<_>>>()?;
+            let v = x
+                .iter()
+                .map(|s| vlu(ctx, &path, s))
+                .collect::<Result<Vec<_>>>()?;
             let ds = write_vec(ctx, parent, &path, name, x.shape(), &v)?;
             set_encoding(ctx, &ds, &path, "string-array", "0.2.0")?;
             return Ok(());
@@ -389,7 +532,11 @@ pub(crate) fn read_range_into<T: hdf5::H5Type + Copy>(
     use hdf5_sys::{h5d, h5p, h5s};
     let len = ds.size();
     if start.checked_add(count).is_none_or(|e| e > len) || ds.ndim() != 1 {
-        return Err(ctx.fmt(path, format!("a 1-D dataset with at least {} elements", start + count), format!("shape {:?}", ds.shape())));
+        return Err(ctx.fmt(
+            path,
+            format!("a 1-D dataset with at least {} elements", start + count),
+            format!("shape {:?}", ds.shape()),
+        ));
     }
     if count == 0 {
         return Ok(());
@@ -437,7 +584,13 @@ pub(crate) fn read_range_into<T: hdf5::H5Type + Copy>(
         }
     };
     if status < 0 {
-        return Err(ctx.err(path, format!("reading elements {start}..{} failed (file truncated or corrupt?)", start + count)));
+        return Err(ctx.err(
+            path,
+            format!(
+                "reading elements {start}..{} failed (file truncated or corrupt?)",
+                start + count
+            ),
+        ));
     }
     // SAFETY: H5Dread succeeded and initialised `count` elements.
     unsafe { out.set_len(old + count) };
@@ -463,11 +616,22 @@ mod tests {
             .collect();
         {
             let f = hdf5::File::create(&p).unwrap();
-            write_dense(&ctx, &f, "/", "names", &DenseArray::strings(strings.clone())).unwrap();
+            write_dense(
+                &ctx,
+                &f,
+                "/",
+                "names",
+                &DenseArray::strings(strings.clone()),
+            )
+            .unwrap();
         }
         let f = hdf5::File::open(&p).unwrap();
         let ds = f.dataset("names").unwrap();
-        let fast: Vec<String> = super::super::vlen::fast_strings(&ctx, &ds).unwrap().into_iter().map(Option::unwrap).collect();
+        let fast: Vec<String> = super::super::vlen::fast_strings(&ctx, &ds)
+            .unwrap()
+            .into_iter()
+            .map(Option::unwrap)
+            .collect();
         let slow = read_strings(&ctx, "/names", &ds).unwrap();
         assert_eq!(slow, strings);
         assert_eq!(fast, strings);

@@ -30,12 +30,24 @@ pub(crate) fn infer_group_encoding(ctx: &Ctx, g: &Group, path: &str) -> Result<S
 }
 
 /// Decode one record field of every row into an array of shape [n] or [n, k].
-fn field_array(ctx: &Ctx, path: &str, bytes: &[u8], rec: usize, n: usize, off: usize, ty: &TypeDescriptor) -> Result<DenseArray> {
+fn field_array(
+    ctx: &Ctx,
+    path: &str,
+    bytes: &[u8],
+    rec: usize,
+    n: usize,
+    off: usize,
+    ty: &TypeDescriptor,
+) -> Result<DenseArray> {
     let (inner, k) = match ty {
         TypeDescriptor::FixedArray(t, k) => (t.as_ref(), *k),
         t => (t, 1usize),
     };
-    let shape: Vec<usize> = if matches!(ty, TypeDescriptor::FixedArray(..)) { vec![n, k] } else { vec![n] };
+    let shape: Vec<usize> = if matches!(ty, TypeDescriptor::FixedArray(..)) {
+        vec![n, k]
+    } else {
+        vec![n]
+    };
     macro_rules! num {
         ($t:ty, $var:ident) => {{
             let w = std::mem::size_of::<$t>();
@@ -48,7 +60,10 @@ fn field_array(ctx: &Ctx, path: &str, bytes: &[u8], rec: usize, n: usize, off: u
                     v.push(<$t>::from_le_bytes(b));
                 }
             }
-            DenseArray::$var(ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| ctx.err(path, e.to_string()))?)
+            DenseArray::$var(
+                ArrayD::from_shape_vec(IxDyn(&shape), v)
+                    .map_err(|e| ctx.err(path, e.to_string()))?,
+            )
         }};
     }
     Ok(match inner {
@@ -63,8 +78,13 @@ fn field_array(ctx: &Ctx, path: &str, bytes: &[u8], rec: usize, n: usize, off: u
         TypeDescriptor::Unsigned(IntSize::U4) => num!(u32, U32),
         TypeDescriptor::Unsigned(IntSize::U8) => num!(u64, U64),
         TypeDescriptor::Boolean => {
-            let v: Vec<bool> = (0..n * k).map(|i| bytes[(i / k) * rec + off + i % k] != 0).collect();
-            DenseArray::Bool(ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| ctx.err(path, e.to_string()))?)
+            let v: Vec<bool> = (0..n * k)
+                .map(|i| bytes[(i / k) * rec + off + i % k] != 0)
+                .collect();
+            DenseArray::Bool(
+                ArrayD::from_shape_vec(IxDyn(&shape), v)
+                    .map_err(|e| ctx.err(path, e.to_string()))?,
+            )
         }
         TypeDescriptor::FixedAscii(w) | TypeDescriptor::FixedUnicode(w) => {
             let mut v = Vec::with_capacity(n * k);
@@ -76,16 +96,27 @@ fn field_array(ctx: &Ctx, path: &str, bytes: &[u8], rec: usize, n: usize, off: u
                     v.push(utf8(ctx, path, &chunk[..end])?);
                 }
             }
-            DenseArray::String(ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| ctx.err(path, e.to_string()))?)
+            DenseArray::String(
+                ArrayD::from_shape_vec(IxDyn(&shape), v)
+                    .map_err(|e| ctx.err(path, e.to_string()))?,
+            )
         }
         other => {
-            return Err(ctx.fmt(path, "numeric, boolean or fixed-length string record fields", type_name(other)));
+            return Err(ctx.fmt(
+                path,
+                "numeric, boolean or fixed-length string record fields",
+                type_name(other),
+            ));
         }
     })
 }
 
 /// All fields of a 1-D compound dataset, in stored order.
-pub(crate) fn compound_fields(ctx: &Ctx, path: &str, ds: &Dataset) -> Result<Vec<(String, DenseArray)>> {
+pub(crate) fn compound_fields(
+    ctx: &Ctx,
+    path: &str,
+    ds: &Dataset,
+) -> Result<Vec<(String, DenseArray)>> {
     let dt = ctx.h5(path, "reading datatype", ds.dtype())?;
     if dt.byte_order() == hdf5::datatype::ByteOrder::BigEndian {
         return Err(ctx.fmt(path, "little-endian records", "big-endian records"));
@@ -95,7 +126,11 @@ pub(crate) fn compound_fields(ctx: &Ctx, path: &str, ds: &Dataset) -> Result<Vec
         return Err(ctx.fmt(path, "a compound (record) dataset", type_name(&desc)));
     };
     if ds.ndim() != 1 {
-        return Err(ctx.fmt(path, "a 1-D record dataset", format!("shape {:?}", ds.shape())));
+        return Err(ctx.fmt(
+            path,
+            "a 1-D record dataset",
+            format!("shape {:?}", ds.shape()),
+        ));
     }
     for f in &c.fields {
         let base = match &f.ty {
@@ -124,7 +159,20 @@ pub(crate) fn compound_fields(ctx: &Ctx, path: &str, ds: &Dataset) -> Result<Vec
     fields.sort_by_key(|f| f.index);
     fields
         .into_iter()
-        .map(|f| Ok((f.name.clone(), field_array(ctx, &format!("{path}[{}]", f.name), &bytes, rec, n, f.offset, &f.ty)?)))
+        .map(|f| {
+            Ok((
+                f.name.clone(),
+                field_array(
+                    ctx,
+                    &format!("{path}[{}]", f.name),
+                    &bytes,
+                    rec,
+                    n,
+                    f.offset,
+                    &f.ty,
+                )?,
+            ))
+        })
         .collect()
 }
 
@@ -143,12 +191,20 @@ pub(crate) fn read_compound_frame(
         if name == "index" {
             df.index = match &arr {
                 DenseArray::String(s) => s.iter().cloned().collect(),
-                other => Column::Array(other.clone()).labels().into_iter().map(Option::unwrap_or_default).collect(),
+                other => Column::Array(other.clone())
+                    .labels()
+                    .into_iter()
+                    .map(Option::unwrap_or_default)
+                    .collect(),
             };
             continue;
         }
         if arr.ndim() != 1 {
-            return Err(ctx.fmt(&format!("{path}[{name}]"), "scalar record fields in a data frame", format!("shape {:?}", arr.shape())));
+            return Err(ctx.fmt(
+                &format!("{path}[{name}]"),
+                "scalar record fields in a data frame",
+                format!("shape {:?}", arr.shape()),
+            ));
         }
         let key = format!("{name}_categories");
         let cats = uns.as_deref_mut().and_then(|u| match u.get(&key) {
@@ -156,13 +212,26 @@ pub(crate) fn read_compound_frame(
             _ => None,
         });
         let col = match (cats, &arr) {
-            (Some(Value::Array(categories)), a) if a.dtype_name().starts_with('i') || a.dtype_name().starts_with('u') => {
-                let codes: Vec<i32> = a.to_f64().map(|v| v.iter().map(|&x| x as i32).collect()).unwrap_or_default();
+            (Some(Value::Array(categories)), a)
+                if a.dtype_name().starts_with('i') || a.dtype_name().starts_with('u') =>
+            {
+                let codes: Vec<i32> = a
+                    .to_f64()
+                    .map(|v| v.iter().map(|&x| x as i32).collect())
+                    .unwrap_or_default();
                 let k = categories.len() as i32;
                 if let Some(i) = codes.iter().position(|&c| c < -1 || c >= k) {
-                    return Err(ctx.fmt(&format!("{path}[{name}]"), format!("codes in [-1, {k})"), format!("row {i}: {}", codes[i])));
+                    return Err(ctx.fmt(
+                        &format!("{path}[{name}]"),
+                        format!("codes in [-1, {k})"),
+                        format!("row {i}: {}", codes[i]),
+                    ));
                 }
-                Column::Categorical { codes, categories, ordered: false }
+                Column::Categorical {
+                    codes,
+                    categories,
+                    ordered: false,
+                }
             }
             (Some(v), _) => {
                 // Not codes after all: put the uns entry back.
@@ -180,13 +249,21 @@ pub(crate) fn read_compound_frame(
 
 /// obsm / varm / raw.varm: a group (modern or legacy) or a compound dataset
 /// whose fields are the matrices.
-pub(crate) fn read_matrix_container(ctx: &Ctx, root: &Group, name: &str, mode: Mode) -> Result<BTreeMap<String, Matrix>> {
+pub(crate) fn read_matrix_container(
+    ctx: &Ctx,
+    root: &Group,
+    name: &str,
+    mode: Mode,
+) -> Result<BTreeMap<String, Matrix>> {
     let path = join("/", name);
     if let Ok(ds) = root.dataset(name) {
         if mode == Mode::Strict {
             return Err(ctx.fmt(&path, "a dict group", "a dataset"));
         }
-        return Ok(compound_fields(ctx, &path, &ds)?.into_iter().map(|(k, a)| (k, Matrix::Dense(a))).collect());
+        return Ok(compound_fields(ctx, &path, &ds)?
+            .into_iter()
+            .map(|(k, a)| (k, Matrix::Dense(a)))
+            .collect());
     }
     let g = ctx.h5(&path, "opening group", root.group(name))?;
     read_matrices(ctx, &g, &path, mode)

@@ -51,7 +51,9 @@ impl SparseIndex {
     pub fn from_i64_like(v: Vec<i64>, like: &SparseIndex) -> SparseIndex {
         let fits = v.last().is_none_or(|&m| m <= i64::from(i32::MAX));
         match like {
-            SparseIndex::I32(_) if fits => SparseIndex::I32(v.into_iter().map(|x| x as i32).collect()),
+            SparseIndex::I32(_) if fits => {
+                SparseIndex::I32(v.into_iter().map(|x| x as i32).collect())
+            }
             _ => SparseIndex::I64(v),
         }
     }
@@ -114,7 +116,10 @@ impl SparseMatrix {
                 }
             } else {
                 row.clear();
-                row.extend((ptr[r]..ptr[r + 1]).filter_map(|k| (map[cols[k]] >= 0).then(|| (map[cols[k]], k))));
+                row.extend(
+                    (ptr[r]..ptr[r + 1])
+                        .filter_map(|k| (map[cols[k]] >= 0).then(|| (map[cols[k]], k))),
+                );
                 row.sort_unstable();
                 pos.extend(row.iter().map(|p| p.1));
                 new_idx.extend(row.iter().map(|p| p.0));
@@ -126,7 +131,9 @@ impl SparseMatrix {
             SparseFormat::Csc => (idx.len(), self.shape.1),
         };
         let indices = match &self.indices {
-            SparseIndex::I32(_) => SparseIndex::I32(new_idx.into_iter().map(|x| x as i32).collect()),
+            SparseIndex::I32(_) => {
+                SparseIndex::I32(new_idx.into_iter().map(|x| x as i32).collect())
+            }
             SparseIndex::I64(_) => SparseIndex::I64(new_idx),
         };
         SparseMatrix {
@@ -223,7 +230,10 @@ impl Matrix {
     pub fn nnz(&self) -> usize {
         match self {
             Matrix::Sparse(s) => s.nnz(),
-            Matrix::Dense(d) => d.to_f64().map(|a| a.iter().filter(|&&x| x != 0.0).count()).unwrap_or(0),
+            Matrix::Dense(d) => d
+                .to_f64()
+                .map(|a| a.iter().filter(|&&x| x != 0.0).count())
+                .unwrap_or(0),
         }
     }
     /// Sum of all values (NaN for string arrays).
@@ -247,7 +257,11 @@ impl Column {
     pub fn select(&self, idx: &[usize]) -> Column {
         match self {
             Column::Array(a) => Column::Array(a.select_axis(0, idx)),
-            Column::Categorical { codes, categories, ordered } => Column::Categorical {
+            Column::Categorical {
+                codes,
+                categories,
+                ordered,
+            } => Column::Categorical {
                 codes: idx.iter().map(|&i| codes[i]).collect(),
                 categories: categories.clone(),
                 ordered: *ordered,
@@ -269,7 +283,11 @@ impl DataFrame {
         DataFrame {
             index_name: self.index_name.clone(),
             index: idx.iter().map(|&i| self.index[i].clone()).collect(),
-            columns: self.columns.iter().map(|(n, c)| (n.clone(), c.select(idx))).collect(),
+            columns: self
+                .columns
+                .iter()
+                .map(|(n, c)| (n.clone(), c.select(idx)))
+                .collect(),
         }
     }
 }
@@ -285,13 +303,52 @@ impl AnnData {
             x: self.x.as_ref().map(|m| sel_c(&sel_r(m))),
             obs: rows.map_or_else(|| self.obs.clone(), |r| self.obs.select_rows(r)),
             var: cols.map_or_else(|| self.var.clone(), |c| self.var.select_rows(c)),
-            obsm: self.obsm.iter().map(|(k, m)| (k.clone(), sel_r(m))).collect(),
-            varm: self.varm.iter().map(|(k, m)| (k.clone(), cols.map_or_else(|| m.clone(), |c| m.select_rows(c)))).collect(),
-            obsp: self.obsp.iter().map(|(k, m)| (k.clone(), rows.map_or_else(|| m.clone(), |r| m.select_rows(r).select_cols(r)))).collect(),
-            varp: self.varp.iter().map(|(k, m)| (k.clone(), sel_c(&cols.map_or_else(|| m.clone(), |c| m.select_rows(c))))).collect(),
-            layers: self.layers.iter().map(|(k, m)| (k.clone(), sel_c(&sel_r(m)))).collect(),
+            obsm: self
+                .obsm
+                .iter()
+                .map(|(k, m)| (k.clone(), sel_r(m)))
+                .collect(),
+            varm: self
+                .varm
+                .iter()
+                .map(|(k, m)| {
+                    (
+                        k.clone(),
+                        cols.map_or_else(|| m.clone(), |c| m.select_rows(c)),
+                    )
+                })
+                .collect(),
+            obsp: self
+                .obsp
+                .iter()
+                .map(|(k, m)| {
+                    (
+                        k.clone(),
+                        rows.map_or_else(|| m.clone(), |r| m.select_rows(r).select_cols(r)),
+                    )
+                })
+                .collect(),
+            varp: self
+                .varp
+                .iter()
+                .map(|(k, m)| {
+                    (
+                        k.clone(),
+                        sel_c(&cols.map_or_else(|| m.clone(), |c| m.select_rows(c))),
+                    )
+                })
+                .collect(),
+            layers: self
+                .layers
+                .iter()
+                .map(|(k, m)| (k.clone(), sel_c(&sel_r(m))))
+                .collect(),
             uns: self.uns.clone(),
-            raw: self.raw.as_ref().map(|r| Raw { x: sel_r(&r.x), var: r.var.clone(), varm: r.varm.clone() }),
+            raw: self.raw.as_ref().map(|r| Raw {
+                x: sel_r(&r.x),
+                var: r.var.clone(),
+                varm: r.varm.clone(),
+            }),
         }
     }
 }

@@ -12,7 +12,9 @@ use std::path::Path;
 use hdf5::types::TypeDescriptor;
 use hdf5::{File, Group, LocationType};
 
-use super::h5util::{attr_bool, attr_string, attr_strings, descriptor, encoding, join, read_dense, type_name, Ctx};
+use super::h5util::{
+    attr_bool, attr_string, attr_strings, descriptor, encoding, join, read_dense, type_name, Ctx,
+};
 use super::legacy;
 use super::sparse::SparseMeta;
 use super::types::*;
@@ -40,7 +42,10 @@ const HDF5_SIGNATURE: [u8; 8] = [0x89, b'H', b'D', b'F', b'\r', b'\n', 0x1a, b'\
 /// Check the HDF5 signature (at offset 0, 512, 1024, ...) before handing the
 /// file to the library, so that a non-HDF5 file gets a clear message.
 pub(crate) fn check_signature(path: &Path) -> Result<()> {
-    let io = |e| DatasetsError::Io { path: path.to_path_buf(), source: e };
+    let io = |e| DatasetsError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
     let mut f = std::fs::File::open(path).map_err(io)?;
     let len = f.metadata().map_err(io)?.len();
     let mut head = vec![0u8; len.min(1 << 16) as usize];
@@ -52,12 +57,21 @@ pub(crate) fn check_signature(path: &Path) -> Result<()> {
         }
         off = if off == 0 { 512 } else { off * 2 };
     }
-    let shown: String = head.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+    let shown: String = head
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     Err(DatasetsError::Format {
         file: path.to_path_buf(),
         path: "/".into(),
         expected: "an HDF5 file (signature 89 48 44 46 0d 0a 1a 0a)".into(),
-        found: if head.is_empty() { "an empty file".into() } else { format!("first bytes {shown}") },
+        found: if head.is_empty() {
+            "an empty file".into()
+        } else {
+            format!("first bytes {shown}")
+        },
     })
 }
 
@@ -65,7 +79,12 @@ pub(crate) fn check_signature(path: &Path) -> Result<()> {
 pub(crate) fn open_file(path: &Path) -> Result<(File, Ctx)> {
     check_signature(path)?;
     let ctx = Ctx::new(path);
-    let f = File::open(path).map_err(|e| ctx.err("/", format!("cannot open as HDF5 (truncated or corrupt file?): {e}")))?;
+    let f = File::open(path).map_err(|e| {
+        ctx.err(
+            "/",
+            format!("cannot open as HDF5 (truncated or corrupt file?): {e}"),
+        )
+    })?;
     Ok((f, ctx))
 }
 
@@ -101,7 +120,11 @@ pub fn read_h5ad(path: impl AsRef<Path>) -> Result<AnnData> {
     }
     let obs = read_frame_member(&ctx, root, "obs", mode, &mut uns)?;
     let var = read_frame_member(&ctx, root, "var", mode, &mut uns)?;
-    let x = if root.link_exists("X") { Some(read_matrix(&ctx, root, "/", "X", mode)?) } else { None };
+    let x = if root.link_exists("X") {
+        Some(read_matrix(&ctx, root, "/", "X", mode)?)
+    } else {
+        None
+    };
 
     let mut ad = AnnData {
         x,
@@ -192,21 +215,40 @@ fn read_raw_group(ctx: &Ctx, g: &Group, path: &str, mode: Mode) -> Result<Raw> {
         BTreeMap::new()
     };
     if x.shape2().1 != var.n_rows() {
-        return Err(ctx.fmt(path, format!("raw/var with {} rows (raw/X columns)", x.shape2().1), format!("{} rows", var.n_rows())));
+        return Err(ctx.fmt(
+            path,
+            format!("raw/var with {} rows (raw/X columns)", x.shape2().1),
+            format!("{} rows", var.n_rows()),
+        ));
     }
     Ok(Raw { x, var, varm })
 }
 
 /// One matrix element (X, a layer, an obsm entry, ...).
-pub(crate) fn read_matrix(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, mode: Mode) -> Result<Matrix> {
+pub(crate) fn read_matrix(
+    ctx: &Ctx,
+    parent: &Group,
+    ppath: &str,
+    name: &str,
+    mode: Mode,
+) -> Result<Matrix> {
     match read_elem(ctx, parent, ppath, name, mode)? {
         Elem::Value(Value::Array(a)) => Ok(Matrix::Dense(a)),
         Elem::Value(Value::Sparse(s)) => Ok(Matrix::Sparse(s)),
-        other => Err(ctx.fmt(&join(ppath, name), "a dense array or sparse matrix", elem_kind(&other))),
+        other => Err(ctx.fmt(
+            &join(ppath, name),
+            "a dense array or sparse matrix",
+            elem_kind(&other),
+        )),
     }
 }
 
-fn read_matrix_dict(ctx: &Ctx, root: &Group, name: &str, mode: Mode) -> Result<BTreeMap<String, Matrix>> {
+fn read_matrix_dict(
+    ctx: &Ctx,
+    root: &Group,
+    name: &str,
+    mode: Mode,
+) -> Result<BTreeMap<String, Matrix>> {
     if !root.link_exists(name) {
         return Ok(BTreeMap::new());
     }
@@ -214,12 +256,19 @@ fn read_matrix_dict(ctx: &Ctx, root: &Group, name: &str, mode: Mode) -> Result<B
 }
 
 /// All members of a group as matrices.
-pub(crate) fn read_matrices(ctx: &Ctx, g: &Group, path: &str, mode: Mode) -> Result<BTreeMap<String, Matrix>> {
+pub(crate) fn read_matrices(
+    ctx: &Ctx,
+    g: &Group,
+    path: &str,
+    mode: Mode,
+) -> Result<BTreeMap<String, Matrix>> {
     if mode == Mode::Strict {
         match encoding(ctx, g, path)? {
             Some((t, _)) if t == "dict" => {}
             Some((t, _)) => return Err(ctx.fmt(path, "encoding-type `dict`", format!("`{t}`"))),
-            None => return Err(ctx.fmt(path, "attribute encoding-type (`dict`)", "no encoding-type")),
+            None => {
+                return Err(ctx.fmt(path, "attribute encoding-type (`dict`)", "no encoding-type"))
+            }
         }
     }
     let mut out = BTreeMap::new();
@@ -229,7 +278,13 @@ pub(crate) fn read_matrices(ctx: &Ctx, g: &Group, path: &str, mode: Mode) -> Res
     Ok(out)
 }
 
-fn read_dict_group(ctx: &Ctx, parent: &Group, path: &str, name: &str, mode: Mode) -> Result<BTreeMap<String, Value>> {
+fn read_dict_group(
+    ctx: &Ctx,
+    parent: &Group,
+    path: &str,
+    name: &str,
+    mode: Mode,
+) -> Result<BTreeMap<String, Value>> {
     match read_elem(ctx, parent, "/", name, mode)? {
         Elem::Value(Value::Dict(d)) => Ok(d),
         other => Err(ctx.fmt(path, "a dict", elem_kind(&other))),
@@ -240,7 +295,9 @@ pub(crate) fn elem_kind(e: &Elem) -> String {
     match e {
         Elem::Value(Value::Dict(_)) => "a dict".into(),
         Elem::Value(Value::Scalar(_)) => "a scalar".into(),
-        Elem::Value(Value::Array(a)) => format!("an array ({}, shape {:?})", a.dtype_name(), a.shape()),
+        Elem::Value(Value::Array(a)) => {
+            format!("an array ({}, shape {:?})", a.dtype_name(), a.shape())
+        }
         Elem::Value(Value::Sparse(s)) => format!("a {}", s.format.encoding()),
         Elem::Value(Value::DataFrame(_)) => "a dataframe".into(),
         Elem::Value(Value::Categorical { .. }) => "a categorical".into(),
@@ -251,7 +308,13 @@ pub(crate) fn elem_kind(e: &Elem) -> String {
 }
 
 /// Read any element by its `encoding-type`.
-pub(crate) fn read_elem(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, mode: Mode) -> Result<Elem> {
+pub(crate) fn read_elem(
+    ctx: &Ctx,
+    parent: &Group,
+    ppath: &str,
+    name: &str,
+    mode: Mode,
+) -> Result<Elem> {
     let path = join(ppath, name);
     let is_group = match ctx.h5(&path, "looking up object", parent.loc_type_by_name(name))? {
         LocationType::Group => true,
@@ -265,7 +328,11 @@ pub(crate) fn read_elem(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, mode
             Some((t, _)) => t,
             None if mode == Mode::Legacy => legacy::infer_group_encoding(ctx, &g, &path)?,
             None => {
-                return Err(ctx.fmt(&path, "attribute `encoding-type` on a group", "no encoding-type"));
+                return Err(ctx.fmt(
+                    &path,
+                    "attribute `encoding-type` on a group",
+                    "no encoding-type",
+                ));
             }
         };
         read_group_elem(ctx, &g, &path, &kind, mode)
@@ -277,17 +344,26 @@ pub(crate) fn read_elem(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, mode
             Some((k, _)) => k,
             None if mode == Mode::Legacy => {
                 if let TypeDescriptor::Compound(_) = t {
-                    return legacy::read_compound_frame(ctx, &path, &ds, None).map(|df| Elem::Value(Value::DataFrame(df)));
+                    return legacy::read_compound_frame(ctx, &path, &ds, None)
+                        .map(|df| Elem::Value(Value::DataFrame(df)));
                 }
                 if super::h5util::is_string_type(&t) && ds.shape() == [1] {
                     // anndata reads legacy 1-element string arrays as scalars.
                     if let DenseArray::String(s) = read_dense(ctx, &path, &ds)? {
-                        return Ok(Elem::Value(Value::Scalar(Scalar::String(s.iter().next().cloned().unwrap_or_default()))));
+                        return Ok(Elem::Value(Value::Scalar(Scalar::String(
+                            s.iter().next().cloned().unwrap_or_default(),
+                        ))));
                     }
                 }
                 "array".to_string()
             }
-            None => return Err(ctx.fmt(&path, "attribute `encoding-type` on a dataset", "no encoding-type")),
+            None => {
+                return Err(ctx.fmt(
+                    &path,
+                    "attribute `encoding-type` on a dataset",
+                    "no encoding-type",
+                ))
+            }
         };
         match kind.as_str() {
             "array" | "string-array" => {
@@ -299,19 +375,34 @@ pub(crate) fn read_elem(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, mode
             }
             "numeric-scalar" | "string" => {
                 if ds.ndim() != 0 {
-                    return Err(ctx.fmt(&path, format!("a scalar dataset for `{kind}`"), format!("shape {:?}", ds.shape())));
+                    return Err(ctx.fmt(
+                        &path,
+                        format!("a scalar dataset for `{kind}`"),
+                        format!("shape {:?}", ds.shape()),
+                    ));
                 }
                 let a = read_dense(ctx, &path, &ds)?;
                 let s = match a {
-                    DenseArray::String(s) => Scalar::String(s.iter().next().cloned().unwrap_or_default()),
-                    DenseArray::Bool(b) => Scalar::Bool(b.iter().next().copied().unwrap_or_default()),
-                    DenseArray::F32(_) | DenseArray::F64(_) => {
-                        Scalar::F64(a.to_f64().and_then(|v| v.iter().next().copied()).unwrap_or(f64::NAN))
+                    DenseArray::String(s) => {
+                        Scalar::String(s.iter().next().cloned().unwrap_or_default())
                     }
+                    DenseArray::Bool(b) => {
+                        Scalar::Bool(b.iter().next().copied().unwrap_or_default())
+                    }
+                    DenseArray::F32(_) | DenseArray::F64(_) => Scalar::F64(
+                        a.to_f64()
+                            .and_then(|v| v.iter().next().copied())
+                            .unwrap_or(f64::NAN),
+                    ),
                     other => Scalar::I64(match other {
-                        DenseArray::U64(v) => v.iter().next().map(|&x| x as i64).unwrap_or_default(),
+                        DenseArray::U64(v) => {
+                            v.iter().next().map(|&x| x as i64).unwrap_or_default()
+                        }
                         DenseArray::I64(v) => v.iter().next().copied().unwrap_or_default(),
-                        o => o.to_f64().and_then(|v| v.iter().next().copied()).unwrap_or_default() as i64,
+                        o => o
+                            .to_f64()
+                            .and_then(|v| v.iter().next().copied())
+                            .unwrap_or_default() as i64,
                     }),
                 };
                 Ok(Elem::Value(Value::Scalar(s)))
@@ -373,13 +464,21 @@ fn child_dense(ctx: &Ctx, g: &Group, path: &str, name: &str) -> Result<DenseArra
     read_dense(ctx, &p, &ds)
 }
 
-fn read_categorical(ctx: &Ctx, g: &Group, path: &str, _mode: Mode) -> Result<(Vec<i32>, DenseArray, bool)> {
+fn read_categorical(
+    ctx: &Ctx,
+    g: &Group,
+    path: &str,
+    _mode: Mode,
+) -> Result<(Vec<i32>, DenseArray, bool)> {
     let cp = join(path, "codes");
     let codes = match child_dense(ctx, g, path, "codes")? {
         DenseArray::I8(a) => a.iter().map(|&x| i32::from(x)).collect::<Vec<_>>(),
         DenseArray::I16(a) => a.iter().map(|&x| i32::from(x)).collect(),
         DenseArray::I32(a) => a.iter().copied().collect(),
-        DenseArray::I64(a) => a.iter().map(|&x| i32::try_from(x).unwrap_or(i32::MIN)).collect(),
+        DenseArray::I64(a) => a
+            .iter()
+            .map(|&x| i32::try_from(x).unwrap_or(i32::MIN))
+            .collect(),
         DenseArray::U8(a) => a.iter().map(|&x| i32::from(x)).collect(),
         DenseArray::U16(a) => a.iter().map(|&x| i32::from(x)).collect(),
         other => return Err(ctx.fmt(&cp, "integer category codes", other.dtype_name())),
@@ -387,7 +486,11 @@ fn read_categorical(ctx: &Ctx, g: &Group, path: &str, _mode: Mode) -> Result<(Ve
     let categories = child_dense(ctx, g, path, "categories")?;
     let n = categories.len() as i32;
     if let Some(i) = codes.iter().position(|&c| c < -1 || c >= n) {
-        return Err(ctx.fmt(&cp, format!("codes in [-1, {n}) ({n} categories)"), format!("codes[{i}] = {}", codes[i])));
+        return Err(ctx.fmt(
+            &cp,
+            format!("codes in [-1, {n}) ({n} categories)"),
+            format!("codes[{i}] = {}", codes[i]),
+        ));
     }
     let ordered = attr_bool(ctx, g, path, "ordered")?.unwrap_or(false);
     Ok((codes, categories, ordered))
@@ -402,11 +505,18 @@ fn read_nullable(ctx: &Ctx, g: &Group, path: &str, kind: &str, _mode: Mode) -> R
     };
     let values = child_dense(ctx, g, path, "values")?;
     if values.len() != mask.len() {
-        return Err(ctx.fmt(&join(path, "mask"), format!("{} entries (as values)", values.len()), mask.len().to_string()));
+        return Err(ctx.fmt(
+            &join(path, "mask"),
+            format!("{} entries (as values)", values.len()),
+            mask.len().to_string(),
+        ));
     }
     let vp = join(path, "values");
     let col = match (kind, values) {
-        ("nullable-boolean", DenseArray::Bool(v)) => Column::NullableBool { values: v.iter().copied().collect(), mask },
+        ("nullable-boolean", DenseArray::Bool(v)) => Column::NullableBool {
+            values: v.iter().copied().collect(),
+            mask,
+        },
         ("nullable-integer", DenseArray::String(_)) | ("nullable-boolean", _) => {
             return Err(ctx.fmt(&vp, format!("values of a {kind}"), "another dtype"));
         }
@@ -416,53 +526,110 @@ fn read_nullable(ctx: &Ctx, g: &Group, path: &str, kind: &str, _mode: Mode) -> R
                 DenseArray::U64(a) => a.iter().map(|&x| x as i64).collect(),
                 DenseArray::Bool(a) => a.iter().map(|&x| i64::from(x)).collect(),
                 DenseArray::F32(_) | DenseArray::F64(_) => {
-                    return Err(ctx.fmt(&vp, "integer values of a nullable-integer", v.dtype_name()));
+                    return Err(ctx.fmt(
+                        &vp,
+                        "integer values of a nullable-integer",
+                        v.dtype_name(),
+                    ));
                 }
-                o => o.to_f64().map(|a| a.iter().map(|&x| x as i64).collect()).unwrap_or_default(),
+                o => o
+                    .to_f64()
+                    .map(|a| a.iter().map(|&x| x as i64).collect())
+                    .unwrap_or_default(),
             };
             Column::NullableInt { values: vals, mask }
         }
         (_, DenseArray::String(s)) => {
             // nullable-string-array: kept as a categorical with code -1 for missing.
-            let labels: Vec<Option<&String>> = s.iter().zip(&mask).map(|(v, &m)| if m { None } else { Some(v) }).collect();
+            let labels: Vec<Option<&String>> = s
+                .iter()
+                .zip(&mask)
+                .map(|(v, &m)| if m { None } else { Some(v) })
+                .collect();
             Column::categorical_from_labels(&labels)
         }
-        (_, other) => return Err(ctx.fmt(&vp, "string values of a nullable-string-array", other.dtype_name())),
+        (_, other) => {
+            return Err(ctx.fmt(
+                &vp,
+                "string values of a nullable-string-array",
+                other.dtype_name(),
+            ))
+        }
     };
     Ok(Elem::Column(col))
 }
 
 pub(crate) fn read_dataframe(ctx: &Ctx, g: &Group, path: &str, mode: Mode) -> Result<DataFrame> {
-    let index_name = attr_string(ctx, g, path, "_index")?
-        .ok_or_else(|| ctx.fmt(path, "attribute `_index` on a dataframe", "no _index attribute"))?;
-    let order = attr_strings(ctx, g, path, "column-order")?
-        .ok_or_else(|| ctx.fmt(path, "attribute `column-order` on a dataframe", "no column-order attribute"))?;
+    let index_name = attr_string(ctx, g, path, "_index")?.ok_or_else(|| {
+        ctx.fmt(
+            path,
+            "attribute `_index` on a dataframe",
+            "no _index attribute",
+        )
+    })?;
+    let order = attr_strings(ctx, g, path, "column-order")?.ok_or_else(|| {
+        ctx.fmt(
+            path,
+            "attribute `column-order` on a dataframe",
+            "no column-order attribute",
+        )
+    })?;
     let ipath = join(path, &index_name);
     if !g.link_exists(&index_name) {
-        return Err(ctx.fmt(&ipath, format!("the index column `{index_name}` named by _index"), "nothing"));
+        return Err(ctx.fmt(
+            &ipath,
+            format!("the index column `{index_name}` named by _index"),
+            "nothing",
+        ));
     }
     let index = match read_elem(ctx, g, path, &index_name, mode)? {
         Elem::Value(Value::Array(DenseArray::String(s))) => s.iter().cloned().collect(),
         Elem::Value(Value::Array(a)) if a.ndim() == 1 => column_labels(&Column::Array(a)),
-        Elem::Value(Value::Categorical { codes, categories, ordered }) => {
-            column_labels(&Column::Categorical { codes, categories, ordered })
-        }
+        Elem::Value(Value::Categorical {
+            codes,
+            categories,
+            ordered,
+        }) => column_labels(&Column::Categorical {
+            codes,
+            categories,
+            ordered,
+        }),
         other => return Err(ctx.fmt(&ipath, "a 1-D string array index", elem_kind(&other))),
     };
-    let mut df = DataFrame { index_name, index, columns: Vec::with_capacity(order.len()) };
+    let mut df = DataFrame {
+        index_name,
+        index,
+        columns: Vec::with_capacity(order.len()),
+    };
     for c in order {
         let cpath = join(path, &c);
         if !g.link_exists(&c) {
-            return Err(ctx.fmt(&cpath, format!("column `{c}` listed in column-order"), "nothing"));
+            return Err(ctx.fmt(
+                &cpath,
+                format!("column `{c}` listed in column-order"),
+                "nothing",
+            ));
         }
         let col = match read_elem(ctx, g, path, &c, mode)? {
             Elem::Value(Value::Array(a)) if a.ndim() == 1 => Column::Array(a),
-            Elem::Value(Value::Categorical { codes, categories, ordered }) => Column::Categorical { codes, categories, ordered },
+            Elem::Value(Value::Categorical {
+                codes,
+                categories,
+                ordered,
+            }) => Column::Categorical {
+                codes,
+                categories,
+                ordered,
+            },
             Elem::Column(col) => col,
             other => return Err(ctx.fmt(&cpath, "a 1-D column", elem_kind(&other))),
         };
         if col.len() != df.n_rows() {
-            return Err(ctx.fmt(&cpath, format!("{} rows (as the index)", df.n_rows()), format!("{} rows", col.len())));
+            return Err(ctx.fmt(
+                &cpath,
+                format!("{} rows (as the index)", df.n_rows()),
+                format!("{} rows", col.len()),
+            ));
         }
         df.columns.push((c, col));
     }
@@ -470,40 +637,64 @@ pub(crate) fn read_dataframe(ctx: &Ctx, g: &Group, path: &str, mode: Mode) -> Re
 }
 
 fn column_labels(c: &Column) -> Vec<String> {
-    c.labels().into_iter().map(|l| l.unwrap_or_else(|| "nan".into())).collect()
+    c.labels()
+        .into_iter()
+        .map(|l| l.unwrap_or_else(|| "nan".into()))
+        .collect()
 }
 
 /// Shapes agree with obs/var; obs names are unique.
 pub(crate) fn check_consistency(ctx: &Ctx, ad: &AnnData) -> Result<()> {
     let (n_obs, n_vars) = (ad.n_obs(), ad.n_vars());
-    let shape_err = |p: &str, exp: String, found: (usize, usize)| ctx.fmt(p, exp, format!("shape {found:?}"));
+    let shape_err =
+        |p: &str, exp: String, found: (usize, usize)| ctx.fmt(p, exp, format!("shape {found:?}"));
     if let Some(x) = &ad.x {
         if x.shape2() != (n_obs, n_vars) {
-            return Err(shape_err("/X", format!("shape ({n_obs}, {n_vars}) from obs × var"), x.shape2()));
+            return Err(shape_err(
+                "/X",
+                format!("shape ({n_obs}, {n_vars}) from obs × var"),
+                x.shape2(),
+            ));
         }
     }
     for (k, m) in &ad.layers {
         if m.shape2() != (n_obs, n_vars) {
-            return Err(shape_err(&format!("/layers/{k}"), format!("shape ({n_obs}, {n_vars}) like X"), m.shape2()));
+            return Err(shape_err(
+                &format!("/layers/{k}"),
+                format!("shape ({n_obs}, {n_vars}) like X"),
+                m.shape2(),
+            ));
         }
     }
     for (grp, d, n) in [("obsm", &ad.obsm, n_obs), ("varm", &ad.varm, n_vars)] {
         for (k, m) in d {
             if m.shape2().0 != n {
-                return Err(shape_err(&format!("/{grp}/{k}"), format!("{n} rows"), m.shape2()));
+                return Err(shape_err(
+                    &format!("/{grp}/{k}"),
+                    format!("{n} rows"),
+                    m.shape2(),
+                ));
             }
         }
     }
     for (grp, d, n) in [("obsp", &ad.obsp, n_obs), ("varp", &ad.varp, n_vars)] {
         for (k, m) in d {
             if m.shape2() != (n, n) {
-                return Err(shape_err(&format!("/{grp}/{k}"), format!("shape ({n}, {n})"), m.shape2()));
+                return Err(shape_err(
+                    &format!("/{grp}/{k}"),
+                    format!("shape ({n}, {n})"),
+                    m.shape2(),
+                ));
             }
         }
     }
     if let Some(r) = &ad.raw {
         if r.x.shape2().0 != n_obs {
-            return Err(shape_err("/raw/X", format!("{n_obs} rows (n_obs)"), r.x.shape2()));
+            return Err(shape_err(
+                "/raw/X",
+                format!("{n_obs} rows (n_obs)"),
+                r.x.shape2(),
+            ));
         }
     }
     check_unique(ctx, "/obs", &ad.obs.index)
@@ -513,7 +704,11 @@ pub(crate) fn check_unique(ctx: &Ctx, path: &str, names: &[String]) -> Result<()
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(names.len());
     for (i, n) in names.iter().enumerate() {
         if let Some(j) = seen.insert(n.as_str(), i) {
-            return Err(ctx.fmt(path, "unique obs names", format!("`{n}` at rows {j} and {i}")));
+            return Err(ctx.fmt(
+                path,
+                "unique obs names",
+                format!("`{n}` at rows {j} and {i}"),
+            ));
         }
     }
     Ok(())

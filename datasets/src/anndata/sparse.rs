@@ -27,8 +27,13 @@ impl SparseMeta {
     pub fn open(ctx: &Ctx, g: &Group, path: &str, format: SparseFormat) -> Result<Self> {
         let shape = match attr_i64s(ctx, g, path, "shape")? {
             Some(s) => s,
-            None => attr_i64s(ctx, g, path, "h5sparse_shape")?
-                .ok_or_else(|| ctx.fmt(path, "attribute `shape` on a sparse matrix", "no shape attribute"))?,
+            None => attr_i64s(ctx, g, path, "h5sparse_shape")?.ok_or_else(|| {
+                ctx.fmt(
+                    path,
+                    "attribute `shape` on a sparse matrix",
+                    "no shape attribute",
+                )
+            })?,
         };
         if shape.len() != 2 || shape.iter().any(|&s| s < 0) {
             return Err(ctx.fmt(path, "a 2-D non-negative `shape`", format!("{shape:?}")));
@@ -37,14 +42,22 @@ impl SparseMeta {
         let open = |name: &str| -> Result<Dataset> {
             let p = join(path, name);
             if !g.link_exists(name) {
-                return Err(ctx.fmt(&p, format!("dataset `{name}` of a {}", format.encoding()), "nothing"));
+                return Err(ctx.fmt(
+                    &p,
+                    format!("dataset `{name}` of a {}", format.encoding()),
+                    "nothing",
+                ));
             }
             ctx.h5(&p, "opening dataset", g.dataset(name))
         };
         let (data, indices, indptr) = (open("data")?, open("indices")?, open("indptr")?);
         for (ds, name) in [(&data, "data"), (&indices, "indices"), (&indptr, "indptr")] {
             if ds.ndim() != 1 {
-                return Err(ctx.fmt(&join(path, name), "a 1-D dataset", format!("shape {:?}", ds.shape())));
+                return Err(ctx.fmt(
+                    &join(path, name),
+                    "a 1-D dataset",
+                    format!("shape {:?}", ds.shape()),
+                ));
             }
         }
         let major = match format {
@@ -54,7 +67,12 @@ impl SparseMeta {
         if indptr.size() != major + 1 {
             return Err(ctx.fmt(
                 &join(path, "indptr"),
-                format!("{} entries (major axis {} + 1) for shape {:?}", major + 1, major, shape),
+                format!(
+                    "{} entries (major axis {} + 1) for shape {:?}",
+                    major + 1,
+                    major,
+                    shape
+                ),
                 format!("{} entries", indptr.size()),
             ));
         }
@@ -71,7 +89,15 @@ impl SparseMeta {
                 return Err(ctx.fmt(&join(path, name), "integer indices", type_name(&t)));
             }
         }
-        Ok(SparseMeta { format, shape, nnz: data.size(), data, indices, indptr, path: path.to_string() })
+        Ok(SparseMeta {
+            format,
+            shape,
+            nnz: data.size(),
+            data,
+            indices,
+            indptr,
+            path: path.to_string(),
+        })
     }
 
     pub fn major(&self) -> usize {
@@ -93,14 +119,34 @@ impl SparseMeta {
     pub fn read(&self, ctx: &Ctx) -> Result<SparseMatrix> {
         // data and indices are read concurrently (direct preads run outside the HDF5 lock).
         let (data, indices) = std::thread::scope(|s| {
-            let h = s.spawn(|| read_data_ranges(ctx, &join(&self.path, "data"), &self.data, &[0..self.nnz]));
-            let indices = read_index_ranges(ctx, &join(&self.path, "indices"), &self.indices, &[0..self.nnz]);
-            let data = h.join().unwrap_or_else(|_| Err(ctx.err(&self.path, "reader thread failed")));
+            let h = s.spawn(|| {
+                read_data_ranges(ctx, &join(&self.path, "data"), &self.data, &[0..self.nnz])
+            });
+            let indices = read_index_ranges(
+                ctx,
+                &join(&self.path, "indices"),
+                &self.indices,
+                &[0..self.nnz],
+            );
+            let data = h
+                .join()
+                .unwrap_or_else(|_| Err(ctx.err(&self.path, "reader thread failed")));
             (data, indices)
         });
         let (data, indices) = (data?, indices?);
-        let indptr = read_index_ranges(ctx, &join(&self.path, "indptr"), &self.indptr, &[0..self.major() + 1])?;
-        let m = SparseMatrix { format: self.format, shape: self.shape, data, indices, indptr };
+        let indptr = read_index_ranges(
+            ctx,
+            &join(&self.path, "indptr"),
+            &self.indptr,
+            &[0..self.major() + 1],
+        )?;
+        let m = SparseMatrix {
+            format: self.format,
+            shape: self.shape,
+            data,
+            indices,
+            indptr,
+        };
         validate(ctx, &self.path, &m)?;
         Ok(m)
     }
@@ -111,10 +157,24 @@ fn check_indptr(ctx: &Ctx, path: &str, v: &[i64], nnz: usize) -> Result<()> {
         return Err(ctx.fmt(path, "indptr starting at 0", format!("{:?}", v.first())));
     }
     if let Some(i) = v.windows(2).position(|w| w[1] < w[0]) {
-        return Err(ctx.fmt(path, "non-decreasing indptr", format!("indptr[{}] = {} > indptr[{}] = {}", i, v[i], i + 1, v[i + 1])));
+        return Err(ctx.fmt(
+            path,
+            "non-decreasing indptr",
+            format!(
+                "indptr[{}] = {} > indptr[{}] = {}",
+                i,
+                v[i],
+                i + 1,
+                v[i + 1]
+            ),
+        ));
     }
     if v.last().copied() != Some(nnz as i64) {
-        return Err(ctx.fmt(path, format!("indptr ending at nnz = {nnz}"), format!("{:?}", v.last())));
+        return Err(ctx.fmt(
+            path,
+            format!("indptr ending at nnz = {nnz}"),
+            format!("{:?}", v.last()),
+        ));
     }
     Ok(())
 }
@@ -127,10 +187,18 @@ pub(crate) fn validate(ctx: &Ctx, path: &str, m: &SparseMatrix) -> Result<()> {
     };
     let pp = join(path, "indptr");
     if m.indptr.len() != major + 1 {
-        return Err(ctx.fmt(&pp, format!("{} entries for shape {:?}", major + 1, m.shape), format!("{}", m.indptr.len())));
+        return Err(ctx.fmt(
+            &pp,
+            format!("{} entries for shape {:?}", major + 1, m.shape),
+            format!("{}", m.indptr.len()),
+        ));
     }
     if m.indices.len() != m.data.len() {
-        return Err(ctx.fmt(&join(path, "indices"), format!("{} entries (as data)", m.data.len()), format!("{}", m.indices.len())));
+        return Err(ctx.fmt(
+            &join(path, "indices"),
+            format!("{} entries (as data)", m.data.len()),
+            format!("{}", m.indices.len()),
+        ));
     }
     let ptr: Vec<i64> = match &m.indptr {
         SparseIndex::I32(v) => v.iter().map(|&x| i64::from(x)).collect(),
@@ -139,11 +207,14 @@ pub(crate) fn validate(ctx: &Ctx, path: &str, m: &SparseMatrix) -> Result<()> {
     check_indptr(ctx, &pp, &ptr, m.data.len())?;
     // A vectorisable min/max pass first; the position is only searched on failure.
     fn out_of_range<T: Copy + Ord + Into<i64>>(v: &[T], minor: usize) -> Option<usize> {
-        let (lo, hi) = v.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &x| (lo.min(x.into()), hi.max(x.into())));
+        let (lo, hi) = v.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &x| {
+            (lo.min(x.into()), hi.max(x.into()))
+        });
         if v.is_empty() || (lo >= 0 && (hi as u64) < minor as u64) {
             return None;
         }
-        v.iter().position(|&x| x.into() < 0 || x.into() as u64 >= minor as u64)
+        v.iter()
+            .position(|&x| x.into() < 0 || x.into() as u64 >= minor as u64)
     }
     let bad = match &m.indices {
         SparseIndex::I32(v) => out_of_range(v, minor),
@@ -170,7 +241,11 @@ fn read_ranges_into<T: hdf5::H5Type + Copy>(
 ) -> Result<()> {
     let n = ds.size();
     if let Some(r) = ranges.iter().find(|r| r.end > n || r.start > r.end) {
-        return Err(ctx.fmt(path, format!("element range inside 0..{n}"), format!("{r:?}")));
+        return Err(ctx.fmt(
+            path,
+            format!("element range inside 0..{n}"),
+            format!("{r:?}"),
+        ));
     }
     let base = out.len();
     let direct = super::direct::pieces::<T>(ds).and_then(|p| {
@@ -187,7 +262,12 @@ fn read_ranges_into<T: hdf5::H5Type + Copy>(
 }
 
 /// Read the concatenation of `ranges` of a numeric `data` dataset.
-pub(crate) fn read_data_ranges(ctx: &Ctx, path: &str, ds: &Dataset, ranges: &[Range<usize>]) -> Result<SparseData> {
+pub(crate) fn read_data_ranges(
+    ctx: &Ctx,
+    path: &str,
+    ds: &Dataset,
+    ranges: &[Range<usize>],
+) -> Result<SparseData> {
     let t = descriptor(ctx, path, ds)?;
     let total: usize = ranges.iter().map(|r| r.len()).sum();
     macro_rules! rd {
@@ -210,7 +290,12 @@ pub(crate) fn read_data_ranges(ctx: &Ctx, path: &str, ds: &Dataset, ranges: &[Ra
 }
 
 /// Read the concatenation of `ranges` of an index dataset (int32 stays int32).
-pub(crate) fn read_index_ranges(ctx: &Ctx, path: &str, ds: &Dataset, ranges: &[Range<usize>]) -> Result<SparseIndex> {
+pub(crate) fn read_index_ranges(
+    ctx: &Ctx,
+    path: &str,
+    ds: &Dataset,
+    ranges: &[Range<usize>],
+) -> Result<SparseIndex> {
     let t = descriptor(ctx, path, ds)?;
     let total: usize = ranges.iter().map(|r| r.len()).sum();
     Ok(match t {
@@ -230,12 +315,24 @@ pub(crate) fn read_index_ranges(ctx: &Ctx, path: &str, ds: &Dataset, ranges: &[R
 }
 
 /// Write a sparse matrix group (`csr_matrix`/`csc_matrix` 0.1.0).
-pub(crate) fn write_sparse(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, m: &SparseMatrix) -> Result<()> {
+pub(crate) fn write_sparse(
+    ctx: &Ctx,
+    parent: &Group,
+    ppath: &str,
+    name: &str,
+    m: &SparseMatrix,
+) -> Result<()> {
     use super::h5util::{create_group, set_attr_i64s, set_encoding, write_vec};
     validate(ctx, &join(ppath, name), m)?;
     let (g, path) = create_group(ctx, parent, ppath, name)?;
     set_encoding(ctx, &g, &path, m.format.encoding(), "0.1.0")?;
-    set_attr_i64s(ctx, &g, &path, "shape", &[m.shape.0 as i64, m.shape.1 as i64])?;
+    set_attr_i64s(
+        ctx,
+        &g,
+        &path,
+        "shape",
+        &[m.shape.0 as i64, m.shape.1 as i64],
+    )?;
     let n = m.data.len();
     let dp = join(&path, "data");
     match &m.data {

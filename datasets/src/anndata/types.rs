@@ -95,7 +95,9 @@ impl DenseArray {
     }
     pub fn strings(values: Vec<String>) -> Self {
         let n = values.len();
-        DenseArray::String(ArrayD::from_shape_vec(IxDyn(&[n]), values).expect("1-D shape matches length"))
+        DenseArray::String(
+            ArrayD::from_shape_vec(IxDyn(&[n]), values).expect("1-D shape matches length"),
+        )
     }
 }
 
@@ -247,7 +249,11 @@ pub enum Column {
     /// Plain numeric, boolean or string array (1-D).
     Array(DenseArray),
     /// `categorical`: codes index `categories`; −1 = missing.
-    Categorical { codes: Vec<i32>, categories: DenseArray, ordered: bool },
+    Categorical {
+        codes: Vec<i32>,
+        categories: DenseArray,
+        ordered: bool,
+    },
     /// `nullable-integer`: `mask[i] == true` means missing.
     NullableInt { values: Vec<i64>, mask: Vec<bool> },
     /// `nullable-boolean`: `mask[i] == true` means missing.
@@ -281,17 +287,33 @@ impl Column {
     pub fn labels(&self) -> Vec<Option<String>> {
         fn fmt_elem(a: &DenseArray, i: usize) -> String {
             match a {
-                DenseArray::String(s) => s.as_slice().map(|s| s[i].clone()).unwrap_or_else(|| s.iter().nth(i).cloned().unwrap_or_default()),
-                other => other.to_f64().and_then(|v| v.iter().nth(i).map(|x| format!("{x}"))).unwrap_or_default(),
+                DenseArray::String(s) => s
+                    .as_slice()
+                    .map(|s| s[i].clone())
+                    .unwrap_or_else(|| s.iter().nth(i).cloned().unwrap_or_default()),
+                other => other
+                    .to_f64()
+                    .and_then(|v| v.iter().nth(i).map(|x| format!("{x}")))
+                    .unwrap_or_default(),
             }
         }
         match self {
             Column::Array(a) => (0..a.len()).map(|i| Some(fmt_elem(a, i))).collect(),
-            Column::Categorical { codes, categories, .. } => {
-                let cats: Vec<String> = (0..categories.len()).map(|i| fmt_elem(categories, i)).collect();
+            Column::Categorical {
+                codes, categories, ..
+            } => {
+                let cats: Vec<String> = (0..categories.len())
+                    .map(|i| fmt_elem(categories, i))
+                    .collect();
                 codes
                     .iter()
-                    .map(|&c| if c < 0 { None } else { cats.get(c as usize).cloned() })
+                    .map(|&c| {
+                        if c < 0 {
+                            None
+                        } else {
+                            cats.get(c as usize).cloned()
+                        }
+                    })
                     .collect()
             }
             Column::NullableInt { values, mask } => values
@@ -321,7 +343,11 @@ impl Column {
                 }),
             })
             .collect();
-        Column::Categorical { codes, categories: DenseArray::strings(cats), ordered: false }
+        Column::Categorical {
+            codes,
+            categories: DenseArray::strings(cats),
+            ordered: false,
+        }
     }
 }
 
@@ -337,7 +363,11 @@ pub struct DataFrame {
 
 impl DataFrame {
     pub fn new(index: Vec<String>) -> Self {
-        DataFrame { index_name: "_index".into(), index, columns: Vec::new() }
+        DataFrame {
+            index_name: "_index".into(),
+            index,
+            columns: Vec::new(),
+        }
     }
     pub fn n_rows(&self) -> usize {
         self.index.len()
@@ -374,7 +404,11 @@ pub enum Value {
     Sparse(SparseMatrix),
     DataFrame(DataFrame),
     /// A categorical array outside a data frame.
-    Categorical { codes: Vec<i32>, categories: DenseArray, ordered: bool },
+    Categorical {
+        codes: Vec<i32>,
+        categories: DenseArray,
+        ordered: bool,
+    },
 }
 
 /// `raw`: an older snapshot of X with its own `var`.

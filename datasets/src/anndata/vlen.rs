@@ -48,7 +48,8 @@ fn layout(ds: &Dataset, n: usize) -> Option<Layout> {
             return None;
         }
         let (mut sa, mut ss, mut ub) = (0usize, 0usize, 0u64);
-        let ok = h5p::H5Pget_sizes(fcpl, &mut sa, &mut ss) >= 0 && h5p::H5Pget_userblock(fcpl, &mut ub) >= 0;
+        let ok = h5p::H5Pget_sizes(fcpl, &mut sa, &mut ss) >= 0
+            && h5p::H5Pget_userblock(fcpl, &mut ub) >= 0;
         h5p::H5Pclose(fcpl);
         if !ok || sa != 8 || ss != 8 || ub != 0 {
             return None;
@@ -142,7 +143,11 @@ pub(crate) fn fast_strings(ctx: &Ctx, ds: &Dataset) -> Option<Vec<Option<String>
             if len > e - s {
                 return None;
             }
-            Some(std::str::from_utf8(&c.bytes[s..s + len]).ok().map(str::to_owned))
+            Some(
+                std::str::from_utf8(&c.bytes[s..s + len])
+                    .ok()
+                    .map(str::to_owned),
+            )
         })
         .collect();
     out

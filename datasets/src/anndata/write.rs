@@ -7,7 +7,8 @@ use std::path::Path;
 use hdf5::{File, Group};
 
 use super::h5util::{
-    create_group, join, set_attr_bool, set_attr_str, set_attr_strs, set_encoding, vlu, write_dense, write_vec, Ctx,
+    create_group, join, set_attr_bool, set_attr_str, set_attr_strs, set_encoding, vlu, write_dense,
+    write_vec, Ctx,
 };
 use super::read::check_consistency;
 use super::sparse::write_sparse;
@@ -19,9 +20,18 @@ pub fn write_h5ad(ad: &AnnData, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let ctx = Ctx::new(path);
     check_consistency(&ctx, ad)?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let fname = path.file_name().ok_or_else(|| ctx.err("/", "output path has no file name"))?;
-    let tmp = dir.join(format!(".{}.tmp{}", fname.to_string_lossy(), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let fname = path
+        .file_name()
+        .ok_or_else(|| ctx.err("/", "output path has no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        fname.to_string_lossy(),
+        std::process::id()
+    ));
     let res = (|| -> Result<()> {
         // No HDF5 file lock on the temp file: the lock is an flock on an fd
         // HDF5 opens without O_CLOEXEC, so a child process spawned by another
@@ -43,7 +53,10 @@ pub fn write_h5ad(ad: &AnnData, path: impl AsRef<Path>) -> Result<()> {
     }
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        DatasetsError::Io { path: path.to_path_buf(), source: e }
+        DatasetsError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
     })
 }
 
@@ -55,7 +68,13 @@ fn write_into(ctx: &Ctx, f: &File, ad: &AnnData) -> Result<()> {
     }
     write_dataframe(ctx, root, "/", "obs", &ad.obs)?;
     write_dataframe(ctx, root, "/", "var", &ad.var)?;
-    for (name, d) in [("obsm", &ad.obsm), ("varm", &ad.varm), ("obsp", &ad.obsp), ("varp", &ad.varp), ("layers", &ad.layers)] {
+    for (name, d) in [
+        ("obsm", &ad.obsm),
+        ("varm", &ad.varm),
+        ("obsp", &ad.obsp),
+        ("varp", &ad.varp),
+        ("layers", &ad.layers),
+    ] {
         write_matrix_dict(ctx, root, "/", name, d)?;
     }
     let (g, p) = create_group(ctx, root, "/", "uns")?;
@@ -73,7 +92,13 @@ fn write_into(ctx: &Ctx, f: &File, ad: &AnnData) -> Result<()> {
     Ok(())
 }
 
-fn write_matrix_dict(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, d: &BTreeMap<String, Matrix>) -> Result<()> {
+fn write_matrix_dict(
+    ctx: &Ctx,
+    parent: &Group,
+    ppath: &str,
+    name: &str,
+    d: &BTreeMap<String, Matrix>,
+) -> Result<()> {
     let (g, p) = create_group(ctx, parent, ppath, name)?;
     set_encoding(ctx, &g, &p, "dict", "0.1.0")?;
     for (k, m) in d {
@@ -82,27 +107,57 @@ fn write_matrix_dict(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, d: &BTr
     Ok(())
 }
 
-pub(crate) fn write_matrix(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, m: &Matrix) -> Result<()> {
+pub(crate) fn write_matrix(
+    ctx: &Ctx,
+    parent: &Group,
+    ppath: &str,
+    name: &str,
+    m: &Matrix,
+) -> Result<()> {
     match m {
         Matrix::Dense(a) => write_dense(ctx, parent, ppath, name, a),
         Matrix::Sparse(s) => write_sparse(ctx, parent, ppath, name, s),
     }
 }
 
-pub(crate) fn write_dataframe(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, df: &DataFrame) -> Result<()> {
+pub(crate) fn write_dataframe(
+    ctx: &Ctx,
+    parent: &Group,
+    ppath: &str,
+    name: &str,
+    df: &DataFrame,
+) -> Result<()> {
     let (g, p) = create_group(ctx, parent, ppath, name)?;
     set_encoding(ctx, &g, &p, "dataframe", "0.2.0")?;
-    let index_name = if df.index_name.is_empty() { "_index" } else { df.index_name.as_str() };
+    let index_name = if df.index_name.is_empty() {
+        "_index"
+    } else {
+        df.index_name.as_str()
+    };
     set_attr_str(ctx, &g, &p, "_index", index_name)?;
     let names: Vec<String> = df.columns.iter().map(|(n, _)| n.clone()).collect();
     if let Some(bad) = names.iter().find(|n| n.as_str() == index_name) {
-        return Err(ctx.fmt(&join(&p, bad), "column names different from the index name", format!("`{bad}`")));
+        return Err(ctx.fmt(
+            &join(&p, bad),
+            "column names different from the index name",
+            format!("`{bad}`"),
+        ));
     }
     set_attr_strs(ctx, &g, &p, "column-order", &names)?;
-    write_dense(ctx, &g, &p, index_name, &DenseArray::strings(df.index.clone()))?;
+    write_dense(
+        ctx,
+        &g,
+        &p,
+        index_name,
+        &DenseArray::strings(df.index.clone()),
+    )?;
     for (c, col) in &df.columns {
         if col.len() != df.n_rows() {
-            return Err(ctx.fmt(&join(&p, c), format!("{} rows (as the index)", df.n_rows()), format!("{} rows", col.len())));
+            return Err(ctx.fmt(
+                &join(&p, c),
+                format!("{} rows (as the index)", df.n_rows()),
+                format!("{} rows", col.len()),
+            ));
         }
         write_column(ctx, &g, &p, c, col)?;
     }
@@ -133,29 +188,55 @@ fn write_categorical(
     set_attr_bool(ctx, &g, &p, "ordered", ordered)?;
     let k = categories.len() as i32;
     if let Some(i) = codes.iter().position(|&c| c < -1 || c >= k) {
-        return Err(ctx.fmt(&join(&p, "codes"), format!("codes in [-1, {k})"), format!("codes[{i}] = {}", codes[i])));
+        return Err(ctx.fmt(
+            &join(&p, "codes"),
+            format!("codes in [-1, {k})"),
+            format!("codes[{i}] = {}", codes[i]),
+        ));
     }
-    write_dense(ctx, &g, &p, "codes", &smallest_codes(codes, categories.len()))?;
+    write_dense(
+        ctx,
+        &g,
+        &p,
+        "codes",
+        &smallest_codes(codes, categories.len()),
+    )?;
     write_dense(ctx, &g, &p, "categories", categories)
 }
 
 fn write_column(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, col: &Column) -> Result<()> {
     match col {
         Column::Array(a) => write_dense(ctx, parent, ppath, name, a),
-        Column::Categorical { codes, categories, ordered } => {
-            write_categorical(ctx, parent, ppath, name, codes, categories, *ordered)
-        }
+        Column::Categorical {
+            codes,
+            categories,
+            ordered,
+        } => write_categorical(ctx, parent, ppath, name, codes, categories, *ordered),
         Column::NullableInt { values, mask } => {
             let (g, p) = create_group(ctx, parent, ppath, name)?;
             set_encoding(ctx, &g, &p, "nullable-integer", "0.1.0")?;
-            write_vec(ctx, &g, &join(&p, "values"), "values", &[values.len()], values)?;
+            write_vec(
+                ctx,
+                &g,
+                &join(&p, "values"),
+                "values",
+                &[values.len()],
+                values,
+            )?;
             write_vec(ctx, &g, &join(&p, "mask"), "mask", &[mask.len()], mask)?;
             Ok(())
         }
         Column::NullableBool { values, mask } => {
             let (g, p) = create_group(ctx, parent, ppath, name)?;
             set_encoding(ctx, &g, &p, "nullable-boolean", "0.1.0")?;
-            write_vec(ctx, &g, &join(&p, "values"), "values", &[values.len()], values)?;
+            write_vec(
+                ctx,
+                &g,
+                &join(&p, "values"),
+                "values",
+                &[values.len()],
+                values,
+            )?;
             write_vec(ctx, &g, &join(&p, "mask"), "mask", &[mask.len()], mask)?;
             Ok(())
         }
@@ -163,7 +244,13 @@ fn write_column(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, col: &Column
 }
 
 /// Write an `uns` value (recursively for dicts).
-pub(crate) fn write_value(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, v: &Value) -> Result<()> {
+pub(crate) fn write_value(
+    ctx: &Ctx,
+    parent: &Group,
+    ppath: &str,
+    name: &str,
+    v: &Value,
+) -> Result<()> {
     let path = join(ppath, name);
     match v {
         Value::Dict(d) => {
@@ -176,9 +263,15 @@ pub(crate) fn write_value(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, v:
         }
         Value::Scalar(s) => {
             let ds = match s {
-                Scalar::F64(x) => write_vec(ctx, parent, &path, name, &[], std::slice::from_ref(x))?,
-                Scalar::I64(x) => write_vec(ctx, parent, &path, name, &[], std::slice::from_ref(x))?,
-                Scalar::Bool(x) => write_vec(ctx, parent, &path, name, &[], std::slice::from_ref(x))?,
+                Scalar::F64(x) => {
+                    write_vec(ctx, parent, &path, name, &[], std::slice::from_ref(x))?
+                }
+                Scalar::I64(x) => {
+                    write_vec(ctx, parent, &path, name, &[], std::slice::from_ref(x))?
+                }
+                Scalar::Bool(x) => {
+                    write_vec(ctx, parent, &path, name, &[], std::slice::from_ref(x))?
+                }
                 Scalar::String(x) => {
                     let ds = write_vec(ctx, parent, &path, name, &[], &[vlu(ctx, &path, x)?])?;
                     return set_encoding(ctx, &ds, &path, "string", "0.2.0");
@@ -189,8 +282,10 @@ pub(crate) fn write_value(ctx: &Ctx, parent: &Group, ppath: &str, name: &str, v:
         Value::Array(a) => write_dense(ctx, parent, ppath, name, a),
         Value::Sparse(s) => write_sparse(ctx, parent, ppath, name, s),
         Value::DataFrame(df) => write_dataframe(ctx, parent, ppath, name, df),
-        Value::Categorical { codes, categories, ordered } => {
-            write_categorical(ctx, parent, ppath, name, codes, categories, *ordered)
-        }
+        Value::Categorical {
+            codes,
+            categories,
+            ordered,
+        } => write_categorical(ctx, parent, ppath, name, codes, categories, *ordered),
     }
 }

@@ -8,7 +8,13 @@
 use crate::anndata::{AnnData, Column};
 
 /// obs columns tried, in order, when none is given.
-pub const PERTURBATION_COLUMNS: [&str; 5] = ["perturbation", "condition", "perturbation_name", "guide_ids", "gene"];
+pub const PERTURBATION_COLUMNS: [&str; 5] = [
+    "perturbation",
+    "condition",
+    "perturbation_name",
+    "guide_ids",
+    "gene",
+];
 /// Default control labels (matched case-insensitively after trimming; the empty label is control too).
 pub const CONTROL_LABELS: [&str; 4] = ["control", "ctrl", "non-targeting", ""];
 /// Candidate separators, in order of preference on ties.
@@ -18,7 +24,13 @@ pub const SEPARATORS: [char; 4] = ['+', '|', ',', '_'];
 pub fn detect_column(adata: &AnnData) -> Option<String> {
     PERTURBATION_COLUMNS
         .iter()
-        .find(|c| matches!(adata.obs.column(c), Some(Column::Categorical { .. }) | Some(Column::Array(crate::anndata::DenseArray::String(_)))))
+        .find(|c| {
+            matches!(
+                adata.obs.column(c),
+                Some(Column::Categorical { .. })
+                    | Some(Column::Array(crate::anndata::DenseArray::String(_)))
+            )
+        })
         .map(|c| c.to_string())
 }
 
@@ -33,19 +45,31 @@ pub fn parse_label(label: &str, sep: char, controls: &[String]) -> Vec<String> {
     if is_control(label, controls) {
         return Vec::new();
     }
-    label.split(sep).map(str::trim).filter(|p| !is_control(p, controls)).map(str::to_string).collect()
+    label
+        .split(sep)
+        .map(str::trim)
+        .filter(|p| !is_control(p, controls))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Choose the separator that makes the most labels parse into known parts
 /// (var names or controls). A label without any separator votes for none.
 /// Falls back to `+` when no label contains a candidate.
-pub fn detect_separator<'a>(labels: impl Iterator<Item = &'a str> + Clone, var_names: &std::collections::HashSet<&str>, controls: &[String]) -> char {
+pub fn detect_separator<'a>(
+    labels: impl Iterator<Item = &'a str> + Clone,
+    var_names: &std::collections::HashSet<&str>,
+    controls: &[String],
+) -> char {
     let mut best = ('+', 0usize);
     for sep in SEPARATORS {
         let score = labels
             .clone()
             .filter(|l| l.contains(sep))
-            .filter(|l| l.split(sep).all(|p| var_names.contains(p.trim()) || is_control(p, controls)))
+            .filter(|l| {
+                l.split(sep)
+                    .all(|p| var_names.contains(p.trim()) || is_control(p, controls))
+            })
             .count();
         if score > best.1 {
             best = (sep, score);
@@ -58,7 +82,11 @@ pub fn detect_separator<'a>(labels: impl Iterator<Item = &'a str> + Clone, var_n
     // in a label that is not itself a gene name.
     SEPARATORS
         .into_iter()
-        .find(|&s| labels.clone().any(|l| l.contains(s) && !var_names.contains(l)))
+        .find(|&s| {
+            labels
+                .clone()
+                .any(|l| l.contains(s) && !var_names.contains(l))
+        })
         .unwrap_or('+')
 }
 
@@ -80,7 +108,15 @@ mod tests {
             let l = format!("KLF1{sep}ctrl");
             assert_eq!(parse_label(&l, sep, &c), vec!["KLF1"]);
         }
-        for l in ["control", "CTRL", "non-targeting", "", "  ", "ctrl+ctrl", "Non-Targeting"] {
+        for l in [
+            "control",
+            "CTRL",
+            "non-targeting",
+            "",
+            "  ",
+            "ctrl+ctrl",
+            "Non-Targeting",
+        ] {
             assert!(parse_label(l, '+', &c).is_empty(), "{l:?}");
         }
         let custom = vec!["NT".to_string()];
@@ -103,7 +139,10 @@ mod tests {
         assert_eq!(detect_separator(labels.iter().copied(), &genes, &c), '+');
         // Unknown genes only: first separator that occurs.
         let none: HashSet<&str> = HashSet::new();
-        assert_eq!(detect_separator(["X|Y", "Z"].iter().copied(), &none, &c), '|');
+        assert_eq!(
+            detect_separator(["X|Y", "Z"].iter().copied(), &none, &c),
+            '|'
+        );
         assert_eq!(detect_separator(["X", "Z"].iter().copied(), &none, &c), '+');
     }
 }

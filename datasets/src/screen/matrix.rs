@@ -9,13 +9,24 @@ use crate::error::{DatasetsError, Result};
 /// A matrix readable row by row as `(column, value)` pairs.
 pub enum Rows<'a> {
     Dense(ArrayD<f64>),
-    Csr { m: &'a SparseMatrix, indptr: Vec<usize> },
+    Csr {
+        m: &'a SparseMatrix,
+        indptr: Vec<usize>,
+    },
     /// CSC re-indexed as CSR: (indptr over rows, column indices, values).
-    Converted { indptr: Vec<usize>, cols: Vec<usize>, vals: Vec<f64> },
+    Converted {
+        indptr: Vec<usize>,
+        cols: Vec<usize>,
+        vals: Vec<f64>,
+    },
 }
 
 fn bad_sparse(what: String) -> DatasetsError {
-    DatasetsError::Shape { context: "sparse matrix".into(), expected: "consistent indptr/indices".into(), found: what }
+    DatasetsError::Shape {
+        context: "sparse matrix".into(),
+        expected: "consistent indptr/indices".into(),
+        found: what,
+    }
 }
 
 impl<'a> Rows<'a> {
@@ -29,7 +40,9 @@ impl<'a> Rows<'a> {
                     found: "strings".into(),
                 })?;
                 let (r, c) = m.shape2();
-                let v = v.into_shape_with_order(ndarray::IxDyn(&[r, c])).map_err(|e| bad_sparse(e.to_string()))?;
+                let v = v
+                    .into_shape_with_order(ndarray::IxDyn(&[r, c]))
+                    .map_err(|e| bad_sparse(e.to_string()))?;
                 Ok(Rows::Dense(v))
             }
             Matrix::Sparse(s) => {
@@ -39,13 +52,22 @@ impl<'a> Rows<'a> {
                     SparseFormat::Csc => (n_cols, n_rows),
                 };
                 if s.indptr.len() != major + 1 || s.indices.len() != s.data.len() {
-                    return Err(bad_sparse(format!("indptr length {} for {major} major rows, {} indices for {} values", s.indptr.len(), s.indices.len(), s.data.len())));
+                    return Err(bad_sparse(format!(
+                        "indptr length {} for {major} major rows, {} indices for {} values",
+                        s.indptr.len(),
+                        s.indices.len(),
+                        s.data.len()
+                    )));
                 }
-                let indptr: Vec<usize> = (0..=major).map(|i| s.indptr.get(i).max(0) as usize).collect();
+                let indptr: Vec<usize> = (0..=major)
+                    .map(|i| s.indptr.get(i).max(0) as usize)
+                    .collect();
                 if indptr.windows(2).any(|w| w[1] < w[0]) || indptr[major] > s.data.len() {
                     return Err(bad_sparse("indptr not monotone or beyond nnz".into()));
                 }
-                if (0..s.indices.len()).any(|k| s.indices.get(k) < 0 || s.indices.get(k) as usize >= minor) {
+                if (0..s.indices.len())
+                    .any(|k| s.indices.get(k) < 0 || s.indices.get(k) as usize >= minor)
+                {
                     return Err(bad_sparse(format!("an index outside [0, {minor})")));
                 }
                 match s.format {
@@ -69,7 +91,11 @@ impl<'a> Rows<'a> {
                                 next[r] += 1;
                             }
                         }
-                        Ok(Rows::Converted { indptr: counts, cols, vals })
+                        Ok(Rows::Converted {
+                            indptr: counts,
+                            cols,
+                            vals,
+                        })
                     }
                 }
             }
@@ -104,14 +130,17 @@ impl<'a> Rows<'a> {
             pos[g] = k;
         }
         let mut out = Array2::<f32>::zeros((cells.len(), genes.len()));
-        out.axis_iter_mut(Axis(0)).into_par_iter().zip(cells.par_iter()).for_each(|(mut row, &c)| {
-            self.for_row(c, |g, v| {
-                let k = pos[g];
-                if k != usize::MAX {
-                    row[k] += v as f32;
-                }
-            })
-        });
+        out.axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .zip(cells.par_iter())
+            .for_each(|(mut row, &c)| {
+                self.for_row(c, |g, v| {
+                    let k = pos[g];
+                    if k != usize::MAX {
+                        row[k] += v as f32;
+                    }
+                })
+            });
         out
     }
 }

@@ -39,7 +39,9 @@ use ndarray::Array2;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use preprocess::{is_mito, normalize_log1p, seurat_dispersion, CellStats, GeneSelection, QcOptions};
+pub use preprocess::{
+    is_mito, normalize_log1p, seurat_dispersion, CellStats, GeneSelection, QcOptions,
+};
 pub use split::{make_split, DroppedDouble, Split, SplitOptions};
 
 use crate::anndata::AnnData;
@@ -65,7 +67,10 @@ impl Default for ScreenOptions {
     fn default() -> Self {
         Self {
             perturbation_column: None,
-            control_labels: labels::CONTROL_LABELS.iter().map(|s| s.to_string()).collect(),
+            control_labels: labels::CONTROL_LABELS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             separator: None,
             layer: None,
             qc: QcOptions::default(),
@@ -141,22 +146,48 @@ pub struct ScreenReport {
 
 impl fmt::Display for ScreenReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "screen: column {:?}, separator {:?}, {} cells", self.column, self.separator, self.n_cells)?;
+        writeln!(
+            f,
+            "screen: column {:?}, separator {:?}, {} cells",
+            self.column, self.separator, self.n_cells
+        )?;
         if self.missing_label_cells > 0 {
             writeln!(f, "  {} cells without a label", self.missing_label_cells)?;
         }
         if !self.unknown_targets.is_empty() {
-            let list: Vec<String> = self.unknown_targets.iter().map(|(g, n)| format!("{g} ({n} cells)")).collect();
-            writeln!(f, "  {} targets not in var_names: {}", list.len(), list.join(", "))?;
+            let list: Vec<String> = self
+                .unknown_targets
+                .iter()
+                .map(|(g, n)| format!("{g} ({n} cells)"))
+                .collect();
+            writeln!(
+                f,
+                "  {} targets not in var_names: {}",
+                list.len(),
+                list.join(", ")
+            )?;
         }
         if !self.too_few_cells.is_empty() {
-            let list: Vec<String> = self.too_few_cells.iter().map(|(l, n)| format!("{l} ({n})")).collect();
-            writeln!(f, "  {} conditions with too few cells, excluded from splits: {}", list.len(), list.join(", "))?;
+            let list: Vec<String> = self
+                .too_few_cells
+                .iter()
+                .map(|(l, n)| format!("{l} ({n})"))
+                .collect();
+            writeln!(
+                f,
+                "  {} conditions with too few cells, excluded from splits: {}",
+                list.len(),
+                list.join(", ")
+            )?;
         }
         for (a, c) in &self.merged_labels {
             writeln!(f, "  label {a:?} merged into {c:?} (same targets)")?;
         }
-        writeln!(f, "  QC removed: {} low counts, {} low genes, {} high mito", self.qc_low_counts, self.qc_low_genes, self.qc_high_mito)?;
+        writeln!(
+            f,
+            "  QC removed: {} low counts, {} low genes, {} high mito",
+            self.qc_low_counts, self.qc_low_genes, self.qc_high_mito
+        )?;
         if self.mito_filter_skipped {
             writeln!(f, "  mito filter skipped: no MT- genes")?;
         }
@@ -185,32 +216,70 @@ impl<'a> Screen<'a> {
             Some(c) => c.clone(),
             None => labels::detect_column(adata).ok_or_else(|| {
                 let have: Vec<&str> = adata.obs.columns.iter().map(|(n, _)| n.as_str()).collect();
-                screen_err(format!("no perturbation column: expected one of {:?}, obs has {:?}", labels::PERTURBATION_COLUMNS, have))
+                screen_err(format!(
+                    "no perturbation column: expected one of {:?}, obs has {:?}",
+                    labels::PERTURBATION_COLUMNS,
+                    have
+                ))
             })?,
         };
-        let col = adata.obs.column(&column).ok_or_else(|| screen_err(format!("obs has no column {column:?}")))?;
+        let col = adata
+            .obs
+            .column(&column)
+            .ok_or_else(|| screen_err(format!("obs has no column {column:?}")))?;
         let cell_labels = col.labels();
         if cell_labels.len() != adata.n_obs() {
-            return Err(DatasetsError::Shape { context: format!("obs/{column}"), expected: format!("{} rows", adata.n_obs()), found: format!("{}", cell_labels.len()) });
+            return Err(DatasetsError::Shape {
+                context: format!("obs/{column}"),
+                expected: format!("{} rows", adata.n_obs()),
+                found: format!("{}", cell_labels.len()),
+            });
         }
         let x = match &opts.layer {
-            None => adata.x.as_ref().ok_or_else(|| screen_err("the AnnData has no X".into()))?,
-            Some(l) => adata.layers.get(l).ok_or_else(|| screen_err(format!("no layer {l:?}")))?,
+            None => adata
+                .x
+                .as_ref()
+                .ok_or_else(|| screen_err("the AnnData has no X".into()))?,
+            Some(l) => adata
+                .layers
+                .get(l)
+                .ok_or_else(|| screen_err(format!("no layer {l:?}")))?,
         };
         let (nr, nc) = x.shape2();
         if (nr, nc) != (adata.n_obs(), adata.n_vars()) {
-            return Err(DatasetsError::Shape { context: "counts matrix".into(), expected: format!("({}, {})", adata.n_obs(), adata.n_vars()), found: format!("({nr}, {nc})") });
+            return Err(DatasetsError::Shape {
+                context: "counts matrix".into(),
+                expected: format!("({}, {})", adata.n_obs(), adata.n_vars()),
+                found: format!("({nr}, {nc})"),
+            });
         }
         let rows = Rows::new(x)?;
-        let var_lookup: HashMap<&str, usize> = adata.var_names().iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+        let var_lookup: HashMap<&str, usize> = adata
+            .var_names()
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
         let var_set: HashSet<&str> = var_lookup.keys().copied().collect();
         let controls = &opts.control_labels;
         let distinct: Vec<&str> = {
             let mut seen = HashSet::new();
-            cell_labels.iter().flatten().map(String::as_str).filter(|l| seen.insert(*l)).collect()
+            cell_labels
+                .iter()
+                .flatten()
+                .map(String::as_str)
+                .filter(|l| seen.insert(*l))
+                .collect()
         };
-        let sep = opts.separator.unwrap_or_else(|| labels::detect_separator(distinct.iter().copied(), &var_set, controls));
-        let mut report = ScreenReport { column: column.clone(), separator: sep, n_cells: adata.n_obs(), ..Default::default() };
+        let sep = opts.separator.unwrap_or_else(|| {
+            labels::detect_separator(distinct.iter().copied(), &var_set, controls)
+        });
+        let mut report = ScreenReport {
+            column: column.clone(),
+            separator: sep,
+            n_cells: adata.n_obs(),
+            ..Default::default()
+        };
 
         // Cell QC.
         let mito: Vec<bool> = adata.var_names().iter().map(|n| is_mito(n)).collect();
@@ -242,7 +311,11 @@ impl<'a> Screen<'a> {
             } else if qc.min_genes.is_some_and(|m| s.n_genes < m) {
                 report.qc_low_genes += 1;
                 pass[r] = false;
-            } else if use_mito && qc.max_mito_fraction.is_some_and(|m| s.total > 0.0 && s.mito / s.total > m) {
+            } else if use_mito
+                && qc
+                    .max_mito_fraction
+                    .is_some_and(|m| s.total > 0.0 && s.mito / s.total > m)
+            {
                 report.qc_high_mito += 1;
                 pass[r] = false;
             }
@@ -263,14 +336,19 @@ impl<'a> Screen<'a> {
             match by_set.get(t) {
                 Some(&i) => {
                     conditions[i].aliases.push(l.to_string());
-                    report.merged_labels.push((l.to_string(), conditions[i].label.clone()));
+                    report
+                        .merged_labels
+                        .push((l.to_string(), conditions[i].label.clone()));
                 }
                 None => {
                     by_set.insert(t.clone(), conditions.len());
                     conditions.push(Condition {
                         label: l.to_string(),
                         aliases: vec![],
-                        target_vars: t.iter().map(|g| var_lookup.get(g.as_str()).copied()).collect(),
+                        target_vars: t
+                            .iter()
+                            .map(|g| var_lookup.get(g.as_str()).copied())
+                            .collect(),
                         kind: ConditionKind::from_order(t.len()),
                         targets: t.clone(),
                         cells: vec![],
@@ -279,7 +357,8 @@ impl<'a> Screen<'a> {
                 }
             }
         }
-        let label_to_cond: HashMap<&str, usize> = distinct.iter().map(|l| (*l, by_set[&parsed[l]])).collect();
+        let label_to_cond: HashMap<&str, usize> =
+            distinct.iter().map(|l| (*l, by_set[&parsed[l]])).collect();
         for (r, l) in cell_labels.iter().enumerate() {
             match l {
                 None => report.missing_label_cells += 1,
@@ -304,7 +383,14 @@ impl<'a> Screen<'a> {
                 report.too_few_cells.push((c.label.clone(), c.cells.len()));
             }
         }
-        Ok(Self { adata, rows, conditions, report, stats, var_lookup })
+        Ok(Self {
+            adata,
+            rows,
+            conditions,
+            report,
+            stats,
+            var_lookup,
+        })
     }
 
     pub fn adata(&self) -> &'a AnnData {
@@ -315,14 +401,20 @@ impl<'a> Screen<'a> {
     }
     /// Condition by label or alias.
     pub fn condition(&self, label: &str) -> Option<&Condition> {
-        self.conditions.iter().find(|c| c.label == label || c.aliases.iter().any(|a| a == label))
+        self.conditions
+            .iter()
+            .find(|c| c.label == label || c.aliases.iter().any(|a| a == label))
     }
     pub fn control(&self) -> Option<&Condition> {
-        self.conditions.iter().find(|c| c.kind == ConditionKind::Control)
+        self.conditions
+            .iter()
+            .find(|c| c.kind == ConditionKind::Control)
     }
     /// Indices of conditions of one kind.
     pub fn of_kind(&self, kind: ConditionKind) -> Vec<usize> {
-        (0..self.conditions.len()).filter(|&i| self.conditions[i].kind == kind).collect()
+        (0..self.conditions.len())
+            .filter(|&i| self.conditions[i].kind == kind)
+            .collect()
     }
     pub fn report(&self) -> &ScreenReport {
         &self.report
@@ -340,10 +432,16 @@ impl<'a> Screen<'a> {
 
     fn check(&self, cells: &[usize], genes: &[usize]) -> Result<()> {
         if let Some(&c) = cells.iter().find(|&&c| c >= self.adata.n_obs()) {
-            return Err(screen_err(format!("cell index {c} out of range (n_obs = {})", self.adata.n_obs())));
+            return Err(screen_err(format!(
+                "cell index {c} out of range (n_obs = {})",
+                self.adata.n_obs()
+            )));
         }
         if let Some(&g) = genes.iter().find(|&&g| g >= self.adata.n_vars()) {
-            return Err(screen_err(format!("gene index {g} out of range (n_vars = {})", self.adata.n_vars())));
+            return Err(screen_err(format!(
+                "gene index {g} out of range (n_vars = {})",
+                self.adata.n_vars()
+            )));
         }
         Ok(())
     }
@@ -425,11 +523,18 @@ impl<'a> Screen<'a> {
             let cells: Vec<usize> = split
                 .train
                 .iter()
-                .filter(|&&i| matches!(self.conditions[i].kind, ConditionKind::Control | ConditionKind::Single))
+                .filter(|&&i| {
+                    matches!(
+                        self.conditions[i].kind,
+                        ConditionKind::Control | ConditionKind::Single
+                    )
+                })
                 .flat_map(|&i| self.conditions[i].cells.iter().copied())
                 .collect();
             if cells.is_empty() {
-                return Err(screen_err("no control or training-single cells to compute HVGs on".into()));
+                return Err(screen_err(
+                    "no control or training-single cells to compute HVGs on".into(),
+                ));
             }
             let z = self.dispersions(&cells);
             let in_sel: HashSet<usize> = chosen.iter().copied().collect();
@@ -440,6 +545,12 @@ impl<'a> Screen<'a> {
                 n_hvg += 1;
             }
         }
-        Ok(GeneSelection { genes: chosen, n_test_perturbed: n_test.min(n_genes), n_train_perturbed: n_train.min(n_genes.saturating_sub(n_test)), n_hvg, truncated })
+        Ok(GeneSelection {
+            genes: chosen,
+            n_test_perturbed: n_test.min(n_genes),
+            n_train_perturbed: n_train.min(n_genes.saturating_sub(n_test)),
+            n_hvg,
+            truncated,
+        })
     }
 }

@@ -29,7 +29,12 @@ pub struct QcOptions {
 
 impl Default for QcOptions {
     fn default() -> Self {
-        Self { min_counts: None, min_genes: None, max_mito_fraction: None, min_cells_per_condition: 100 }
+        Self {
+            min_counts: None,
+            min_genes: None,
+            max_mito_fraction: None,
+            min_cells_per_condition: 100,
+        }
     }
 }
 
@@ -49,10 +54,17 @@ pub fn is_mito(name: &str) -> bool {
 /// `log1p(x · target_sum / lib)` row by row, in place. `x: [n_cells, n_genes]`,
 /// `library_sizes: [n_cells]`; rows with a zero library stay zero.
 pub fn normalize_log1p(x: &mut ndarray::Array2<f32>, library_sizes: &[f64], target_sum: f64) {
-    x.axis_iter_mut(ndarray::Axis(0)).into_par_iter().zip(library_sizes.par_iter()).for_each(|(mut row, &lib)| {
-        let s = if lib > 0.0 { (target_sum / lib) as f32 } else { 0.0 };
-        row.mapv_inplace(|v| (v * s).ln_1p());
-    });
+    x.axis_iter_mut(ndarray::Axis(0))
+        .into_par_iter()
+        .zip(library_sizes.par_iter())
+        .for_each(|(mut row, &lib)| {
+            let s = if lib > 0.0 {
+                (target_sum / lib) as f32
+            } else {
+                0.0
+            };
+            row.mapv_inplace(|v| (v * s).ln_1p());
+        });
 }
 
 /// Seurat-flavour normalised dispersion per gene from sums over cells of the
@@ -64,13 +76,21 @@ pub fn seurat_dispersion(sum: &[f64], sumsq: &[f64], n: usize) -> Vec<f64> {
     let mut disp = vec![f64::NAN; g];
     for i in 0..g {
         let m = sum[i] / nf;
-        let v = if n > 1 { (sumsq[i] - nf * m * m).max(0.0) / (nf - 1.0) } else { 0.0 };
+        let v = if n > 1 {
+            (sumsq[i] - nf * m * m).max(0.0) / (nf - 1.0)
+        } else {
+            0.0
+        };
         mean_log[i] = m.ln_1p();
         if m > 0.0 && v > 0.0 {
             disp[i] = (v / m).ln();
         }
     }
-    let (lo, hi) = mean_log.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &m| (a.min(m), b.max(m)));
+    let (lo, hi) = mean_log
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &m| {
+            (a.min(m), b.max(m))
+        });
     let width = ((hi - lo) / 20.0).max(f64::MIN_POSITIVE);
     let bin = |m: f64| (((m - lo) / width) as usize).min(19);
     let mut acc = vec![(0.0, 0.0, 0usize); 20];
@@ -92,7 +112,9 @@ pub fn seurat_dispersion(sum: &[f64], sumsq: &[f64], n: usize) -> Vec<f64> {
                 return 0.0;
             }
             let mu = s / k as f64;
-            let sd = ((ss - k as f64 * mu * mu) / (k as f64 - 1.0)).max(0.0).sqrt();
+            let sd = ((ss - k as f64 * mu * mu) / (k as f64 - 1.0))
+                .max(0.0)
+                .sqrt();
             if sd > 0.0 {
                 (disp[i] - mu) / sd
             } else {
@@ -135,12 +157,18 @@ mod tests {
         let mut sumsq = Vec::new();
         for i in 0..400 {
             let m = 1.0 + i as f64 * 0.005;
-            let v = if i == 200 { 20.0 * m } else { m * (1.0 + 0.01 * (i % 5) as f64) };
+            let v = if i == 200 {
+                20.0 * m
+            } else {
+                m * (1.0 + 0.01 * (i % 5) as f64)
+            };
             sum.push(m * n as f64);
             sumsq.push(v * (n as f64 - 1.0) + n as f64 * m * m);
         }
         let z = seurat_dispersion(&sum, &sumsq, n);
-        let best = (0..400).max_by(|&a, &b| z[a].total_cmp(&z[b])).expect("genes");
+        let best = (0..400)
+            .max_by(|&a, &b| z[a].total_cmp(&z[b]))
+            .expect("genes");
         assert_eq!(best, 200);
         assert!(z[200] > 3.0, "z = {}", z[200]);
         assert!(is_mito("MT-CO1") && is_mito("mt-Nd1") && !is_mito("MTOR"));

@@ -36,7 +36,8 @@ pub struct ZipParams {
 impl ZipParams {
     /// Draw `π_g ~ U(0, 0.3)`, `u_g = exp(N(ln 3, 0.75²))`.
     pub fn random(d: usize, rng: &mut ChaCha8Rng) -> Self {
-        let ln_u = Normal::new(3f64.ln(), 0.75).unwrap_or_else(|_| unreachable!("constant parameters are valid"));
+        let ln_u = Normal::new(3f64.ln(), 0.75)
+            .unwrap_or_else(|_| unreachable!("constant parameters are valid"));
         let pi = Array1::from_shape_fn(d, |_| rng.random_range(0.0..0.3));
         let u = Array1::from_shape_fn(d, |_| ln_u.sample(rng).exp());
         Self { pi, u }
@@ -45,9 +46,11 @@ impl ZipParams {
     /// Counts `[n, d]` for latent states `[n, d]`.
     pub fn sample(&self, latent: ArrayView2<f64>, rng: &mut ChaCha8Rng) -> Array2<u32> {
         let mut out = Array2::<u32>::zeros(latent.raw_dim());
-        Zip::indexed(&mut out).and(&latent).for_each(|(_, g), x, &s| {
-            *x = sample_zip(self.pi[g], self.u[g] * softplus(s), rng);
-        });
+        Zip::indexed(&mut out)
+            .and(&latent)
+            .for_each(|(_, g), x, &s| {
+                *x = sample_zip(self.pi[g], self.u[g] * softplus(s), rng);
+            });
         out
     }
 }
@@ -88,11 +91,17 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         for (pi, lam) in [(0.0, 2.0), (0.2, 5.0), (0.5, 0.7)] {
             let n = 200_000;
-            let xs: Vec<f64> = (0..n).map(|_| f64::from(sample_zip(pi, lam, &mut rng))).collect();
+            let xs: Vec<f64> = (0..n)
+                .map(|_| f64::from(sample_zip(pi, lam, &mut rng)))
+                .collect();
             let mean = xs.iter().sum::<f64>() / n as f64;
             let var = xs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
             let zeros = xs.iter().filter(|&&v| v == 0.0).count() as f64 / n as f64;
-            let (m, v, p0) = ((1.0 - pi) * lam, (1.0 - pi) * lam * (1.0 + pi * lam), pi + (1.0 - pi) * (-lam).exp());
+            let (m, v, p0) = (
+                (1.0 - pi) * lam,
+                (1.0 - pi) * lam * (1.0 + pi * lam),
+                pi + (1.0 - pi) * (-lam).exp(),
+            );
             assert!((mean - m).abs() < 0.02 * m.max(1.0), "mean {mean} vs {m}");
             assert!((var - v).abs() < 0.03 * v.max(1.0), "var {var} vs {v}");
             assert!((zeros - p0).abs() < 0.005, "p0 {zeros} vs {p0}");

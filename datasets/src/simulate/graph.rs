@@ -82,7 +82,10 @@ pub fn random_graph(kind: GraphKind, d: usize, degree: f64, rng: &mut ChaCha8Rng
                 let k = m.min(t);
                 let mut chosen: Vec<usize> = Vec::with_capacity(k);
                 while chosen.len() < k {
-                    let total: f64 = (0..t).filter(|s| !chosen.contains(s)).map(|s| deg[s] as f64 + 1.0).sum();
+                    let total: f64 = (0..t)
+                        .filter(|s| !chosen.contains(s))
+                        .map(|s| deg[s] as f64 + 1.0)
+                        .sum();
                     let mut u = rng.random_range(0.0..total);
                     let mut pick = None;
                     for s in (0..t).filter(|s| !chosen.contains(s)) {
@@ -94,7 +97,8 @@ pub fn random_graph(kind: GraphKind, d: usize, degree: f64, rng: &mut ChaCha8Rng
                         u -= wgt;
                     }
                     // Rounding can leave u just above the last weight: take the last candidate.
-                    let s = pick.unwrap_or_else(|| (0..t).rev().find(|s| !chosen.contains(s)).unwrap_or(0));
+                    let s = pick
+                        .unwrap_or_else(|| (0..t).rev().find(|s| !chosen.contains(s)).unwrap_or(0));
                     chosen.push(s);
                 }
                 for s in chosen {
@@ -113,7 +117,14 @@ pub fn random_graph(kind: GraphKind, d: usize, degree: f64, rng: &mut ChaCha8Rng
 }
 
 /// Weighted random graph: `w[[i, j]] = ±U(lo, hi)` on edges i → j, 0 elsewhere.
-pub fn random_weights(kind: GraphKind, d: usize, degree: f64, lo: f64, hi: f64, rng: &mut ChaCha8Rng) -> Array2<f64> {
+pub fn random_weights(
+    kind: GraphKind,
+    d: usize,
+    degree: f64,
+    lo: f64,
+    hi: f64,
+    rng: &mut ChaCha8Rng,
+) -> Array2<f64> {
     let adj = random_graph(kind, d, degree, rng);
     let mut w = Array2::zeros((d, d));
     for ((i, j), &e) in adj.indexed_iter() {
@@ -147,19 +158,44 @@ mod tests {
         let adj = random_graph(GraphKind::Sf, d, 3.0, &mut rng);
         let n_edges = adj.iter().filter(|&&e| e).count();
         assert_eq!(n_edges, 3 * (d - 3) + 3); // 1 + 2 + 3·(d−3)
-        let total_deg: Vec<usize> = (0..d).map(|i| adj.row(i).iter().chain(adj.column(i).iter()).filter(|&&e| e).count()).collect();
+        let total_deg: Vec<usize> = (0..d)
+            .map(|i| {
+                adj.row(i)
+                    .iter()
+                    .chain(adj.column(i).iter())
+                    .filter(|&&e| e)
+                    .count()
+            })
+            .collect();
         let max = *total_deg.iter().max().unwrap_or(&0);
         // Preferential attachment: the largest hub is far above the mean degree 6.
         assert!(max > 25, "max degree {max}");
         // Both directions occur.
-        let fwd = (0..d).flat_map(|i| (i + 1..d).map(move |j| (i, j))).filter(|&(i, j)| adj[[i, j]]).count();
+        let fwd = (0..d)
+            .flat_map(|i| (i + 1..d).map(move |j| (i, j)))
+            .filter(|&(i, j)| adj[[i, j]])
+            .count();
         assert!(fwd > 0 && fwd < n_edges);
     }
 
     #[test]
     fn deterministic_given_seed() {
-        let a = random_weights(GraphKind::Er, 50, 5.0, 1.0, 3.0, &mut ChaCha8Rng::seed_from_u64(7));
-        let b = random_weights(GraphKind::Er, 50, 5.0, 1.0, 3.0, &mut ChaCha8Rng::seed_from_u64(7));
+        let a = random_weights(
+            GraphKind::Er,
+            50,
+            5.0,
+            1.0,
+            3.0,
+            &mut ChaCha8Rng::seed_from_u64(7),
+        );
+        let b = random_weights(
+            GraphKind::Er,
+            50,
+            5.0,
+            1.0,
+            3.0,
+            &mut ChaCha8Rng::seed_from_u64(7),
+        );
         assert_eq!(a, b);
         assert!(a.iter().all(|&x| x == 0.0 || (1.0..3.0).contains(&x.abs())));
     }

@@ -30,19 +30,35 @@ pub struct LinearSystem {
 }
 
 fn linalg(what: &str, e: impl std::fmt::Display) -> DatasetsError {
-    DatasetsError::InvalidConfig { param: "linear system".into(), message: format!("{what} failed: {e}") }
+    DatasetsError::InvalidConfig {
+        param: "linear system".into(),
+        message: format!("{what} failed: {e}"),
+    }
 }
 
 impl LinearSystem {
     /// Draw a random stable system (graph, weights, stabilisation, b, shifts).
-    pub fn random(d: usize, graph: GraphKind, degree: f64, bias: f64, shift: (f64, f64), rng: &mut ChaCha8Rng) -> Result<Self> {
+    pub fn random(
+        d: usize,
+        graph: GraphKind,
+        degree: f64,
+        bias: f64,
+        shift: (f64, f64),
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Self> {
         let w = random_weights(graph, d, degree, 1.0, 3.0, rng);
-        let lam = with_big_stack(|| w.eig()).map_err(|e| linalg("eigenvalues of W", e))?.0;
+        let lam = with_big_stack(|| w.eig())
+            .map_err(|e| linalg("eigenvalues of W", e))?
+            .0;
         let max_re = lam.iter().map(|l| l.re).fold(f64::NEG_INFINITY, f64::max);
         let w = &w - &(Array2::<f64>::eye(d) * (max_re + 0.5));
         let b = Array1::from_shape_fn(d, |_| rng.random_range(-bias..bias));
         let shifts = Array1::from_shape_fn(d, |_| signed_uniform(rng, shift.0, shift.1));
-        Ok(Self { a: w.reversed_axes(), b, shifts })
+        Ok(Self {
+            a: w.reversed_axes(),
+            b,
+            shifts,
+        })
     }
 
     /// `W = Aᵀ`, entry [i, j] = effect of gene i on gene j.
@@ -63,7 +79,12 @@ impl LinearSystem {
     }
 
     /// `n` cells `[n, d]` from `N(mean, L Lᵀ)`, `chol` = lower Cholesky factor.
-    pub fn sample(mean: ArrayView1<f64>, chol: &Array2<f64>, n: usize, rng: &mut ChaCha8Rng) -> Array2<f64> {
+    pub fn sample(
+        mean: ArrayView1<f64>,
+        chol: &Array2<f64>,
+        n: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Array2<f64> {
         let d = mean.len();
         let z = Array2::from_shape_fn((n, d), |_| rng.sample::<f64, _>(StandardNormal)); // [n, d]
         z.dot(&chol.t()) + mean
@@ -77,7 +98,8 @@ impl LinearSystem {
             .iter()
             .map(|t| {
                 let rhs = -(&self.b + &self.shift_vector(t)?);
-                lu.solve(&rhs).map_err(|e| linalg("solving A x = −(b + c)", e))
+                lu.solve(&rhs)
+                    .map_err(|e| linalg("solving A x = −(b + c)", e))
             })
             .collect()
     }
@@ -114,7 +136,15 @@ mod tests {
 
     fn sys(d: usize, seed: u64) -> LinearSystem {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        LinearSystem::random(d, GraphKind::Er, 10.0_f64.min(d as f64 - 1.0), 3.0, (5.0, 15.0), &mut rng).expect("system")
+        LinearSystem::random(
+            d,
+            GraphKind::Er,
+            10.0_f64.min(d as f64 - 1.0),
+            3.0,
+            (5.0, 15.0),
+            &mut rng,
+        )
+        .expect("system")
     }
 
     #[test]
@@ -124,7 +154,9 @@ mod tests {
         let max_re = lam.iter().map(|l| l.re).fold(f64::NEG_INFINITY, f64::max);
         assert!((max_re + 0.5).abs() < 1e-8, "max Re λ(A) = {max_re}");
         let x = s.fixed_point(&[2, 7]).expect("fp");
-        let f = s.drift(x.view().insert_axis(ndarray::Axis(0)), &[2, 7]).expect("drift");
+        let f = s
+            .drift(x.view().insert_axis(ndarray::Axis(0)), &[2, 7])
+            .expect("drift");
         assert!(f.iter().all(|v| v.abs() < 1e-9));
         let c = s.shift_vector(&[2, 7]).expect("c");
         assert_eq!(c.iter().filter(|v| **v != 0.0).count(), 2);
@@ -144,7 +176,8 @@ mod tests {
         let mut x = Array2::<f64>::zeros((n_chains, d)); // deviations from the mean, [n, d]
         let steps = (4.0 / (0.5 * dt)) as usize; // several relaxation times of the slowest mode
         for _ in 0..steps {
-            let noise = Array2::from_shape_fn((n_chains, d), |_| rng.sample::<f64, _>(StandardNormal));
+            let noise =
+                Array2::from_shape_fn((n_chains, d), |_| rng.sample::<f64, _>(StandardNormal));
             x = &x + &(x.dot(&s.a.t()) * dt) + &(noise * dt.sqrt());
         }
         let emp = x.t().dot(&x) / n_chains as f64;
@@ -158,7 +191,10 @@ mod tests {
         let s = sys(10, 4);
         let x = Array1::from_shape_fn(10, |i| i as f64 * 0.1);
         let fd = super::super::system::testutil::fd_jacobian(&s, x.view(), 1e-5);
-        let err = (&fd - &s.jacobian(x.view())).iter().map(|v| v.abs()).fold(0.0, f64::max);
+        let err = (&fd - &s.jacobian(x.view()))
+            .iter()
+            .map(|v| v.abs())
+            .fold(0.0, f64::max);
         assert!(err < 1e-7);
         assert_eq!(s.true_effects().expect("te"), s.w());
     }

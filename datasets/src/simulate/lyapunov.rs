@@ -27,12 +27,17 @@ use crate::error::{DatasetsError, Result};
 /// and rayon threads and crashes there (SIGSEGV); every LAPACK
 /// factorisation in the simulators goes through this.
 pub fn with_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| match std::thread::Builder::new().stack_size(256 << 20).spawn_scoped(s, f) {
-        Ok(h) => match h.join() {
-            Ok(v) => v,
-            Err(p) => std::panic::resume_unwind(p),
-        },
-        Err(e) => panic!("could not spawn a thread for LAPACK: {e}"),
+    std::thread::scope(|s| {
+        match std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn_scoped(s, f)
+        {
+            Ok(h) => match h.join() {
+                Ok(v) => v,
+                Err(p) => std::panic::resume_unwind(p),
+            },
+            Err(e) => panic!("could not spawn a thread for LAPACK: {e}"),
+        }
     })
 }
 
@@ -44,7 +49,10 @@ pub struct LyapunovSolver {
 }
 
 fn err(message: String) -> DatasetsError {
-    DatasetsError::InvalidConfig { param: "drift matrix".into(), message }
+    DatasetsError::InvalidConfig {
+        param: "drift matrix".into(),
+        message,
+    }
 }
 
 impl LyapunovSolver {
@@ -60,10 +68,16 @@ impl LyapunovSolver {
         let mut steps = Vec::new();
         let mut converged_at = None;
         for k in 0..100 {
-            let inv = ak.inv().map_err(|e| err(format!("inverting A_{k} in the sign iteration failed: {e}")))?;
+            let inv = ak
+                .inv()
+                .map_err(|e| err(format!("inverting A_{k} in the sign iteration failed: {e}")))?;
             let dist = frobenius(&(&ak + &eye));
             // Scale only far from convergence; unscaled steps are quadratic near −I.
-            let c = if dist > 1e-2 { (frobenius(&inv) / frobenius(&ak)).sqrt() } else { 1.0 };
+            let c = if dist > 1e-2 {
+                (frobenius(&inv) / frobenius(&ak)).sqrt()
+            } else {
+                1.0
+            };
             let next = (&ak * c + &inv / c) * 0.5;
             let change = frobenius(&(&next - &ak));
             steps.push((inv, c));
@@ -72,7 +86,9 @@ impl LyapunovSolver {
                 if k > k0 {
                     break;
                 }
-            } else if change <= 1e-13 * (d as f64).sqrt() || frobenius(&(&ak + &eye)) <= 1e-12 * (d as f64).sqrt() {
+            } else if change <= 1e-13 * (d as f64).sqrt()
+                || frobenius(&(&ak + &eye)) <= 1e-12 * (d as f64).sqrt()
+            {
                 converged_at = Some(k); // one more step for full accuracy
             }
         }
@@ -82,7 +98,10 @@ impl LyapunovSolver {
                 "not stable: sign(A) ≠ −I (rms distance {dist:.3e}); some eigenvalue has Re ≥ 0, so the Lyapunov equation has no PSD solution"
             )));
         }
-        Ok(Self { a: a.clone(), steps })
+        Ok(Self {
+            a: a.clone(),
+            steps,
+        })
     }
 
     /// One pass of the sign-function solve for `Q`.
@@ -149,11 +168,19 @@ mod tests {
 
     #[test]
     fn residual_tiny_for_random_drifts() {
-        for (kind, d, deg, seed) in [(GraphKind::Er, 5, 2.0, 1), (GraphKind::Er, 50, 10.0, 2), (GraphKind::Er, 200, 10.0, 3), (GraphKind::Sf, 60, 2.0, 4)] {
+        for (kind, d, deg, seed) in [
+            (GraphKind::Er, 5, 2.0, 1),
+            (GraphKind::Er, 50, 10.0, 2),
+            (GraphKind::Er, 200, 10.0, 3),
+            (GraphKind::Sf, 60, 2.0, 4),
+        ] {
             let a = stable(kind, d, deg, seed);
             let (sigma, res) = solve_lyapunov_identity(&a).expect("solve");
             assert!(res <= 1e-8, "{kind:?} d={d}: residual {res}");
-            assert!(with_big_stack(|| sigma.cholesky(ndarray_linalg::UPLO::Lower)).is_ok(), "Σ not positive definite");
+            assert!(
+                with_big_stack(|| sigma.cholesky(ndarray_linalg::UPLO::Lower)).is_ok(),
+                "Σ not positive definite"
+            );
         }
     }
 
@@ -173,7 +200,15 @@ mod tests {
         assert!((&s - &want).iter().all(|v| v.abs() < 1e-14), "{s}");
         // A DAG: strictly lower-triangular W shifted by −0.5 (all eigenvalues equal).
         let a = stable(GraphKind::Er, 40, 3.0, 9);
-        let dag = Array2::from_shape_fn((40, 40), |(i, j)| if i > j { a[[i, j]] } else if i == j { -0.5 } else { 0.0 });
+        let dag = Array2::from_shape_fn((40, 40), |(i, j)| {
+            if i > j {
+                a[[i, j]]
+            } else if i == j {
+                -0.5
+            } else {
+                0.0
+            }
+        });
         let (_, res) = solve_lyapunov_identity(&dag).expect("solve");
         assert!(res < 1e-8, "DAG residual {res}");
     }
@@ -181,7 +216,9 @@ mod tests {
     #[test]
     fn unstable_is_an_error() {
         let a = ndarray::arr2(&[[0.1, 0.0], [0.0, -1.0]]);
-        let e = solve_lyapunov_identity(&a).expect_err("must fail").to_string();
+        let e = solve_lyapunov_identity(&a)
+            .expect_err("must fail")
+            .to_string();
         assert!(e.contains("not stable"), "{e}");
     }
 }

@@ -123,7 +123,10 @@ impl Default for SimulationConfig {
 }
 
 fn bad(param: &str, message: String) -> DatasetsError {
-    DatasetsError::InvalidConfig { param: param.into(), message }
+    DatasetsError::InvalidConfig {
+        param: param.into(),
+        message,
+    }
 }
 
 impl SimulationConfig {
@@ -138,10 +141,19 @@ impl SimulationConfig {
     /// Check every field; errors name the bad value.
     pub fn validate(&self) -> Result<()> {
         if self.genes < 2 {
-            return Err(bad("genes", format!("need at least 2 genes, but is {}", self.genes)));
+            return Err(bad(
+                "genes",
+                format!("need at least 2 genes, but is {}", self.genes),
+            ));
         }
         if self.perturbed == 0 || self.perturbed > self.genes {
-            return Err(bad("perturbed", format!("should be in [1, genes = {}], but is {}", self.genes, self.perturbed)));
+            return Err(bad(
+                "perturbed",
+                format!(
+                    "should be in [1, genes = {}], but is {}",
+                    self.genes, self.perturbed
+                ),
+            ));
         }
         let max_doubles = self.perturbed * (self.perturbed - 1) / 2;
         if self.doubles > max_doubles {
@@ -154,30 +166,52 @@ impl SimulationConfig {
             return Err(bad("cells-per-condition", "should be ≥ 1, but is 0".into()));
         }
         if !(self.degree > 0.0 && self.degree.is_finite()) {
-            return Err(bad("degree", format!("should be > 0, but is {}", self.degree)));
+            return Err(bad(
+                "degree",
+                format!("should be > 0, but is {}", self.degree),
+            ));
         }
         let bias = self.bias_range();
         if !(bias > 0.0 && bias.is_finite()) {
             return Err(bad("bias", format!("should be > 0, but is {bias}")));
         }
-        if !(self.shift_min > 0.0 && self.shift_max > self.shift_min && self.shift_max.is_finite()) {
-            return Err(bad("shift", format!("need 0 < shift_min < shift_max, but range is [{}, {}]", self.shift_min, self.shift_max)));
+        if !(self.shift_min > 0.0 && self.shift_max > self.shift_min && self.shift_max.is_finite())
+        {
+            return Err(bad(
+                "shift",
+                format!(
+                    "need 0 < shift_min < shift_max, but range is [{}, {}]",
+                    self.shift_min, self.shift_max
+                ),
+            ));
         }
         if self.kind == SimKind::Nonlinear {
             if !(self.contraction > 0.0 && self.contraction < 1.0) {
-                return Err(bad("contraction", format!("should be in (0, 1), but is {}", self.contraction)));
+                return Err(bad(
+                    "contraction",
+                    format!("should be in (0, 1), but is {}", self.contraction),
+                ));
             }
             if !(self.dt > 0.0 && self.dt <= 0.5) {
-                return Err(bad("dt", format!("should be in (0, 0.5], but is {}", self.dt)));
+                return Err(bad(
+                    "dt",
+                    format!("should be in (0, 0.5], but is {}", self.dt),
+                ));
             }
             if !(self.burn_in >= self.dt && self.burn_in.is_finite()) {
-                return Err(bad("burn_in", format!("should be ≥ dt = {}, but is {}", self.dt, self.burn_in)));
+                return Err(bad(
+                    "burn_in",
+                    format!("should be ≥ dt = {}, but is {}", self.dt, self.burn_in),
+                ));
             }
         }
         let n_cells = (1 + self.perturbed + self.doubles).checked_mul(self.cells_per_condition);
         match n_cells.and_then(|n| n.checked_mul(self.genes)) {
             Some(v) if v <= 4_000_000_000 => Ok(()),
-            _ => Err(bad("cells-per-condition", "cells × genes exceeds 4e9 values; reduce the screen size".into())),
+            _ => Err(bad(
+                "cells-per-condition",
+                "cells × genes exceeds 4e9 values; reduce the screen size".into(),
+            )),
         }
     }
 }
@@ -201,7 +235,11 @@ pub fn condition_label(targets: &[usize]) -> String {
     if targets.is_empty() {
         "control".into()
     } else {
-        targets.iter().map(|&g| gene_name(g)).collect::<Vec<_>>().join("+")
+        targets
+            .iter()
+            .map(|&g| gene_name(g))
+            .collect::<Vec<_>>()
+            .join("+")
     }
 }
 
@@ -210,18 +248,29 @@ pub fn condition_label(targets: &[usize]) -> String {
 pub fn design(cfg: &SimulationConfig, rng: &mut ChaCha8Rng) -> (Vec<usize>, Vec<SimCondition>) {
     let mut perturbed = sample_indices(rng, cfg.genes, cfg.perturbed).into_vec();
     perturbed.sort_unstable();
-    let mut conds = vec![SimCondition { label: condition_label(&[]), targets: vec![] }];
+    let mut conds = vec![SimCondition {
+        label: condition_label(&[]),
+        targets: vec![],
+    }];
     for &g in &perturbed {
-        conds.push(SimCondition { label: condition_label(&[g]), targets: vec![g] });
+        conds.push(SimCondition {
+            label: condition_label(&[g]),
+            targets: vec![g],
+        });
     }
     let p = perturbed.len();
-    let pairs: Vec<(usize, usize)> = (0..p).flat_map(|a| (a + 1..p).map(move |b| (a, b))).collect();
+    let pairs: Vec<(usize, usize)> = (0..p)
+        .flat_map(|a| (a + 1..p).map(move |b| (a, b)))
+        .collect();
     let mut chosen = sample_indices(rng, pairs.len(), cfg.doubles).into_vec();
     chosen.sort_unstable();
     for k in chosen {
         let (a, b) = pairs[k];
         let t = vec![perturbed[a], perturbed[b]];
-        conds.push(SimCondition { label: condition_label(&t), targets: t });
+        conds.push(SimCondition {
+            label: condition_label(&t),
+            targets: t,
+        });
     }
     (perturbed, conds)
 }
@@ -239,25 +288,53 @@ mod tests {
 
     #[test]
     fn validate_names_bad_values() {
-        let cfg = SimulationConfig { genes: 10, perturbed: 11, ..Default::default() };
-        assert!(cfg.validate().expect_err("invalid").to_string().contains("perturbed"));
-        let cfg = SimulationConfig { genes: 10, perturbed: 4, doubles: 7, ..Default::default() };
+        let cfg = SimulationConfig {
+            genes: 10,
+            perturbed: 11,
+            ..Default::default()
+        };
+        assert!(cfg
+            .validate()
+            .expect_err("invalid")
+            .to_string()
+            .contains("perturbed"));
+        let cfg = SimulationConfig {
+            genes: 10,
+            perturbed: 4,
+            doubles: 7,
+            ..Default::default()
+        };
         let e = cfg.validate().expect_err("invalid").to_string();
         assert!(e.contains("doubles") && e.contains('6'), "{e}");
-        let cfg = SimulationConfig { kind: SimKind::Nonlinear, contraction: 1.2, ..Default::default() };
-        assert!(cfg.validate().expect_err("invalid").to_string().contains("1.2"));
+        let cfg = SimulationConfig {
+            kind: SimKind::Nonlinear,
+            contraction: 1.2,
+            ..Default::default()
+        };
+        assert!(cfg
+            .validate()
+            .expect_err("invalid")
+            .to_string()
+            .contains("1.2"));
         assert!(SimulationConfig::default().validate().is_ok());
     }
 
     #[test]
     fn design_has_all_requested_conditions() {
-        let cfg = SimulationConfig { genes: 30, perturbed: 6, doubles: 15, ..Default::default() };
+        let cfg = SimulationConfig {
+            genes: 30,
+            perturbed: 6,
+            doubles: 15,
+            ..Default::default()
+        };
         let (pert, conds) = design(&cfg, &mut stream_rng(1, 0));
         assert_eq!(pert.len(), 6);
         assert_eq!(conds.len(), 1 + 6 + 15);
         let labels: std::collections::HashSet<_> = conds.iter().map(|c| c.label.clone()).collect();
         assert_eq!(labels.len(), conds.len());
-        assert!(conds[7..].iter().all(|c| c.targets.len() == 2 && c.targets.iter().all(|t| pert.contains(t)) && c.targets[0] < c.targets[1]));
+        assert!(conds[7..].iter().all(|c| c.targets.len() == 2
+            && c.targets.iter().all(|t| pert.contains(t))
+            && c.targets[0] < c.targets[1]));
         assert_eq!(condition_label(&[3, 17]), "G3+G17");
     }
 }

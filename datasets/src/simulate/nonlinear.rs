@@ -84,15 +84,36 @@ pub fn spectral_norm(w: &Array2<f64>) -> f64 {
 impl NonlinearSystem {
     /// Build from parts (`w` row = target).
     pub fn new(w: Array2<f64>, b: Array1<f64>, shifts: Array1<f64>) -> Self {
-        let edges = w.indexed_iter().filter(|(_, &v)| v != 0.0).map(|((j, i), &v)| (j, i, v)).collect();
-        Self { w, b, shifts, edges }
+        let edges = w
+            .indexed_iter()
+            .filter(|(_, &v)| v != 0.0)
+            .map(|((j, i), &v)| (j, i, v))
+            .collect();
+        Self {
+            w,
+            b,
+            shifts,
+            edges,
+        }
     }
 
     /// Draw a random contractive system.
-    pub fn random(d: usize, graph: GraphKind, degree: f64, bias: f64, shift: (f64, f64), contraction: f64, rng: &mut ChaCha8Rng) -> Self {
+    pub fn random(
+        d: usize,
+        graph: GraphKind,
+        degree: f64,
+        bias: f64,
+        shift: (f64, f64),
+        contraction: f64,
+        rng: &mut ChaCha8Rng,
+    ) -> Self {
         let raw = random_weights(graph, d, degree, 1.0, 3.0, rng).reversed_axes(); // row = target
         let norm = spectral_norm(&raw);
-        let w = if norm > 0.0 { raw * (contraction / norm) } else { raw };
+        let w = if norm > 0.0 {
+            raw * (contraction / norm)
+        } else {
+            raw
+        };
         let b = Array1::from_shape_fn(d, |_| rng.random_range(-bias..bias));
         let shifts = Array1::from_shape_fn(d, |_| signed_uniform(rng, shift.0, shift.1));
         Self::new(w, b, shifts)
@@ -109,7 +130,14 @@ impl NonlinearSystem {
     }
 
     /// Sample `n` cells `[n, d]` of condition `targets` by Euler–Maruyama.
-    pub fn sample(&self, targets: &[usize], n: usize, dt: f64, burn_in: f64, rng: &mut ChaCha8Rng) -> Result<Array2<f64>> {
+    pub fn sample(
+        &self,
+        targets: &[usize],
+        n: usize,
+        dt: f64,
+        burn_in: f64,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Array2<f64>> {
         let x0 = self.fixed_point(targets)?;
         let shift = self.shift_vector(targets)?; // [d]
         let d = x0.len();
@@ -121,9 +149,14 @@ impl NonlinearSystem {
         for _ in 0..steps {
             let u = self.regulate(&s); // [d, n]
             let noise = Array2::from_shape_fn((d, n), |_| rng.sample::<f64, _>(StandardNormal));
-            Zip::from(&mut s).and(&u).and_broadcast(&b_col).and_broadcast(&c_col).and(&noise).for_each(|x, &u, &b, &c, &z| {
-                *x += dt * (-*x + (u + b).tanh() + c) + sq * z;
-            });
+            Zip::from(&mut s)
+                .and(&u)
+                .and_broadcast(&b_col)
+                .and_broadcast(&c_col)
+                .and(&noise)
+                .for_each(|x, &u, &b, &c, &z| {
+                    *x += dt * (-*x + (u + b).tanh() + c) + sq * z;
+                });
         }
         Ok(s.reversed_axes().as_standard_layout().to_owned())
     }
@@ -169,10 +202,11 @@ impl Drift for NonlinearSystem {
                 break;
             }
             let jac = self.jacobian(x.view());
-            let step = with_big_stack(|| jac.solve(&f)).map_err(|e| DatasetsError::InvalidConfig {
-                param: "nonlinear system".into(),
-                message: format!("Newton step at the fixed point failed: {e}"),
-            })?;
+            let step =
+                with_big_stack(|| jac.solve(&f)).map_err(|e| DatasetsError::InvalidConfig {
+                    param: "nonlinear system".into(),
+                    message: format!("Newton step at the fixed point failed: {e}"),
+                })?;
             x = &x - &step;
         }
         let f = drift(&x);
@@ -194,7 +228,15 @@ mod tests {
 
     fn sys(d: usize, seed: u64) -> NonlinearSystem {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        NonlinearSystem::random(d, GraphKind::Er, 10.0_f64.min(d as f64 - 1.0), 1.0, (5.0, 15.0), 0.9, &mut rng)
+        NonlinearSystem::random(
+            d,
+            GraphKind::Er,
+            10.0_f64.min(d as f64 - 1.0),
+            1.0,
+            (5.0, 15.0),
+            0.9,
+            &mut rng,
+        )
     }
 
     #[test]
@@ -213,7 +255,10 @@ mod tests {
         let s = sys(15, 2);
         let x = Array1::from_shape_fn(15, |i| (i as f64 - 7.0) * 0.3);
         let fd = super::super::system::testutil::fd_jacobian(&s, x.view(), 1e-5);
-        let err = (&fd - &s.jacobian(x.view())).iter().map(|v| v.abs()).fold(0.0, f64::max);
+        let err = (&fd - &s.jacobian(x.view()))
+            .iter()
+            .map(|v| v.abs())
+            .fold(0.0, f64::max);
         assert!(err < 1e-8, "max |J_fd − J| = {err}");
         let te = s.true_effects().expect("te");
         let x0 = s.fixed_point(&[]).expect("fp");
@@ -223,7 +268,11 @@ mod tests {
     #[test]
     fn sampler_mean_near_fixed_point_for_small_noise_effect() {
         // With d = 1 and w = 0 the SDE is an OU process: mean tanh(b) + c, var 1/2.
-        let s = NonlinearSystem::new(Array2::zeros((1, 1)), ndarray::arr1(&[0.7]), ndarray::arr1(&[2.0]));
+        let s = NonlinearSystem::new(
+            Array2::zeros((1, 1)),
+            ndarray::arr1(&[0.7]),
+            ndarray::arr1(&[2.0]),
+        );
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let x = s.sample(&[0], 4000, 0.01, 8.0, &mut rng).expect("sample");
         let m = x.mean().unwrap_or(0.0);

@@ -11,7 +11,10 @@ use super::linear::LinearSystem;
 use super::nonlinear::NonlinearSystem;
 use super::system::Drift;
 use super::{design, gene_name, stream_rng, SimKind, SimulationConfig};
-use crate::anndata::{AnnData, Column, DataFrame, DenseArray, Matrix, Scalar, SparseData, SparseFormat, SparseIndex, SparseMatrix, Value};
+use crate::anndata::{
+    AnnData, Column, DataFrame, DenseArray, Matrix, Scalar, SparseData, SparseFormat, SparseIndex,
+    SparseMatrix, Value,
+};
 use crate::error::{DatasetsError, Result};
 
 /// The true dynamics behind a simulated screen.
@@ -33,11 +36,23 @@ impl TrueSystem {
     pub fn from_anndata(adata: &AnnData) -> Result<Self> {
         let sim = match adata.uns.get("simulation") {
             Some(Value::Dict(m)) => m,
-            _ => return Err(uns_err("uns/simulation", "a dict written by `cellmol simulate screen`", "nothing")),
+            _ => {
+                return Err(uns_err(
+                    "uns/simulation",
+                    "a dict written by `cellmol simulate screen`",
+                    "nothing",
+                ))
+            }
         };
         let kind = match sim.get("kind") {
             Some(Value::Scalar(Scalar::String(s))) => s.clone(),
-            _ => return Err(uns_err("uns/simulation/kind", "a string (linear|nonlinear)", "no string")),
+            _ => {
+                return Err(uns_err(
+                    "uns/simulation/kind",
+                    "a string (linear|nonlinear)",
+                    "no string",
+                ))
+            }
         };
         let b = uns_vec(sim, "b")?;
         let shifts = uns_vec(sim, "shift")?;
@@ -87,26 +102,43 @@ impl Drift for TrueSystem {
 }
 
 fn uns_err(path: &str, expected: &str, found: &str) -> DatasetsError {
-    DatasetsError::Format { file: "<in-memory AnnData>".into(), path: path.into(), expected: expected.into(), found: found.into() }
+    DatasetsError::Format {
+        file: "<in-memory AnnData>".into(),
+        path: path.into(),
+        expected: expected.into(),
+        found: found.into(),
+    }
 }
 
 fn uns_array(sim: &BTreeMap<String, Value>, key: &str) -> Result<ndarray::ArrayD<f64>> {
     match sim.get(key) {
-        Some(Value::Array(a)) => a.to_f64().ok_or_else(|| uns_err(&format!("uns/simulation/{key}"), "a numeric array", "strings")),
-        _ => Err(uns_err(&format!("uns/simulation/{key}"), "a numeric array", "nothing")),
+        Some(Value::Array(a)) => a.to_f64().ok_or_else(|| {
+            uns_err(
+                &format!("uns/simulation/{key}"),
+                "a numeric array",
+                "strings",
+            )
+        }),
+        _ => Err(uns_err(
+            &format!("uns/simulation/{key}"),
+            "a numeric array",
+            "nothing",
+        )),
     }
 }
 
 fn uns_vec(sim: &BTreeMap<String, Value>, key: &str) -> Result<Array1<f64>> {
     let a = uns_array(sim, key)?;
     let shape = format!("{:?}", a.shape());
-    a.into_dimensionality::<Ix1>().map_err(|_| uns_err(&format!("uns/simulation/{key}"), "a 1-D array", &shape))
+    a.into_dimensionality::<Ix1>()
+        .map_err(|_| uns_err(&format!("uns/simulation/{key}"), "a 1-D array", &shape))
 }
 
 fn uns_mat(sim: &BTreeMap<String, Value>, key: &str) -> Result<Array2<f64>> {
     let a = uns_array(sim, key)?;
     let shape = format!("{:?}", a.shape());
-    a.into_dimensionality::<Ix2>().map_err(|_| uns_err(&format!("uns/simulation/{key}"), "a 2-D array", &shape))
+    a.into_dimensionality::<Ix2>()
+        .map_err(|_| uns_err(&format!("uns/simulation/{key}"), "a 2-D array", &shape))
 }
 
 /// A simulated screen: the AnnData plus the truth and a few diagnostics.
@@ -125,7 +157,10 @@ fn f64_array(a: ndarray::ArrayD<f64>) -> Value {
 }
 
 /// Simulate a screen. `progress(done, total)` is called after each condition.
-pub fn simulate_screen(cfg: &SimulationConfig, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<SimulatedScreen> {
+pub fn simulate_screen(
+    cfg: &SimulationConfig,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<SimulatedScreen> {
     cfg.validate()?;
     let d = cfg.genes;
     let mut rng = stream_rng(cfg.seed, 0);
@@ -138,13 +173,29 @@ pub fn simulate_screen(cfg: &SimulationConfig, progress: &(dyn Fn(usize, usize) 
             let chol = LinearSystem::cholesky(&sigma)?;
             (TrueSystem::Linear(s), Some((chol, res)))
         }
-        SimKind::Nonlinear => {
-            (TrueSystem::Nonlinear(NonlinearSystem::random(d, cfg.graph, cfg.degree, bias, shift, cfg.contraction, &mut rng)), None)
-        }
+        SimKind::Nonlinear => (
+            TrueSystem::Nonlinear(NonlinearSystem::random(
+                d,
+                cfg.graph,
+                cfg.degree,
+                bias,
+                shift,
+                cfg.contraction,
+                &mut rng,
+            )),
+            None,
+        ),
     };
     let (perturbed, conds) = design(cfg, &mut rng);
     let means = match &system {
-        TrueSystem::Linear(s) => Some(s.stationary_means(&conds.iter().map(|c| c.targets.as_slice()).collect::<Vec<_>>())?),
+        TrueSystem::Linear(s) => Some(
+            s.stationary_means(
+                &conds
+                    .iter()
+                    .map(|c| c.targets.as_slice())
+                    .collect::<Vec<_>>(),
+            )?,
+        ),
         TrueSystem::Nonlinear(_) => None,
     };
     let zip = cfg.counts.then(|| ZipParams::random(d, &mut rng));
@@ -158,9 +209,15 @@ pub fn simulate_screen(cfg: &SimulationConfig, progress: &(dyn Fn(usize, usize) 
         .map(|(q, c)| -> Result<_> {
             let mut crng = stream_rng(cfg.seed, q as u64 + 1);
             let latent = match (&system, &lyap, &means) {
-                (TrueSystem::Nonlinear(s), _, _) => s.sample(&c.targets, n, cfg.dt, cfg.burn_in, &mut crng)?,
-                (TrueSystem::Linear(_), Some((chol, _)), Some(mu)) => LinearSystem::sample(mu[q].view(), chol, n, &mut crng),
-                (TrueSystem::Linear(_), _, _) => unreachable!("linear systems always carry a Cholesky factor and means"),
+                (TrueSystem::Nonlinear(s), _, _) => {
+                    s.sample(&c.targets, n, cfg.dt, cfg.burn_in, &mut crng)?
+                }
+                (TrueSystem::Linear(_), Some((chol, _)), Some(mu)) => {
+                    LinearSystem::sample(mu[q].view(), chol, n, &mut crng)
+                }
+                (TrueSystem::Linear(_), _, _) => {
+                    unreachable!("linear systems always carry a Cholesky factor and means")
+                }
             };
             let counts = zip.as_ref().map(|z| z.sample(latent.view(), &mut crng));
             progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
@@ -178,26 +235,50 @@ pub fn simulate_screen(cfg: &SimulationConfig, progress: &(dyn Fn(usize, usize) 
 
     // obs
     let mut obs = DataFrame::new((0..n_obs).map(|i| format!("cell{i}")).collect());
-    let labels: Vec<Option<&str>> = conds.iter().flat_map(|c| std::iter::repeat_n(Some(c.label.as_str()), n)).collect();
+    let labels: Vec<Option<&str>> = conds
+        .iter()
+        .flat_map(|c| std::iter::repeat_n(Some(c.label.as_str()), n))
+        .collect();
     obs.set_column("perturbation", Column::categorical_from_labels(&labels));
-    let n_targets: Vec<i64> = conds.iter().flat_map(|c| std::iter::repeat_n(c.targets.len() as i64, n)).collect();
-    obs.set_column("n_targets", Column::Array(DenseArray::I64(Array1::from(n_targets).into_dyn())));
+    let n_targets: Vec<i64> = conds
+        .iter()
+        .flat_map(|c| std::iter::repeat_n(c.targets.len() as i64, n))
+        .collect();
+    obs.set_column(
+        "n_targets",
+        Column::Array(DenseArray::I64(Array1::from(n_targets).into_dyn())),
+    );
     // var
     let mut var = DataFrame::new((0..d).map(gene_name).collect());
-    let is_pert: Vec<bool> = (0..d).map(|g| perturbed.binary_search(&g).is_ok()).collect();
-    var.set_column("perturbed", Column::Array(DenseArray::Bool(Array1::from(is_pert).into_dyn())));
+    let is_pert: Vec<bool> = (0..d)
+        .map(|g| perturbed.binary_search(&g).is_ok())
+        .collect();
+    var.set_column(
+        "perturbed",
+        Column::Array(DenseArray::Bool(Array1::from(is_pert).into_dyn())),
+    );
 
-    let mut adata = AnnData { obs, var, ..Default::default() };
+    let mut adata = AnnData {
+        obs,
+        var,
+        ..Default::default()
+    };
     let latent_f32 = Matrix::Dense(DenseArray::F32(latent.mapv(|v| v as f32).into_dyn()));
     if let Some(_z) = &zip {
-        let count_views: Vec<_> = blocks.iter().filter_map(|(_, c)| c.as_ref().map(|c| c.view())).collect();
+        let count_views: Vec<_> = blocks
+            .iter()
+            .filter_map(|(_, c)| c.as_ref().map(|c| c.view()))
+            .collect();
         adata.x = Some(Matrix::Sparse(counts_to_csr(&count_views, d)));
         adata.layers.insert("latent".into(), latent_f32);
     } else {
         adata.x = Some(latent_f32);
     }
     let effects = system.true_effects()?;
-    adata.varp.insert("true_effects".into(), Matrix::Dense(DenseArray::F64(effects.into_dyn())));
+    adata.varp.insert(
+        "true_effects".into(),
+        Matrix::Dense(DenseArray::F64(effects.into_dyn())),
+    );
 
     // uns["simulation"]
     let mut sim: BTreeMap<String, Value> = BTreeMap::new();
@@ -217,8 +298,16 @@ pub fn simulate_screen(cfg: &SimulationConfig, progress: &(dyn Fn(usize, usize) 
     sim.insert("shift_max".into(), f(cfg.shift_max));
     sim.insert("counts".into(), Value::Scalar(Scalar::Bool(cfg.counts)));
     sim.insert("b".into(), f64_array(system.inner_b().clone().into_dyn()));
-    sim.insert("shift".into(), f64_array(system.shifts().clone().into_dyn()));
-    sim.insert("perturbed_genes".into(), Value::Array(DenseArray::strings(perturbed.iter().map(|&g| gene_name(g)).collect())));
+    sim.insert(
+        "shift".into(),
+        f64_array(system.shifts().clone().into_dyn()),
+    );
+    sim.insert(
+        "perturbed_genes".into(),
+        Value::Array(DenseArray::strings(
+            perturbed.iter().map(|&g| gene_name(g)).collect(),
+        )),
+    );
     sim.insert(
         "true_effects_orientation".into(),
         s("varp/true_effects[i, j] = direct effect of gene i on gene j (A^T for linear, Jacobian^T at the control fixed point for nonlinear)"),
@@ -233,7 +322,10 @@ pub fn simulate_screen(cfg: &SimulationConfig, progress: &(dyn Fn(usize, usize) 
         }
         TrueSystem::Nonlinear(nl) => {
             sim.insert("W".into(), f64_array(nl.w.clone().into_dyn()));
-            sim.insert("drift".into(), s("f(x) = -x + tanh(W x + b) + c_q (W row = target), dx = f dt + dW"));
+            sim.insert(
+                "drift".into(),
+                s("f(x) = -x + tanh(W x + b) + c_q (W row = target), dx = f dt + dW"),
+            );
             sim.insert("contraction".into(), f(cfg.contraction));
             sim.insert("dt".into(), f(cfg.dt));
             sim.insert("burn_in".into(), f(cfg.burn_in));
@@ -285,5 +377,11 @@ fn counts_to_csr(blocks: &[ArrayView2<u32>], d: usize) -> SparseMatrix {
     } else {
         SparseIndex::I64(indptr)
     };
-    SparseMatrix { format: SparseFormat::Csr, shape: (n_obs, d), data: SparseData::F32(data), indices: SparseIndex::I32(indices), indptr }
+    SparseMatrix {
+        format: SparseFormat::Csr,
+        shape: (n_obs, d),
+        data: SparseData::F32(data),
+        indices: SparseIndex::I32(indices),
+        indptr,
+    }
 }

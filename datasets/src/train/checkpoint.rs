@@ -12,7 +12,10 @@ const CHECKPOINT_DIR: &str = "checkpoint";
 const STATE_FILE: &str = "state.json";
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DatasetsError + '_ {
-    move |source| DatasetsError::Io { path: path.to_path_buf(), source }
+    move |source| DatasetsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A training checkpoint: the step, the trainer's serialisable state (config,
@@ -34,7 +37,10 @@ struct StateFile {
 
 impl Checkpoint {
     pub fn file(&self, name: &str) -> Option<&[u8]> {
-        self.files.iter().find(|(n, _)| n == name).map(|(_, b)| b.as_slice())
+        self.files
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| b.as_slice())
     }
 }
 
@@ -126,9 +132,14 @@ impl RunDir {
             let p = tmp.join(name);
             fs::write(&p, bytes).map_err(io_err(&p))?;
         }
-        let state = StateFile { step: ckpt.step, state: ckpt.state.clone(), files: ckpt.files.iter().map(|(n, _)| n.clone()).collect() };
+        let state = StateFile {
+            step: ckpt.step,
+            state: ckpt.state.clone(),
+            files: ckpt.files.iter().map(|(n, _)| n.clone()).collect(),
+        };
         let p = tmp.join(STATE_FILE);
-        let json = serde_json::to_vec_pretty(&state).map_err(|e| DatasetsError::RunDir(format!("{}: {e}", p.display())))?;
+        let json = serde_json::to_vec_pretty(&state)
+            .map_err(|e| DatasetsError::RunDir(format!("{}: {e}", p.display())))?;
         fs::write(&p, json).map_err(io_err(&p))?;
         if dst.exists() {
             if old.exists() {
@@ -145,7 +156,9 @@ impl RunDir {
 
     pub fn load_checkpoint(&self) -> Result<Checkpoint> {
         let mut dir = self.path.join(CHECKPOINT_DIR);
-        if !dir.join(STATE_FILE).exists() && self.path.join("checkpoint.old").join(STATE_FILE).exists() {
+        if !dir.join(STATE_FILE).exists()
+            && self.path.join("checkpoint.old").join(STATE_FILE).exists()
+        {
             // killed between the two renames: the previous checkpoint is whole
             dir = self.path.join("checkpoint.old");
         }
@@ -156,7 +169,11 @@ impl RunDir {
             let bytes = fs::read(&p).map_err(io_err(&p))?;
             files.push((name, bytes));
         }
-        Ok(Checkpoint { step: state.step, state: state.state, files })
+        Ok(Checkpoint {
+            step: state.step,
+            state: state.state,
+            files,
+        })
     }
 
     /// Write one final artefact atomically (temp file + rename).
@@ -193,7 +210,9 @@ impl RunDir {
 
 fn read_state(path: &Path) -> Result<StateFile> {
     let bytes = fs::read(path).map_err(io_err(path))?;
-    serde_json::from_slice(&bytes).map_err(|e| DatasetsError::RunDir(format!("{}: corrupt checkpoint state: {e}", path.display())))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        DatasetsError::RunDir(format!("{}: corrupt checkpoint state: {e}", path.display()))
+    })
 }
 
 #[cfg(test)]
@@ -201,7 +220,11 @@ mod tests {
     use super::*;
 
     fn ckpt(step: u64) -> Checkpoint {
-        Checkpoint { step, state: serde_json::json!({"lr": 0.1}), files: vec![("w.bin".into(), vec![1, 2, step as u8])] }
+        Checkpoint {
+            step,
+            state: serde_json::json!({"lr": 0.1}),
+            files: vec![("w.bin".into(), vec![1, 2, step as u8])],
+        }
     }
 
     #[test]
@@ -247,7 +270,10 @@ mod tests {
         let tmp = tempfile::tempdir()?;
         let run = RunDir::new(tmp.path());
         run.save_checkpoint(&ckpt(3))?;
-        fs::rename(tmp.path().join("checkpoint"), tmp.path().join("checkpoint.old"))?;
+        fs::rename(
+            tmp.path().join("checkpoint"),
+            tmp.path().join("checkpoint.old"),
+        )?;
         assert_eq!(run.load_checkpoint()?.step, 3);
         Ok(())
     }

@@ -22,26 +22,52 @@ impl MetricsLog {
             .append(append)
             .truncate(!append)
             .open(path)
-            .map_err(|source| DatasetsError::Io { path: path.to_path_buf(), source })?;
-        Ok(MetricsLog { path: path.to_path_buf(), out: BufWriter::new(file) })
+            .map_err(|source| DatasetsError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(MetricsLog {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+        })
     }
 
     pub fn log(&mut self, record: &serde_json::Value) -> Result<()> {
-        let io = |source| DatasetsError::Io { path: self.path.clone(), source };
-        serde_json::to_writer(&mut self.out, record).map_err(|e| DatasetsError::Io { path: self.path.clone(), source: e.into() })?;
+        let io = |source| DatasetsError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        serde_json::to_writer(&mut self.out, record).map_err(|e| DatasetsError::Io {
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
         self.out.write_all(b"\n").map_err(io)?;
-        self.out.flush().map_err(|source| DatasetsError::Io { path: self.path.clone(), source })
+        self.out.flush().map_err(|source| DatasetsError::Io {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
 /// Read a metrics log back (for plots and resumed runs); bad lines are errors
 /// naming the line number.
 pub fn read_metrics(path: &Path) -> Result<Vec<serde_json::Value>> {
-    let text = std::fs::read_to_string(path).map_err(|source| DatasetsError::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| DatasetsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| DatasetsError::RunDir(format!("{}:{}: not a JSON line: {e}", path.display(), i + 1))))
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                DatasetsError::RunDir(format!(
+                    "{}:{}: not a JSON line: {e}",
+                    path.display(),
+                    i + 1
+                ))
+            })
+        })
         .collect()
 }
 

@@ -22,7 +22,10 @@ pub fn ensure_font() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
         let env = std::env::var("CELLMOL_FONT").ok();
-        let candidates = env.iter().map(String::as_str).chain(FONT_PATHS.iter().copied());
+        let candidates = env
+            .iter()
+            .map(String::as_str)
+            .chain(FONT_PATHS.iter().copied());
         for p in candidates {
             if let Ok(bytes) = std::fs::read(p) {
                 let leaked: &'static [u8] = Box::leak(bytes.into_boxed_slice());
@@ -46,12 +49,16 @@ pub fn series(records: &[serde_json::Value]) -> Vec<(String, Vec<(f64, f64)>)> {
         let Some(obj) = r.as_object() else { continue };
         let step = obj.get("step").and_then(|s| s.as_f64()).unwrap_or(i as f64);
         // runs with several stages restart `step`: keep each stage's curves apart
-        let stage = ["stage", "phase"].iter().find_map(|k| obj.get(*k).and_then(|v| v.as_str()));
+        let stage = ["stage", "phase"]
+            .iter()
+            .find_map(|k| obj.get(*k).and_then(|v| v.as_str()));
         for (k, v) in obj {
             if k == "step" {
                 continue;
             }
-            let Some(x) = v.as_f64().filter(|x| x.is_finite()) else { continue };
+            let Some(x) = v.as_f64().filter(|x| x.is_finite()) else {
+                continue;
+            };
             let name = match stage {
                 Some(st) => format!("{st}: {k}"),
                 None => k.clone(),
@@ -71,9 +78,14 @@ pub fn series(records: &[serde_json::Value]) -> Vec<(String, Vec<(f64, f64)>)> {
 pub fn plot_curves(records: &[serde_json::Value], title: &str, out: &Path) -> Result<()> {
     let series = series(records);
     if series.is_empty() {
-        return Err(DatasetsError::RunDir(format!("{}: no metric with at least two logged values to plot", out.display())));
+        return Err(DatasetsError::RunDir(format!(
+            "{}: no metric with at least two logged values to plot",
+            out.display()
+        )));
     }
-    let svg = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    let svg = out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
     let h = 260 * series.len() as u32 + 40;
     if svg {
         let root = SVGBackend::new(out, (900, h)).into_drawing_area();
@@ -84,28 +96,58 @@ pub fn plot_curves(records: &[serde_json::Value], title: &str, out: &Path) -> Re
     }
 }
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, series: &[(String, Vec<(f64, f64)>)], title: &str, out: &Path) -> Result<()>
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    series: &[(String, Vec<(f64, f64)>)],
+    title: &str,
+    out: &Path,
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     let text = ensure_font();
     root.fill(&WHITE).map_err(|e| plot_err(out, e))?;
-    let root = if text { root.titled(title, ("sans-serif", 22)).map_err(|e| plot_err(out, e))? } else { root };
+    let root = if text {
+        root.titled(title, ("sans-serif", 22))
+            .map_err(|e| plot_err(out, e))?
+    } else {
+        root
+    };
     let panels = root.split_evenly((series.len(), 1));
     for (panel, (name, pts)) in panels.iter().zip(series) {
-        let (x0, x1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
-        let (y0, y1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        let (x0, x1) = pts
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+                (a.min(p.0), b.max(p.0))
+            });
+        let (y0, y1) = pts
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+                (a.min(p.1), b.max(p.1))
+            });
         let pad = ((y1 - y0).abs() * 0.05).max(1e-12);
         let mut chart = ChartBuilder::on(panel);
-        chart.margin(12).x_label_area_size(if text { 30 } else { 0 }).y_label_area_size(if text { 70 } else { 0 });
+        chart
+            .margin(12)
+            .x_label_area_size(if text { 30 } else { 0 })
+            .y_label_area_size(if text { 70 } else { 0 });
         if text {
             chart.caption(name, ("sans-serif", 16));
         }
-        let mut chart = chart.build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad)).map_err(|e| plot_err(out, e))?;
+        let mut chart = chart
+            .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
+            .map_err(|e| plot_err(out, e))?;
         if text {
-            chart.configure_mesh().x_desc("step").light_line_style(WHITE.mix(0.0)).draw().map_err(|e| plot_err(out, e))?;
+            chart
+                .configure_mesh()
+                .x_desc("step")
+                .light_line_style(WHITE.mix(0.0))
+                .draw()
+                .map_err(|e| plot_err(out, e))?;
         }
-        chart.draw_series(LineSeries::new(pts.iter().copied(), &BLUE)).map_err(|e| plot_err(out, e))?;
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), &BLUE))
+            .map_err(|e| plot_err(out, e))?;
     }
     root.present().map_err(|e| plot_err(out, e))?;
     Ok(())
@@ -139,7 +181,9 @@ mod tests {
     #[test]
     fn writes_png_and_svg() -> anyhow::Result<()> {
         let tmp = tempfile::tempdir()?;
-        let recs: Vec<_> = (0..50).map(|i| serde_json::json!({"step": i, "loss": 1.0 / (1.0 + i as f64)})).collect();
+        let recs: Vec<_> = (0..50)
+            .map(|i| serde_json::json!({"step": i, "loss": 1.0 / (1.0 + i as f64)}))
+            .collect();
         for name in ["c.png", "c.svg"] {
             let p = tmp.path().join(name);
             plot_curves(&recs, "test", &p)?;

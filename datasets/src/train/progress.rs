@@ -36,17 +36,27 @@ impl Progress {
             Sink::Quiet
         } else if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(total);
-            let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> ");
+            let style =
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> ");
             bar.set_style(style);
             bar.set_prefix(label.to_string());
             bar.set_position(start_step);
             Sink::Bar(bar)
         } else {
-            Sink::Lines { every: Duration::from_secs(10), last: Instant::now() }
+            Sink::Lines {
+                every: Duration::from_secs(10),
+                last: Instant::now(),
+            }
         };
-        Progress { label: label.to_string(), total, start: Instant::now(), start_step, sink }
+        Progress {
+            label: label.to_string(),
+            total,
+            start: Instant::now(),
+            start_step,
+            sink,
+        }
     }
 
     /// Plain-line mode: print at most once per `every` (default 10 s).

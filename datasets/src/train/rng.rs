@@ -14,14 +14,20 @@ pub struct RngState {
 
 impl RngState {
     pub fn capture(rng: &ChaCha8Rng) -> Self {
-        RngState { seed: rng.get_seed(), stream: rng.get_stream(), word_pos: rng.get_word_pos().to_string() }
+        RngState {
+            seed: rng.get_seed(),
+            stream: rng.get_stream(),
+            word_pos: rng.get_word_pos().to_string(),
+        }
     }
 
     pub fn restore(&self) -> crate::Result<ChaCha8Rng> {
-        let pos: u128 = self
-            .word_pos
-            .parse()
-            .map_err(|_| crate::DatasetsError::RunDir(format!("checkpoint RNG word position `{}` is not an integer", self.word_pos)))?;
+        let pos: u128 = self.word_pos.parse().map_err(|_| {
+            crate::DatasetsError::RunDir(format!(
+                "checkpoint RNG word position `{}` is not an integer",
+                self.word_pos
+            ))
+        })?;
         let mut rng = ChaCha8Rng::from_seed(self.seed);
         rng.set_stream(self.stream);
         rng.set_word_pos(pos);

@@ -17,16 +17,23 @@ impl StopSignal {
     /// Register the handlers (process-wide; safe to call more than once).
     pub fn install() -> Result<Self> {
         let flag = Arc::new(AtomicUsize::new(0));
-        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1, signal_hook::consts::SIGINT] {
-            signal_hook::flag::register_usize(sig, Arc::clone(&flag), sig as usize)
-                .map_err(|e| DatasetsError::RunDir(format!("cannot install handler for signal {sig}: {e}")))?;
+        for sig in [
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGUSR1,
+            signal_hook::consts::SIGINT,
+        ] {
+            signal_hook::flag::register_usize(sig, Arc::clone(&flag), sig as usize).map_err(
+                |e| DatasetsError::RunDir(format!("cannot install handler for signal {sig}: {e}")),
+            )?;
         }
         Ok(StopSignal { flag })
     }
 
     /// A flag no signal sets (library use, tests).
     pub fn never() -> Self {
-        StopSignal { flag: Arc::new(AtomicUsize::new(0)) }
+        StopSignal {
+            flag: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     /// The signal number that asked the run to stop, if any.

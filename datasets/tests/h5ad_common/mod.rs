@@ -25,7 +25,10 @@ pub fn script(name: &str) -> PathBuf {
 
 /// Run the venv python with args; panic with its stderr on failure.
 pub fn run_python(args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(python()).args(args).output().expect("running the venv python");
+    let out = Command::new(python())
+        .args(args)
+        .output()
+        .expect("running the venv python");
     assert!(
         out.status.success(),
         "python {:?} failed:\n{}",
@@ -45,7 +48,11 @@ pub fn pbmc68k() -> PathBuf {
         env!("CARGO_MANIFEST_DIR"),
         "/../.venv/lib/python3.11/site-packages/scanpy/datasets/10x_pbmc68k_reduced.h5ad"
     ));
-    assert!(p.exists(), "scanpy's 10x_pbmc68k_reduced.h5ad not found at {} (run scripts/setup.sh)", p.display());
+    assert!(
+        p.exists(),
+        "scanpy's 10x_pbmc68k_reduced.h5ad not found at {} (run scripts/setup.sh)",
+        p.display()
+    );
     p
 }
 
@@ -91,7 +98,11 @@ fn mat(m: &Matrix) -> J {
                     arr(&DenseArray::F64(out.into_dyn()))
                 }
             };
-            let fmt = if s.format == SparseFormat::Csr { "csr" } else { "csc" };
+            let fmt = if s.format == SparseFormat::Csr {
+                "csr"
+            } else {
+                "csc"
+            };
             json!({"format": fmt, "nnz": s.nnz(), "dense": dense})
         }
     }
@@ -100,15 +111,27 @@ fn mat(m: &Matrix) -> J {
 fn col(c: &Column) -> J {
     match c {
         Column::Array(a) => arr(a),
-        Column::Categorical { codes, categories, ordered } => {
+        Column::Categorical {
+            codes,
+            categories,
+            ordered,
+        } => {
             json!({"categorical": arr(categories), "codes": codes, "ordered": ordered})
         }
         Column::NullableInt { values, mask } => J::Array(
-            values.iter().zip(mask).map(|(v, &m)| if m { J::Null } else { json!(*v as f64) }).collect(),
+            values
+                .iter()
+                .zip(mask)
+                .map(|(v, &m)| if m { J::Null } else { json!(*v as f64) })
+                .collect(),
         )
         .pipe(|v| json!({"nullable": v})),
         Column::NullableBool { values, mask } => J::Array(
-            values.iter().zip(mask).map(|(v, &m)| if m { J::Null } else { json!(v) }).collect(),
+            values
+                .iter()
+                .zip(mask)
+                .map(|(v, &m)| if m { J::Null } else { json!(v) })
+                .collect(),
         )
         .pipe(|v| json!({"nullable": v})),
     }
@@ -122,13 +145,19 @@ trait Pipe: Sized {
 impl<T> Pipe for T {}
 
 fn frame(df: &DataFrame) -> J {
-    let cols: Map<String, J> = df.columns.iter().map(|(k, c)| (k.clone(), col(c))).collect();
+    let cols: Map<String, J> = df
+        .columns
+        .iter()
+        .map(|(k, c)| (k.clone(), col(c)))
+        .collect();
     json!({"index": df.index, "columns": cols})
 }
 
 fn uns(v: &Value) -> J {
     match v {
-        Value::Dict(d) => json!({"dict": d.iter().map(|(k, v)| (k.clone(), uns(v))).collect::<Map<_, _>>()}),
+        Value::Dict(d) => {
+            json!({"dict": d.iter().map(|(k, v)| (k.clone(), uns(v))).collect::<Map<_, _>>()})
+        }
         Value::DataFrame(df) => {
             json!({"frame": df.columns.iter().map(|(k, c)| (k.clone(), col(c))).collect::<Map<_, _>>()})
         }
@@ -138,7 +167,11 @@ fn uns(v: &Value) -> J {
         Value::Scalar(Scalar::F64(x)) => json!({"scalar": x}),
         Value::Scalar(Scalar::I64(x)) => json!({"scalar": *x as f64}),
         Value::Array(a) => arr(a),
-        Value::Categorical { codes, categories, ordered } => {
+        Value::Categorical {
+            codes,
+            categories,
+            ordered,
+        } => {
             json!({"categorical": arr(categories), "codes": codes, "ordered": ordered})
         }
     }
@@ -171,7 +204,10 @@ pub fn summary(a: &AnnData) -> J {
 pub fn diff(a: &J, b: &J, path: &str) -> Option<String> {
     match (a, b) {
         (J::Number(x), J::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
             let tol = 1e-6 * x.abs().max(y.abs()).max(1e-3);
             ((x - y).abs() > tol).then(|| format!("{path}: {x} vs {y}"))
         }
@@ -179,7 +215,10 @@ pub fn diff(a: &J, b: &J, path: &str) -> Option<String> {
             if x.len() != y.len() {
                 return Some(format!("{path}: length {} vs {}", x.len(), y.len()));
             }
-            x.iter().zip(y).enumerate().find_map(|(i, (p, q))| diff(p, q, &format!("{path}[{i}]")))
+            x.iter()
+                .zip(y)
+                .enumerate()
+                .find_map(|(i, (p, q))| diff(p, q, &format!("{path}[{i}]")))
         }
         (J::Object(x), J::Object(y)) => {
             let kx: Vec<_> = x.keys().collect();
@@ -187,7 +226,8 @@ pub fn diff(a: &J, b: &J, path: &str) -> Option<String> {
             if kx != ky {
                 return Some(format!("{path}: keys {kx:?} vs {ky:?}"));
             }
-            x.iter().find_map(|(k, v)| diff(v, &y[k], &format!("{path}/{k}")))
+            x.iter()
+                .find_map(|(k, v)| diff(v, &y[k], &format!("{path}/{k}")))
         }
         _ => (a != b).then(|| format!("{path}: {a} vs {b}")),
     }

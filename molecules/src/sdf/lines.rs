@@ -11,11 +11,15 @@ pub(crate) struct Lines<'a> {
 impl<'a> Lines<'a> {
     /// `first_line` is the 1-based number of the first line in `bytes`.
     pub fn new(bytes: &'a [u8], first_line: usize) -> Self {
-        Lines { rest: bytes, line_no: first_line.saturating_sub(1) }
+        Lines {
+            rest: bytes,
+            line_no: first_line.saturating_sub(1),
+        }
     }
     /// Lines not yet consumed (upper bound, counts `\n`).
     pub fn remaining_lines(&self) -> usize {
-        memchr::memchr_iter(b'\n', self.rest).count() + usize::from(!self.rest.is_empty() && !self.rest.ends_with(b"\n"))
+        memchr::memchr_iter(b'\n', self.rest).count()
+            + usize::from(!self.rest.is_empty() && !self.rest.ends_with(b"\n"))
     }
 }
 
@@ -107,7 +111,8 @@ pub(crate) fn show(s: &[u8]) -> String {
 
 /// Whitespace-separated tokens.
 pub(crate) fn tokens(s: &[u8]) -> impl Iterator<Item = &[u8]> {
-    s.split(|c| c.is_ascii_whitespace()).filter(|t| !t.is_empty())
+    s.split(|c| c.is_ascii_whitespace())
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]

@@ -32,7 +32,10 @@ pub struct SdfReadOptions {
 
 impl Default for SdfReadOptions {
     fn default() -> Self {
-        SdfReadOptions { skip_bad: false, parallel: true }
+        SdfReadOptions {
+            skip_bad: false,
+            parallel: true,
+        }
     }
 }
 
@@ -53,7 +56,11 @@ impl SkippedRecord {
             MolError::Parse { line, .. } => *line,
             _ => first_line,
         };
-        SkippedRecord { record, line, error: e.to_string() }
+        SkippedRecord {
+            record,
+            line,
+            error: e.to_string(),
+        }
     }
 }
 
@@ -72,7 +79,10 @@ pub fn open_input(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     let mut r = BufReader::with_capacity(1 << 16, f);
     let head = r.fill_buf().map_err(|e| MolError::io(path, e))?;
     if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(r))))
+        Ok(Box::new(BufReader::with_capacity(
+            1 << 16,
+            flate2::read::MultiGzDecoder::new(r),
+        )))
     } else {
         Ok(Box::new(r))
     }
@@ -138,7 +148,11 @@ impl<R: BufRead> SdfReader<R> {
                     what: format!("read error: {e}"),
                 })?;
             if n == 0 {
-                return Ok(if parse::is_blank(&self.buf) { None } else { Some(first) });
+                return Ok(if parse::is_blank(&self.buf) {
+                    None
+                } else {
+                    Some(first)
+                });
             }
             self.next_line += 1;
             if self.buf[start..].starts_with(b"$$$$") {
@@ -151,7 +165,10 @@ impl<R: BufRead> SdfReader<R> {
 impl SdfReader<Box<dyn BufRead + Send>> {
     /// Open a (possibly gzipped) file.
     pub fn open(path: &Path) -> Result<Self> {
-        Ok(SdfReader::new(open_input(path)?, path.display().to_string()))
+        Ok(SdfReader::new(
+            open_input(path)?,
+            path.display().to_string(),
+        ))
     }
 }
 
@@ -178,9 +195,18 @@ impl<R: BufRead> Iterator for SdfReader<R> {
             if parse::is_blank(&self.buf) {
                 continue;
             }
-            let r = parse::parse_record(&self.buf, first, parse::Ctx { source: &self.source, record: idx });
+            let r = parse::parse_record(
+                &self.buf,
+                first,
+                parse::Ctx {
+                    source: &self.source,
+                    record: idx,
+                },
+            );
             match r {
-                Err(e) if self.skip_bad => self.skipped.push(SkippedRecord::from_error(idx, first, &e)),
+                Err(e) if self.skip_bad => {
+                    self.skipped.push(SkippedRecord::from_error(idx, first, &e))
+                }
                 other => return Some(other),
             }
         }
@@ -231,10 +257,26 @@ fn parse_ranges(
             return None;
         }
         let idx = first_record + k;
-        Some((idx, l, parse::parse_record(rec, l, parse::Ctx { source, record: idx })))
+        Some((
+            idx,
+            l,
+            parse::parse_record(
+                rec,
+                l,
+                parse::Ctx {
+                    source,
+                    record: idx,
+                },
+            ),
+        ))
     };
     let results: Vec<_> = if opts.parallel {
-        ranges.par_iter().enumerate().with_min_len(64).filter_map(one).collect()
+        ranges
+            .par_iter()
+            .enumerate()
+            .with_min_len(64)
+            .filter_map(one)
+            .collect()
     } else {
         ranges.iter().enumerate().filter_map(one).collect()
     };
@@ -271,7 +313,10 @@ pub fn read_sdf_path_with(path: &Path, opts: &SdfReadOptions) -> Result<SdfBatch
     while !eof {
         // Top the buffer up to CHUNK bytes.
         let want = CHUNK.saturating_sub(buf.len()).max(1 << 20);
-        let n = (&mut r).take(want as u64).read_to_end(&mut buf).map_err(|e| MolError::io(path, e))?;
+        let n = (&mut r)
+            .take(want as u64)
+            .read_to_end(&mut buf)
+            .map_err(|e| MolError::io(path, e))?;
         eof = n == 0;
         let (mut ranges, tail, tail_line) = split_records(&buf, line);
         if eof && !parse::is_blank(&buf[tail..]) {
@@ -284,13 +329,18 @@ pub fn read_sdf_path_with(path: &Path, opts: &SdfReadOptions) -> Result<SdfBatch
         buf.drain(..consumed);
     }
     if batch.molecules.is_empty() && batch.skipped.is_empty() {
-        return Err(MolError::Empty { source_name: source });
+        return Err(MolError::Empty {
+            source_name: source,
+        });
     }
     Ok(batch)
 }
 
 /// Write molecules as SDF to any writer.
-pub fn write_sdf<'a, W: Write + ?Sized>(w: &mut W, mols: impl IntoIterator<Item = &'a Molecule>) -> std::io::Result<()> {
+pub fn write_sdf<'a, W: Write + ?Sized>(
+    w: &mut W,
+    mols: impl IntoIterator<Item = &'a Molecule>,
+) -> std::io::Result<()> {
     write_sdf_version(w, mols, CtabVersion::Auto)
 }
 

@@ -20,7 +20,13 @@ fn header(out: &mut String, m: &Molecule) {
     let title = m.title.lines().next().unwrap_or("");
     out.push_str(title);
     out.push('\n');
-    let _ = writeln!(out, "  {:<8}{:10}{}", "cellmol", "", if m.is_3d { "3D" } else { "2D" });
+    let _ = writeln!(
+        out,
+        "  {:<8}{:10}{}",
+        "cellmol",
+        "",
+        if m.is_3d { "3D" } else { "2D" }
+    );
     out.push('\n');
 }
 
@@ -58,7 +64,12 @@ pub fn mol_block(m: &Molecule) -> String {
 }
 
 fn write_v2000_ctab(out: &mut String, m: &Molecule) {
-    let _ = writeln!(out, "{:>3}{:>3}  0  0  0  0  0  0  0  0999 V2000", m.n_atoms(), m.n_bonds());
+    let _ = writeln!(
+        out,
+        "{:>3}{:>3}  0  0  0  0  0  0  0  0999 V2000",
+        m.n_atoms(),
+        m.n_bonds()
+    );
     for (i, e) in m.elements.iter().enumerate() {
         let p = m.positions.row(i);
         let _ = writeln!(
@@ -71,12 +82,43 @@ fn write_v2000_ctab(out: &mut String, m: &Molecule) {
         );
     }
     for (a, b, o, s) in m.bond_list() {
-        let _ = writeln!(out, "{:>3}{:>3}{:>3}{:>3}", a + 1, b + 1, o.mdl_code(), s.v2000_code());
+        let _ = writeln!(
+            out,
+            "{:>3}{:>3}{:>3}{:>3}",
+            a + 1,
+            b + 1,
+            o.mdl_code(),
+            s.v2000_code()
+        );
     }
     let lists: [(&str, Vec<(usize, i64)>); 3] = [
-        ("CHG", m.charges.iter().enumerate().filter(|(_, &c)| c != 0).map(|(i, &c)| (i, i64::from(c))).collect()),
-        ("RAD", m.radicals.iter().enumerate().filter(|(_, &r)| r != 0).map(|(i, &r)| (i, i64::from(r))).collect()),
-        ("ISO", m.isotopes.iter().enumerate().filter(|(_, &r)| r != 0).map(|(i, &r)| (i, i64::from(r))).collect()),
+        (
+            "CHG",
+            m.charges
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c != 0)
+                .map(|(i, &c)| (i, i64::from(c)))
+                .collect(),
+        ),
+        (
+            "RAD",
+            m.radicals
+                .iter()
+                .enumerate()
+                .filter(|(_, &r)| r != 0)
+                .map(|(i, &r)| (i, i64::from(r)))
+                .collect(),
+        ),
+        (
+            "ISO",
+            m.isotopes
+                .iter()
+                .enumerate()
+                .filter(|(_, &r)| r != 0)
+                .map(|(i, &r)| (i, i64::from(r)))
+                .collect(),
+        ),
     ];
     for (tag, list) in lists {
         for chunk in list.chunks(8) {
@@ -97,7 +139,15 @@ fn write_v3000_ctab(out: &mut String, m: &Molecule) {
     out.push_str("M  V30 BEGIN ATOM\n");
     for (i, e) in m.elements.iter().enumerate() {
         let p = m.positions.row(i);
-        let _ = write!(out, "M  V30 {} {} {:.4} {:.4} {:.4} 0", i + 1, e.symbol(), p[0], p[1], p[2]);
+        let _ = write!(
+            out,
+            "M  V30 {} {} {:.4} {:.4} {:.4} 0",
+            i + 1,
+            e.symbol(),
+            p[0],
+            p[1],
+            p[2]
+        );
         if m.charges[i] != 0 {
             let _ = write!(out, " CHG={}", m.charges[i]);
         }

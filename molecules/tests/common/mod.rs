@@ -17,7 +17,10 @@ pub fn python() -> anyhow::Result<PathBuf> {
 pub fn rdkit_data(name: &str) -> anyhow::Result<PathBuf> {
     let roots = [
         PathBuf::from("/usr/share/RDKit"),
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/lib/python3.11/site-packages/rdkit")),
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../.venv/lib/python3.11/site-packages/rdkit"
+        )),
     ];
     for r in &roots {
         if let Some(p) = find(r, name, 5) {

@@ -70,7 +70,10 @@ impl Default for ActFlowConfig {
             walk_steps: 4,
             novelty_radius: 0.05,
             n_ode_steps: 50,
-            train: CfmConfig { steps: 1000, ..CfmConfig::default() },
+            train: CfmConfig {
+                steps: 1000,
+                ..CfmConfig::default()
+            },
         }
     }
 }
@@ -88,10 +91,20 @@ impl ActFlowConfig {
             return Err(bad_config(c, "max_accept", self.max_accept, ">= 1"));
         }
         if !(self.code_noise > 0.0 && self.code_noise.is_finite()) {
-            return Err(bad_config(c, "code_noise", self.code_noise, "a finite value > 0"));
+            return Err(bad_config(
+                c,
+                "code_noise",
+                self.code_noise,
+                "a finite value > 0",
+            ));
         }
         if !(self.temperature >= 1.0 && self.temperature.is_finite()) {
-            return Err(bad_config(c, "temperature", self.temperature, "a finite value >= 1"));
+            return Err(bad_config(
+                c,
+                "temperature",
+                self.temperature,
+                "a finite value >= 1",
+            ));
         }
         if self.walk_steps == 0 {
             return Err(bad_config(c, "walk_steps", self.walk_steps, ">= 1"));
@@ -116,20 +129,37 @@ pub struct RoundReport {
 }
 
 fn gauss(rng: &mut dyn RngCore, n: usize, scale: f64) -> Vec<f32> {
-    (0..n).map(|_| (rng.sample::<f64, _>(StandardNormal) * scale) as f32).collect()
+    (0..n)
+        .map(|_| (rng.sample::<f64, _>(StandardNormal) * scale) as f32)
+        .collect()
 }
 
 fn min_dist2(x: &[f32], set: &[Vec<f32>]) -> f64 {
     set.par_iter()
-        .map(|s| s.iter().zip(x).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>())
+        .map(|s| {
+            s.iter()
+                .zip(x)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+        })
         .reduce(|| f64::INFINITY, f64::min)
 }
 
 /// Greedy novelty filter: keep valid candidates farther than `radius` from
 /// `train` and from already-kept ones, at most `max_keep`.
-fn keep_novel(cands: &[Vec<f32>], valid: &[bool], train: &[Vec<f32>], radius: f64, max_keep: usize) -> Vec<usize> {
+fn keep_novel(
+    cands: &[Vec<f32>],
+    valid: &[bool],
+    train: &[Vec<f32>],
+    radius: f64,
+    max_keep: usize,
+) -> Vec<usize> {
     let r2 = radius * radius;
-    let far: Vec<bool> = cands.par_iter().zip(valid.par_iter()).map(|(c, &v)| v && min_dist2(c, train) > r2).collect();
+    let far: Vec<bool> = cands
+        .par_iter()
+        .zip(valid.par_iter())
+        .map(|(c, &v)| v && min_dist2(c, train) > r2)
+        .collect();
     let mut kept: Vec<usize> = Vec::new();
     let mut kept_rows: Vec<Vec<f32>> = Vec::new();
     for (i, c) in cands.iter().enumerate() {
@@ -162,7 +192,10 @@ pub fn recursive_expand<F: TrainableFlow, V: Verifier + ?Sized>(
     let mut train_rows = rows(data)?;
     let n_data = train_rows.len();
     if n_data == 0 {
-        return Err(ExpandError::Data { what: "recursive expansion".into(), reason: "no training data".into() });
+        return Err(ExpandError::Data {
+            what: "recursive expansion".into(),
+            reason: "no training data".into(),
+        });
     }
     // Codes of accepted designs (ActFlow's frontier), flattened.
     let mut frontier: Vec<Vec<f32>> = Vec::new();
@@ -187,8 +220,16 @@ pub fn recursive_expand<F: TrainableFlow, V: Verifier + ?Sized>(
                 let n_temp = n.saturating_sub(n_pert + n_walk * cfg.walk_steps).max(1);
                 let mut codes: Vec<f32> = Vec::with_capacity(n * d);
                 for _ in 0..n_pert {
-                    let src = if frontier.is_empty() { gauss(rng, d, 1.0) } else { frontier[rng.random_range(0..frontier.len())].clone() };
-                    codes.extend(src.iter().zip(gauss(rng, d, cfg.code_noise)).map(|(a, b)| a + b));
+                    let src = if frontier.is_empty() {
+                        gauss(rng, d, 1.0)
+                    } else {
+                        frontier[rng.random_range(0..frontier.len())].clone()
+                    };
+                    codes.extend(
+                        src.iter()
+                            .zip(gauss(rng, d, cfg.code_noise))
+                            .map(|(a, b)| a + b),
+                    );
                 }
                 codes.extend(gauss(rng, n_temp * d, cfg.temperature));
                 let n_direct = n_pert + n_temp;
@@ -197,9 +238,19 @@ pub fn recursive_expand<F: TrainableFlow, V: Verifier + ?Sized>(
                 let mut code_rows = rows(&z)?;
                 // random walks: batched over walkers, one decode per step
                 if n_walk > 0 {
-                    let mut walkers: Vec<Vec<f32>> = (0..n_walk).map(|_| gauss(rng, d, cfg.temperature)).collect();
+                    let mut walkers: Vec<Vec<f32>> = (0..n_walk)
+                        .map(|_| gauss(rng, d, cfg.temperature))
+                        .collect();
                     for _ in 0..cfg.walk_steps {
-                        let prop: Vec<Vec<f32>> = walkers.iter().map(|w| w.iter().zip(gauss(rng, d, cfg.code_noise)).map(|(a, b)| a + b).collect()).collect();
+                        let prop: Vec<Vec<f32>> = walkers
+                            .iter()
+                            .map(|w| {
+                                w.iter()
+                                    .zip(gauss(rng, d, cfg.code_noise))
+                                    .map(|(a, b)| a + b)
+                                    .collect()
+                            })
+                            .collect();
                         let zt = to_tensor(prop.concat(), n_walk)?;
                         let xs = sample_ode(model, &zt, cfg.n_ode_steps)?;
                         let ok = verify_batch(verifier, &xs)?;
@@ -221,8 +272,17 @@ pub fn recursive_expand<F: TrainableFlow, V: Verifier + ?Sized>(
         let valid: Vec<bool> = scores.iter().map(|s| *s >= 0.5).collect();
         let n_valid = valid.iter().filter(|v| **v).count();
         let kept: Vec<usize> = match method {
-            RecursiveMethod::ActFlow => keep_novel(&cand_rows, &valid, &train_rows, cfg.novelty_radius, cfg.max_accept),
-            RecursiveMethod::RecF => (0..cand_rows.len()).filter(|&i| valid[i]).take(cfg.max_accept).collect(),
+            RecursiveMethod::ActFlow => keep_novel(
+                &cand_rows,
+                &valid,
+                &train_rows,
+                cfg.novelty_radius,
+                cfg.max_accept,
+            ),
+            RecursiveMethod::RecF => (0..cand_rows.len())
+                .filter(|&i| valid[i])
+                .take(cfg.max_accept)
+                .collect(),
             RecursiveMethod::RecNf => (0..cand_rows.len()).take(cfg.max_accept).collect(),
         };
         for &i in &kept {
@@ -232,8 +292,15 @@ pub fn recursive_expand<F: TrainableFlow, V: Verifier + ?Sized>(
             }
         }
         let train = to_tensor(train_rows.concat(), train_rows.len())?;
-        train_cfm(model, &train, None, &cfg.train, rng, |s, l| progress(round, s, l))?;
-        reports.push(RoundReport { candidates: cand_rows.len(), valid: n_valid, accepted: kept.len(), train_size: train_rows.len() });
+        train_cfm(model, &train, None, &cfg.train, rng, |s, l| {
+            progress(round, s, l)
+        })?;
+        reports.push(RoundReport {
+            candidates: cand_rows.len(),
+            valid: n_valid,
+            accepted: kept.len(),
+            train_size: train_rows.len(),
+        });
     }
     Ok(reports)
 }

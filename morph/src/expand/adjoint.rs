@@ -96,10 +96,20 @@ impl AdjointConfig {
             return Err(bad_config(c, "lambda", self.lambda, "a finite value > 0"));
         }
         if !(self.last_frac > 0.0 && self.last_frac <= 1.0) {
-            return Err(bad_config(c, "last_frac", self.last_frac, "a value in (0, 1]"));
+            return Err(bad_config(
+                c,
+                "last_frac",
+                self.last_frac,
+                "a value in (0, 1]",
+            ));
         }
         if !(0.0..=1.0).contains(&self.random_frac) {
-            return Err(bad_config(c, "random_frac", self.random_frac, "a value in [0, 1]"));
+            return Err(bad_config(
+                c,
+                "random_frac",
+                self.random_frac,
+                "a value in [0, 1]",
+            ));
         }
         Ok(())
     }
@@ -110,14 +120,22 @@ pub type RewardGrad<'a> = dyn Fn(&Tensor) -> Result<Tensor> + 'a;
 
 /// Vector-Jacobian product `(∂v/∂x)ᵀ a` of a flow at time `t` and the value
 /// `v(x, t)` (both detached). `x`, `a`: [batch, event…].
-pub fn velocity_vjp<F: Flow + ?Sized>(flow: &F, x: &Tensor, t: f64, a: &Tensor) -> Result<(Tensor, Tensor)> {
+pub fn velocity_vjp<F: Flow + ?Sized>(
+    flow: &F,
+    x: &Tensor,
+    t: f64,
+    a: &Tensor,
+) -> Result<(Tensor, Tensor)> {
     let xv = Var::from_tensor(&x.detach())?;
     let v = flow.velocity_at(xv.as_tensor(), t)?;
     let grads = (&v * a.detach())?.sum_all()?.backward()?;
     let g = grads
         .get(xv.as_tensor())
         .cloned()
-        .ok_or_else(|| ExpandError::Data { what: "adjoint VJP".into(), reason: "velocity does not depend on x".into() })?;
+        .ok_or_else(|| ExpandError::Data {
+            what: "adjoint VJP".into(),
+            reason: "velocity does not depend on x".into(),
+        })?;
     Ok((g.detach(), v.detach()))
 }
 
@@ -170,7 +188,14 @@ pub(crate) fn adjoint_matching_signed<F: TrainableFlow, B: Flow + ?Sized>(
     cfg.validate()?;
     let ip = Interpolant;
     let vars = model.vars();
-    let mut opt = AdamW::new(vars.clone(), ParamsAdamW { lr: cfg.lr, weight_decay: 0.0, ..Default::default() })?;
+    let mut opt = AdamW::new(
+        vars.clone(),
+        ParamsAdamW {
+            lr: cfg.lr,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
     let n = cfg.n_samples;
     let n_steps = cfg.n_steps;
     let h = 1.0 / n_steps as f64;
@@ -210,8 +235,17 @@ pub(crate) fn adjoint_matching_signed<F: TrainableFlow, B: Flow + ?Sized>(
                 let mut inv_sig = Vec::with_capacity(steps.len() * chunk.len());
                 for &k in &steps {
                     let (xk, ak, vk) = match (&adj[k], &v_base[k]) {
-                        (Some(ak), Some(vk)) => (traj.xs[k].index_select(&idx, 0)?, ak.index_select(&idx, 0)?, vk.index_select(&idx, 0)?),
-                        _ => return Err(ExpandError::Data { what: "adjoint matching".into(), reason: format!("missing adjoint at step {k}") }),
+                        (Some(ak), Some(vk)) => (
+                            traj.xs[k].index_select(&idx, 0)?,
+                            ak.index_select(&idx, 0)?,
+                            vk.index_select(&idx, 0)?,
+                        ),
+                        _ => {
+                            return Err(ExpandError::Data {
+                                what: "adjoint matching".into(),
+                                reason: format!("missing adjoint at step {k}"),
+                            })
+                        }
                     };
                     let sig = ip.sigma(ts[k]);
                     xs.push(xk);
@@ -233,7 +267,10 @@ pub(crate) fn adjoint_matching_signed<F: TrainableFlow, B: Flow + ?Sized>(
                 let loss = resid.sqr()?.flatten_from(1)?.sum(1)?.mean_all()?;
                 let lv = loss.to_scalar::<f32>()? as f64;
                 if !lv.is_finite() {
-                    return Err(ExpandError::Data { what: "adjoint matching".into(), reason: format!("loss became {lv} in round {round}") });
+                    return Err(ExpandError::Data {
+                        what: "adjoint matching".into(),
+                        reason: format!("loss became {lv} in round {round}"),
+                    });
                 }
                 clipped_step(&mut opt, &vars, &loss, cfg.grad_clip)?;
                 round_loss += lv;
@@ -263,7 +300,14 @@ mod tests {
         let model = GaussianFlow::new(&[0.0], &[1.0], true, &dev).expect("model");
         let (a, c) = (0.5f64, 2.0f64);
         let grad = move |x: &Tensor| -> Result<Tensor> { Ok(((x - c)? * (-2.0 * a))?) };
-        let cfg = AdjointConfig { rounds: 150, lr: 2e-2, n_samples: 256, batch: 256, grad_clip: 0.0, ..Default::default() };
+        let cfg = AdjointConfig {
+            rounds: 150,
+            lr: 2e-2,
+            n_samples: 256,
+            batch: 256,
+            grad_clip: 0.0,
+            ..Default::default()
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let res = adjoint_matching_signed(&model, &base, &grad, &cfg, &mut rng, sign, |_, _| {});
         match res {
@@ -280,10 +324,16 @@ mod tests {
         let (mu, var) = run(1.0);
         eprintln!("+σã: mu {mu} var {var} (closed form 1, 0.5)");
         assert!((mu - 1.0).abs() < 0.08, "mean {mu} vs closed form 1");
-        assert!((var - 0.5).abs() < 0.08, "variance {var} vs closed form 0.5");
+        assert!(
+            (var - 0.5).abs() < 0.08,
+            "variance {var} vs closed form 0.5"
+        );
         let (mu_w, var_w) = run(-1.0);
         eprintln!("−σã: mu {mu_w} var {var_w}");
-        assert!(!((mu_w - 1.0).abs() < 0.2 && (var_w - 0.5).abs() < 0.2), "the wrong sign must not reach the optimum");
+        assert!(
+            !((mu_w - 1.0).abs() < 0.2 && (var_w - 0.5).abs() < 0.2),
+            "the wrong sign must not reach the optimum"
+        );
     }
 
     #[test]

@@ -99,7 +99,12 @@ impl FeConfig {
             return Err(bad_config(c, "beta", self.beta, "a finite value >= 0"));
         }
         if !(self.epsilon > 0.0 && self.epsilon < 0.5) {
-            return Err(bad_config(c, "epsilon", self.epsilon, "a value in (0, 0.5)"));
+            return Err(bad_config(
+                c,
+                "epsilon",
+                self.epsilon,
+                "a value in (0, 0.5)",
+            ));
         }
         if self.n_ode_steps == 0 {
             return Err(bad_config(c, "n_ode_steps", self.n_ode_steps, ">= 1"));
@@ -156,7 +161,9 @@ where
             }
             Ok((s * (-cfg.gamma * lambda))?)
         };
-        adjoint_matching(model, &base, &entropy_grad, &cfg.expand, rng, |r, l| progress(FeEvent::Expand(it, r, l)))?;
+        adjoint_matching(model, &base, &entropy_grad, &cfg.expand, rng, |r, l| {
+            progress(FeEvent::Expand(it, r, l))
+        })?;
         // 2. project onto the verifier.
         let Some(ver) = verifier else { continue };
         match &cfg.project_mode {
@@ -171,19 +178,32 @@ where
                 let calls = std::cell::Cell::new(0u64);
                 let proj_grad = |x: &Tensor| -> Result<Tensor> {
                     calls.set(calls.get() + 1);
-                    let g = grad_log_batch(ver, x, smoothing, seed.wrapping_add(calls.get() << 32))?;
+                    let g =
+                        grad_log_batch(ver, x, smoothing, seed.wrapping_add(calls.get() << 32))?;
                     Ok((g * cfg.eta)?)
                 };
-                adjoint_matching(model, &base, &proj_grad, &cfg.project, rng, |r, l| progress(FeEvent::Project(it, r, l)))?;
+                adjoint_matching(model, &base, &proj_grad, &cfg.project, rng, |r, l| {
+                    progress(FeEvent::Project(it, r, l))
+                })?;
             }
             ProjectMode::Rejection { n_samples, train } => {
                 let x0 = model.noise(*n_samples, rng)?;
                 let xs = sample_ode(model, &x0, cfg.n_ode_steps)?;
-                let w: Vec<f32> = verify_batch(ver, &xs)?.iter().map(|c| c.powf(cfg.eta) as f32).collect();
+                let w: Vec<f32> = verify_batch(ver, &xs)?
+                    .iter()
+                    .map(|c| c.powf(cfg.eta) as f32)
+                    .collect();
                 if w.iter().all(|v| *v == 0.0) {
-                    return Err(ExpandError::Data { what: "rejection-weighted projection".into(), reason: format!("none of {n_samples} samples passed the verifier in iteration {it}") });
+                    return Err(ExpandError::Data {
+                        what: "rejection-weighted projection".into(),
+                        reason: format!(
+                            "none of {n_samples} samples passed the verifier in iteration {it}"
+                        ),
+                    });
                 }
-                train_cfm(model, &xs, Some(&w), train, rng, |s, l| progress(FeEvent::Project(it, s, l)))?;
+                train_cfm(model, &xs, Some(&w), train, rng, |s, l| {
+                    progress(FeEvent::Project(it, s, l))
+                })?;
             }
         }
     }

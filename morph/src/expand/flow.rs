@@ -111,7 +111,9 @@ pub trait TrainableFlow: Flow {
 /// Standard-normal tensor from a seeded rng (candle's own `randn` is not seeded).
 pub fn randn(rng: &mut dyn rand::RngCore, shape: &[usize], device: &Device) -> Result<Tensor> {
     let n: usize = shape.iter().product();
-    let data: Vec<f32> = (0..n).map(|_| rng.sample::<f32, _>(StandardNormal)).collect();
+    let data: Vec<f32> = (0..n)
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect();
     Ok(Tensor::from_vec(data, shape, device)?)
 }
 
@@ -230,9 +232,19 @@ impl GaussianFlow {
         let ls_t = Tensor::from_slice(&log_s, log_s.len(), device)?;
         if trainable {
             let (vm, vs) = (Var::from_tensor(&mu_t)?, Var::from_tensor(&ls_t)?);
-            Ok(Self { mu: vm.as_tensor().clone(), log_s: vs.as_tensor().clone(), vars: vec![vm, vs], device: device.clone() })
+            Ok(Self {
+                mu: vm.as_tensor().clone(),
+                log_s: vs.as_tensor().clone(),
+                vars: vec![vm, vs],
+                device: device.clone(),
+            })
         } else {
-            Ok(Self { mu: mu_t, log_s: ls_t, vars: vec![], device: device.clone() })
+            Ok(Self {
+                mu: mu_t,
+                log_s: ls_t,
+                vars: vec![],
+                device: device.clone(),
+            })
         }
     }
     /// Current `(μ, s)`.
@@ -251,7 +263,10 @@ impl Flow for GaussianFlow {
     fn velocity(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
         let t_b = t.to_dtype(DType::F32)?.unsqueeze(1)?.broadcast_as(dims)?; // [b, d]
-        let s2_b = (&self.log_s * 2.0)?.exp()?.unsqueeze(0)?.broadcast_as(dims)?; // [b, d]
+        let s2_b = (&self.log_s * 2.0)?
+            .exp()?
+            .unsqueeze(0)?
+            .broadcast_as(dims)?; // [b, d]
         let mu_b = self.mu.unsqueeze(0)?.broadcast_as(dims)?; // [b, d]
         let one_m_t = (1.0 - &t_b)?;
         let var_t = ((t_b.sqr()? * &s2_b)? + one_m_t.sqr()?)?; // [b, d]
@@ -267,11 +282,24 @@ impl TrainableFlow for GaussianFlow {
         self.vars.clone()
     }
     fn frozen_copy(&self) -> Result<Self> {
-        Ok(Self { mu: self.mu.copy()?.detach(), log_s: self.log_s.copy()?.detach(), vars: vec![], device: self.device.clone() })
+        Ok(Self {
+            mu: self.mu.copy()?.detach(),
+            log_s: self.log_s.copy()?.detach(),
+            vars: vec![],
+            device: self.device.clone(),
+        })
     }
     fn trainable_copy(&self) -> Result<Self> {
-        let (vm, vs) = (Var::from_tensor(&self.mu.copy()?.detach())?, Var::from_tensor(&self.log_s.copy()?.detach())?);
-        Ok(Self { mu: vm.as_tensor().clone(), log_s: vs.as_tensor().clone(), vars: vec![vm, vs], device: self.device.clone() })
+        let (vm, vs) = (
+            Var::from_tensor(&self.mu.copy()?.detach())?,
+            Var::from_tensor(&self.log_s.copy()?.detach())?,
+        );
+        Ok(Self {
+            mu: vm.as_tensor().clone(),
+            log_s: vs.as_tensor().clone(),
+            vars: vec![vm, vs],
+            device: self.device.clone(),
+        })
     }
 }
 
@@ -296,15 +324,24 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let x0 = flow.noise(20_000, &mut rng).expect("noise");
         let (m, v) = moments(&sample_ode(&flow, &x0, 50).expect("ode"));
-        assert!((m - 1.5).abs() < 0.03 && (v - 0.25).abs() < 0.02, "ODE: mean {m} var {v}");
+        assert!(
+            (m - 1.5).abs() < 0.03 && (v - 0.25).abs() < 0.02,
+            "ODE: mean {m} var {v}"
+        );
         let traj = sample_memoryless(&flow, &x0, 50, &mut rng).expect("sde");
         let (m, v) = moments(&traj.xs[50]);
-        assert!((m - 1.5).abs() < 0.03 && (v - 0.25).abs() < 0.02, "SDE: mean {m} var {v}");
+        assert!(
+            (m - 1.5).abs() < 0.03 && (v - 0.25).abs() < 0.02,
+            "SDE: mean {m} var {v}"
+        );
         // intermediate marginal at t = 0.5: N(0.75, 0.25·0.25 + 0.25); the
         // coarse early ancestral steps leave it ~7 % over-dispersed (0.333
         // measured), which the later steps correct.
         let (m, v) = moments(&traj.xs[25]);
-        assert!((m - 0.75).abs() < 0.03 && (v - 0.3125).abs() < 0.035, "SDE t=0.5: mean {m} var {v}");
+        assert!(
+            (m - 0.75).abs() < 0.03 && (v - 0.3125).abs() < 0.035,
+            "SDE t=0.5: mean {m} var {v}"
+        );
     }
 
     #[test]
@@ -314,7 +351,9 @@ mod tests {
         let flow = GaussianFlow::new(&[mu as f32], &[s as f32], false, &dev).expect("flow");
         let x = Tensor::from_vec(vec![-1.0f32, 0.2, 2.5], (3, 1), &dev).expect("x");
         for t in [0.2, 0.5, 0.9] {
-            let sc: Vec<f32> = score(&flow, &x, t).and_then(|s| Ok(s.flatten_all()?.to_vec1()?)).expect("score");
+            let sc: Vec<f32> = score(&flow, &x, t)
+                .and_then(|s| Ok(s.flatten_all()?.to_vec1()?))
+                .expect("score");
             let var = t * t * s * s + (1.0 - t) * (1.0 - t);
             for (xi, si) in [-1.0, 0.2, 2.5].iter().zip(sc) {
                 let want = -(xi - t * mu) / var;

@@ -31,7 +31,11 @@ pub fn validity_rate(scores: &[f64]) -> f64 {
 pub fn sym_eigenvalues(a: &Array2<f64>) -> Result<Vec<f64>> {
     let n = a.nrows();
     if a.ncols() != n {
-        return Err(ExpandError::Shape { what: "symmetric eigenproblem".into(), expected: "a square matrix".into(), got: format!("{:?}", a.dim()) });
+        return Err(ExpandError::Shape {
+            what: "symmetric eigenproblem".into(),
+            expected: "a square matrix".into(),
+            got: format!("{:?}", a.dim()),
+        });
     }
     // Flat row-major copy; symmetric, so a rotation updates rows p, q and
     // mirrors them into columns p, q.
@@ -54,7 +58,11 @@ pub fn sym_eigenvalues(a: &Array2<f64>) -> Result<Vec<f64>> {
                     continue;
                 }
                 let theta = (m[q * n + q] - m[p * n + p]) / (2.0 * apq);
-                let t = if theta == 0.0 { 1.0 } else { theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt()) };
+                let t = if theta == 0.0 {
+                    1.0
+                } else {
+                    theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt())
+                };
                 let c = 1.0 / (t * t + 1.0).sqrt();
                 let s = t * c;
                 let (app, aqq) = (m[p * n + p], m[q * n + q]);
@@ -93,7 +101,11 @@ pub enum VendiKernel {
 }
 
 fn entropy_exp(eigs: &[f64]) -> f64 {
-    let h: f64 = eigs.iter().filter(|l| **l > 1e-15).map(|l| -l * l.ln()).sum();
+    let h: f64 = eigs
+        .iter()
+        .filter(|l| **l > 1e-15)
+        .map(|l| -l * l.ln())
+        .sum();
     h.exp()
 }
 
@@ -102,19 +114,32 @@ fn entropy_exp(eigs: &[f64]) -> f64 {
 pub fn vendi(x: ArrayView2<f64>, kernel: VendiKernel) -> Result<f64> {
     let n = x.nrows();
     if n == 0 {
-        return Err(ExpandError::Data { what: "Vendi score".into(), reason: "no samples".into() });
+        return Err(ExpandError::Data {
+            what: "Vendi score".into(),
+            reason: "no samples".into(),
+        });
     }
     match kernel {
         VendiKernel::Rbf { bandwidth } => {
             if !(bandwidth > 0.0) {
-                return Err(ExpandError::Config { config: "VendiKernel", field: "bandwidth", value: bandwidth.to_string(), expected: "> 0" });
+                return Err(ExpandError::Config {
+                    config: "VendiKernel",
+                    field: "bandwidth",
+                    value: bandwidth.to_string(),
+                    expected: "> 0",
+                });
             }
             let rows: Vec<Vec<f64>> = (0..n)
                 .into_par_iter()
                 .map(|i| {
                     (0..n)
                         .map(|j| {
-                            let d2: f64 = x.row(i).iter().zip(x.row(j).iter()).map(|(a, b)| (a - b) * (a - b)).sum();
+                            let d2: f64 = x
+                                .row(i)
+                                .iter()
+                                .zip(x.row(j).iter())
+                                .map(|(a, b)| (a - b) * (a - b))
+                                .sum();
                             (-d2 / (2.0 * bandwidth * bandwidth)).exp() / n as f64
                         })
                         .collect()
@@ -147,7 +172,13 @@ pub fn coverage(reference: ArrayView2<f64>, samples: ArrayView2<f64>, radius: f6
         .into_par_iter()
         .filter(|&i| {
             let p = reference.row(i);
-            samples.rows().into_iter().any(|s| s.iter().zip(p.iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>() <= r2)
+            samples.rows().into_iter().any(|s| {
+                s.iter()
+                    .zip(p.iter())
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum::<f64>()
+                    <= r2
+            })
         })
         .count();
     hit as f64 / reference.nrows() as f64
@@ -157,19 +188,41 @@ pub fn coverage(reference: ArrayView2<f64>, samples: ArrayView2<f64>, radius: f6
 /// rotations and translations (Kabsch, via the quaternion key matrix).
 pub fn kabsch_rmsd(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Result<f64> {
     if a.dim() != b.dim() || a.ncols() != 3 || a.nrows() == 0 {
-        return Err(ExpandError::Shape { what: "Kabsch RMSD".into(), expected: "two [n_atoms, 3] arrays of equal shape".into(), got: format!("{:?} and {:?}", a.dim(), b.dim()) });
+        return Err(ExpandError::Shape {
+            what: "Kabsch RMSD".into(),
+            expected: "two [n_atoms, 3] arrays of equal shape".into(),
+            got: format!("{:?} and {:?}", a.dim(), b.dim()),
+        });
     }
     let n = a.nrows() as f64;
     let (ca, cb) = (a.mean_axis(Axis(0)), b.mean_axis(Axis(0)));
     let (ca, cb) = match (ca, cb) {
         (Some(x), Some(y)) => (x, y),
-        _ => return Err(ExpandError::Data { what: "Kabsch RMSD".into(), reason: "empty conformer".into() }),
+        _ => {
+            return Err(ExpandError::Data {
+                what: "Kabsch RMSD".into(),
+                reason: "empty conformer".into(),
+            })
+        }
     };
     let pa = &a - &ca.insert_axis(Axis(0));
     let pb = &b - &cb.insert_axis(Axis(0));
     let s = pa.t().dot(&pb); // [3, 3] cross-covariance
-    let (ga, gb) = (pa.iter().map(|v| v * v).sum::<f64>(), pb.iter().map(|v| v * v).sum::<f64>());
-    let (sxx, sxy, sxz, syx, syy, syz, szx, szy, szz) = (s[[0, 0]], s[[0, 1]], s[[0, 2]], s[[1, 0]], s[[1, 1]], s[[1, 2]], s[[2, 0]], s[[2, 1]], s[[2, 2]]);
+    let (ga, gb) = (
+        pa.iter().map(|v| v * v).sum::<f64>(),
+        pb.iter().map(|v| v * v).sum::<f64>(),
+    );
+    let (sxx, sxy, sxz, syx, syy, syz, szx, szy, szz) = (
+        s[[0, 0]],
+        s[[0, 1]],
+        s[[0, 2]],
+        s[[1, 0]],
+        s[[1, 1]],
+        s[[1, 2]],
+        s[[2, 0]],
+        s[[2, 1]],
+        s[[2, 2]],
+    );
     let k = ndarray::arr2(&[
         [sxx + syy + szz, syz - szy, szx - sxz, sxy - syx],
         [syz - szy, sxx - syy - szz, sxy + syx, szx + sxz],
@@ -186,8 +239,13 @@ pub fn rmsd_diversity(confs: &[Array2<f64>]) -> Result<f64> {
     if confs.len() < 2 {
         return Ok(0.0);
     }
-    let pairs: Vec<(usize, usize)> = (0..confs.len()).flat_map(|i| ((i + 1)..confs.len()).map(move |j| (i, j))).collect();
-    let vals = pairs.par_iter().map(|&(i, j)| kabsch_rmsd(confs[i].view(), confs[j].view())).collect::<Result<Vec<f64>>>()?;
+    let pairs: Vec<(usize, usize)> = (0..confs.len())
+        .flat_map(|i| ((i + 1)..confs.len()).map(move |j| (i, j)))
+        .collect();
+    let vals = pairs
+        .par_iter()
+        .map(|&(i, j)| kabsch_rmsd(confs[i].view(), confs[j].view()))
+        .collect::<Result<Vec<f64>>>()?;
     Ok(vals.iter().sum::<f64>() / vals.len() as f64)
 }
 
@@ -215,7 +273,9 @@ mod tests {
         let mut state = 12345u64;
         for i in 0..n {
             for j in 0..=i {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let v = ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5;
                 a[[i, j]] = v;
                 a[[j, i]] = v;
@@ -248,7 +308,12 @@ mod tests {
 
     #[test]
     fn kabsch_is_rotation_invariant() {
-        let a = array![[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [0.0, 1.2, 0.3], [0.4, -0.7, 1.1]];
+        let a = array![
+            [0.0, 0.0, 0.0],
+            [1.5, 0.0, 0.0],
+            [0.0, 1.2, 0.3],
+            [0.4, -0.7, 1.1]
+        ];
         let (c, s) = (0.6f64.cos(), 0.6f64.sin());
         let r = array![[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]];
         let b = a.dot(&r.t()) + &array![[3.0, -1.0, 2.0]];

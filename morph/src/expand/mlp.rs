@@ -32,7 +32,12 @@ pub struct FlowMlpConfig {
 
 impl Default for FlowMlpConfig {
     fn default() -> Self {
-        Self { dim: 2, hidden: 128, n_layers: 3, n_freqs: 6 }
+        Self {
+            dim: 2,
+            hidden: 128,
+            n_layers: 3,
+            n_freqs: 6,
+        }
     }
 }
 
@@ -45,7 +50,12 @@ impl FlowMlpConfig {
             return Err(bad_config("FlowMlpConfig", "hidden", self.hidden, ">= 1"));
         }
         if self.n_layers == 0 {
-            return Err(bad_config("FlowMlpConfig", "n_layers", self.n_layers, ">= 1"));
+            return Err(bad_config(
+                "FlowMlpConfig",
+                "n_layers",
+                self.n_layers,
+                ">= 1",
+            ));
         }
         Ok(())
     }
@@ -76,14 +86,21 @@ impl FlowMlp {
         for w in sizes.windows(2) {
             let (fi, fo) = (w[0], w[1]);
             let bound = 1.0 / (fi as f32).sqrt();
-            let data: Vec<f32> = (0..fi * fo).map(|_| rng.random_range(-bound..bound)).collect();
+            let data: Vec<f32> = (0..fi * fo)
+                .map(|_| rng.random_range(-bound..bound))
+                .collect();
             let wv = Var::from_tensor(&Tensor::from_vec(data, (fi, fo), device)?)?;
             let bv = Var::from_tensor(&Tensor::zeros(fo, DType::F32, device)?)?;
             layers.push((wv.as_tensor().clone(), bv.as_tensor().clone()));
             vars.push(wv);
             vars.push(bv);
         }
-        Ok(Self { cfg: cfg.clone(), layers, vars, device: device.clone() })
+        Ok(Self {
+            cfg: cfg.clone(),
+            layers,
+            vars,
+            device: device.clone(),
+        })
     }
 
     pub fn config(&self) -> &FlowMlpConfig {
@@ -100,7 +117,10 @@ impl FlowMlp {
         }
         let tmp = path.with_extension("safetensors.tmp");
         candle_core::safetensors::save(&map, &tmp)?;
-        std::fs::rename(&tmp, path).map_err(|source| ExpandError::Io { path: path.to_path_buf(), source })
+        std::fs::rename(&tmp, path).map_err(|source| ExpandError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Load weights written by [`FlowMlp::save`] as a trainable model.
@@ -116,12 +136,20 @@ impl FlowMlp {
                     reason: format!("missing tensor {name}"),
                 })
             };
-            let (w, b) = (Var::from_tensor(&get(format!("layer{i}.weight"))?)?, Var::from_tensor(&get(format!("layer{i}.bias"))?)?);
+            let (w, b) = (
+                Var::from_tensor(&get(format!("layer{i}.weight"))?)?,
+                Var::from_tensor(&get(format!("layer{i}.bias"))?)?,
+            );
             layers.push((w.as_tensor().clone(), b.as_tensor().clone()));
             vars.push(w);
             vars.push(b);
         }
-        Ok(Self { cfg: cfg.clone(), layers, vars, device: device.clone() })
+        Ok(Self {
+            cfg: cfg.clone(),
+            layers,
+            vars,
+            device: device.clone(),
+        })
     }
 }
 
@@ -135,7 +163,9 @@ impl Flow for FlowMlp {
     fn velocity(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
         let n = x.dim(0)?;
         let t = t.to_dtype(DType::F32)?.reshape((n, 1))?; // [b, 1]
-        let freqs: Vec<f32> = (0..self.cfg.n_freqs).map(|j| std::f32::consts::PI * 2f32.powi(j as i32)).collect();
+        let freqs: Vec<f32> = (0..self.cfg.n_freqs)
+            .map(|j| std::f32::consts::PI * 2f32.powi(j as i32))
+            .collect();
         let mut feats = vec![x.clone(), t.clone()];
         if !freqs.is_empty() {
             let f = Tensor::from_vec(freqs, (1, self.cfg.n_freqs), &self.device)?;
@@ -165,18 +195,31 @@ impl TrainableFlow for FlowMlp {
             .iter()
             .map(|(w, b)| Ok((w.copy()?.detach(), b.copy()?.detach())))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { cfg: self.cfg.clone(), layers, vars: vec![], device: self.device.clone() })
+        Ok(Self {
+            cfg: self.cfg.clone(),
+            layers,
+            vars: vec![],
+            device: self.device.clone(),
+        })
     }
     fn trainable_copy(&self) -> Result<Self> {
         let mut layers = Vec::new();
         let mut vars = Vec::new();
         for (w, b) in &self.layers {
-            let (wv, bv) = (Var::from_tensor(&w.copy()?.detach())?, Var::from_tensor(&b.copy()?.detach())?);
+            let (wv, bv) = (
+                Var::from_tensor(&w.copy()?.detach())?,
+                Var::from_tensor(&b.copy()?.detach())?,
+            );
             layers.push((wv.as_tensor().clone(), bv.as_tensor().clone()));
             vars.push(wv);
             vars.push(bv);
         }
-        Ok(Self { cfg: self.cfg.clone(), layers, vars, device: self.device.clone() })
+        Ok(Self {
+            cfg: self.cfg.clone(),
+            layers,
+            vars,
+            device: self.device.clone(),
+        })
     }
 }
 
@@ -187,7 +230,11 @@ pub fn clipped_step(opt: &mut AdamW, vars: &[Var], loss: &Tensor, max_norm: f64)
     let mut sq = 0f64;
     for v in vars {
         if let Some(g) = grads.get(v.as_tensor()) {
-            sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            sq += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
         }
     }
     let norm = sq.sqrt();
@@ -219,7 +266,12 @@ pub struct CfmConfig {
 
 impl Default for CfmConfig {
     fn default() -> Self {
-        Self { steps: 2000, batch: 256, lr: 2e-3, grad_clip: 1.0 }
+        Self {
+            steps: 2000,
+            batch: 256,
+            lr: 2e-3,
+            grad_clip: 1.0,
+        }
     }
 }
 
@@ -252,24 +304,43 @@ pub fn train_cfm<F: TrainableFlow>(
     cfg.validate()?;
     let n = data.dim(0)?;
     if n == 0 {
-        return Err(ExpandError::Data { what: "flow-matching data".into(), reason: "no samples".into() });
+        return Err(ExpandError::Data {
+            what: "flow-matching data".into(),
+            reason: "no samples".into(),
+        });
     }
     if let Some(w) = weights {
         if w.len() != n {
-            return Err(ExpandError::Shape { what: "CFM weights".into(), expected: format!("{n}"), got: format!("{}", w.len()) });
+            return Err(ExpandError::Shape {
+                what: "CFM weights".into(),
+                expected: format!("{n}"),
+                got: format!("{}", w.len()),
+            });
         }
         if w.iter().any(|v| !(*v >= 0.0)) || w.iter().all(|v| *v == 0.0) {
-            return Err(ExpandError::Data { what: "CFM weights".into(), reason: "must be >= 0 and not all zero".into() });
+            return Err(ExpandError::Data {
+                what: "CFM weights".into(),
+                reason: "must be >= 0 and not all zero".into(),
+            });
         }
     }
     let device = data.device();
     let vars = flow.vars();
-    let mut opt = AdamW::new(vars.clone(), ParamsAdamW { lr: cfg.lr, weight_decay: 0.0, ..Default::default() })?;
+    let mut opt = AdamW::new(
+        vars.clone(),
+        ParamsAdamW {
+            lr: cfg.lr,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
     let tail = (cfg.steps / 10).max(1);
     let mut tail_loss = 0.0;
     let event_elems: usize = data.dims()[1..].iter().product::<usize>().max(1);
     for step in 0..cfg.steps {
-        let idx: Vec<u32> = (0..cfg.batch).map(|_| rng.random_range(0..n) as u32).collect();
+        let idx: Vec<u32> = (0..cfg.batch)
+            .map(|_| rng.random_range(0..n) as u32)
+            .collect();
         let idx_t = Tensor::from_slice(&idx, cfg.batch, device)?;
         let x1 = data.index_select(&idx_t, 0)?; // [b, event…]
         let x0 = flow.noise(cfg.batch, rng)?; // [b, event…]
@@ -285,13 +356,17 @@ pub fn train_cfm<F: TrainableFlow>(
             Some(w) => {
                 let wb: Vec<f32> = idx.iter().map(|&i| w[i as usize]).collect();
                 let wt = Tensor::from_vec(wb, cfg.batch, device)?;
-                ((per * &wt)?.sum_all()? / (wt.sum_all()?.to_scalar::<f32>()? as f64 * event_elems as f64).max(1e-12))?
+                ((per * &wt)?.sum_all()?
+                    / (wt.sum_all()?.to_scalar::<f32>()? as f64 * event_elems as f64).max(1e-12))?
             }
             None => (per.mean_all()? / event_elems as f64)?,
         };
         let lv = loss.to_scalar::<f32>()? as f64;
         if !lv.is_finite() {
-            return Err(ExpandError::Data { what: "flow-matching training".into(), reason: format!("loss became {lv} at step {step}") });
+            return Err(ExpandError::Data {
+                what: "flow-matching training".into(),
+                reason: format!("loss became {lv} at step {step}"),
+            });
         }
         clipped_step(&mut opt, &vars, &loss, cfg.grad_clip)?;
         if step >= cfg.steps - tail {

@@ -32,13 +32,25 @@ pub enum ExpandError {
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("invalid {config}.{field} = {value}: expected {expected}")]
-    Config { config: &'static str, field: &'static str, value: String, expected: &'static str },
+    Config {
+        config: &'static str,
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error("{what}: expected {expected}, got {got}")]
-    Shape { what: String, expected: String, got: String },
+    Shape {
+        what: String,
+        expected: String,
+        got: String,
+    },
     #[error("{what}: {reason}")]
     Data { what: String, reason: String },
     #[error("writing {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("drawing {path}: {reason}")]
     Plot { path: PathBuf, reason: String },
 }
@@ -52,5 +64,10 @@ pub(crate) fn bad_config(
     value: impl std::fmt::Display,
     expected: &'static str,
 ) -> ExpandError {
-    ExpandError::Config { config, field, value: value.to_string(), expected }
+    ExpandError::Config {
+        config,
+        field,
+        value: value.to_string(),
+        expected,
+    }
 }

@@ -26,7 +26,11 @@ fn hist(samples: &Array2<f64>) -> (Vec<f64>, f64) {
     (h, max)
 }
 
-fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, task: ToyTask, samples: &Array2<f64>) -> std::result::Result<(), String> {
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    task: ToyTask,
+    samples: &Array2<f64>,
+) -> std::result::Result<(), String> {
     area.fill(&WHITE).map_err(|e| e.to_string())?;
     let (w, hgt) = area.dim_in_pixel();
     let cell_w = w as f64 / BINS as f64;
@@ -42,7 +46,11 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>
                 // log scale, dark blue = most mass; red tint outside the region
                 let f = ((1.0 + count).ln() / (1.0 + max).ln()).clamp(0.0, 1.0);
                 let g = (235.0 * (1.0 - f)) as u8;
-                if inside { RGBColor(g, g, 255 - (120.0 * f) as u8) } else { RGBColor(255 - (80.0 * f) as u8, g / 2, g / 2) }
+                if inside {
+                    RGBColor(g, g, 255 - (120.0 * f) as u8)
+                } else {
+                    RGBColor(255 - (80.0 * f) as u8, g / 2, g / 2)
+                }
             } else if inside {
                 RGBColor(225, 235, 225)
             } else {
@@ -50,7 +58,16 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>
             };
             let x0 = (i as f64 * cell_w) as i32;
             let y0 = ((BINS - 1 - j) as f64 * cell_h) as i32; // y up
-            let rect = Rectangle::new([(x0, y0), ((x0 as f64 + cell_w).ceil() as i32, (y0 as f64 + cell_h).ceil() as i32)], color.filled());
+            let rect = Rectangle::new(
+                [
+                    (x0, y0),
+                    (
+                        (x0 as f64 + cell_w).ceil() as i32,
+                        (y0 as f64 + cell_h).ceil() as i32,
+                    ),
+                ],
+                color.filled(),
+            );
             area.draw(&rect).map_err(|e| e.to_string())?;
         }
     }
@@ -64,10 +81,14 @@ pub fn density_png(path: &Path, task: ToyTask, samples: &Array2<f64>) -> Result<
 
 /// Side-by-side panels (e.g. data, before, after) in one PNG, atomically.
 pub fn panels_png(path: &Path, task: ToyTask, panels: &[&Array2<f64>]) -> Result<()> {
-    let err = |reason: String| ExpandError::Plot { path: path.to_path_buf(), reason };
+    let err = |reason: String| ExpandError::Plot {
+        path: path.to_path_buf(),
+        reason,
+    };
     let tmp = path.with_extension("tmp.png");
     {
-        let root = BitMapBackend::new(&tmp, (PIX * panels.len().max(1) as u32, PIX)).into_drawing_area();
+        let root =
+            BitMapBackend::new(&tmp, (PIX * panels.len().max(1) as u32, PIX)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
         let areas = root.split_evenly((1, panels.len().max(1)));
         for (a, s) in areas.iter().zip(panels) {
@@ -76,5 +97,8 @@ pub fn panels_png(path: &Path, task: ToyTask, panels: &[&Array2<f64>]) -> Result
         }
         root.present().map_err(|e| err(e.to_string()))?;
     }
-    std::fs::rename(&tmp, path).map_err(|source| ExpandError::Io { path: path.to_path_buf(), source })
+    std::fs::rename(&tmp, path).map_err(|source| ExpandError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }

@@ -82,7 +82,10 @@ impl ToyTask {
                 }
                 ToyTask::Boxes => {
                     let cy = if rng.random::<bool>() { BOX_C } else { -BOX_C };
-                    (BOX_C + rng.random_range(-BOX_H..BOX_H), cy + rng.random_range(-BOX_H..BOX_H))
+                    (
+                        BOX_C + rng.random_range(-BOX_H..BOX_H),
+                        cy + rng.random_range(-BOX_H..BOX_H),
+                    )
                 }
             };
             out[[i, 0]] = x;
@@ -114,7 +117,9 @@ pub struct ToyVerifier {
 
 impl Verifier for ToyVerifier {
     fn verify(&self, x: &[f32]) -> f64 {
-        f64::from(u8::from(x.len() == 2 && self.task.sdf(x[0] as f64, x[1] as f64) <= 0.0))
+        f64::from(u8::from(
+            x.len() == 2 && self.task.sdf(x[0] as f64, x[1] as f64) <= 0.0,
+        ))
     }
     fn grad_log(&self, x: &[f32]) -> Option<Vec<f32>> {
         if x.len() != 2 {
@@ -127,7 +132,10 @@ impl Verifier for ToyVerifier {
         // ∇ log σ(−d/τ) = −(1 − σ(−d/τ)) ∇d / τ
         let d = self.task.sdf(px, py);
         let w = 1.0 - 1.0 / (1.0 + (d / self.tau).exp());
-        Some(vec![(-w * gx / self.tau) as f32, (-w * gy / self.tau) as f32])
+        Some(vec![
+            (-w * gx / self.tau) as f32,
+            (-w * gy / self.tau) as f32,
+        ])
     }
 }
 
@@ -160,13 +168,38 @@ impl Default for ToyConfig {
     /// Sized for ≈ 1 min per run on a (shared) 2-core CPU; tuned on `ring`
     /// seed 0 (see the issue report for the table).
     fn default() -> Self {
-        let am = AdjointConfig { n_samples: 256, batch: 128, n_steps: 25, rounds: 8, epochs: 1, lr: 1e-3, grad_clip: 0.4, ..AdjointConfig::default() };
-        let project_mode = ProjectMode::Rejection { n_samples: 2000, train: CfmConfig { steps: 600, batch: 256, lr: 2e-3, grad_clip: 1.0 } };
+        let am = AdjointConfig {
+            n_samples: 256,
+            batch: 128,
+            n_steps: 25,
+            rounds: 8,
+            epochs: 1,
+            lr: 1e-3,
+            grad_clip: 0.4,
+            ..AdjointConfig::default()
+        };
+        let project_mode = ProjectMode::Rejection {
+            n_samples: 2000,
+            train: CfmConfig {
+                steps: 600,
+                batch: 256,
+                lr: 2e-3,
+                grad_clip: 1.0,
+            },
+        };
         Self {
             seed: 0,
             n_data: 2000,
-            model: FlowMlpConfig { hidden: 64, ..FlowMlpConfig::default() },
-            pretrain: CfmConfig { steps: 800, batch: 256, lr: 2e-3, grad_clip: 1.0 },
+            model: FlowMlpConfig {
+                hidden: 64,
+                ..FlowMlpConfig::default()
+            },
+            pretrain: CfmConfig {
+                steps: 800,
+                batch: 256,
+                lr: 2e-3,
+                grad_clip: 1.0,
+            },
             n_eval: 1500,
             n_ode_steps: 50,
             grid_spacing: 0.1,
@@ -174,7 +207,15 @@ impl Default for ToyConfig {
             vendi_bandwidth: 0.5,
             vendi_n: 400,
             verifier_tau: 0.2,
-            fe: FeConfig { iterations: 4, gamma: 1.0, epsilon: 0.05, expand: am.clone(), project: am, project_mode, ..FeConfig::default() },
+            fe: FeConfig {
+                iterations: 4,
+                gamma: 1.0,
+                epsilon: 0.05,
+                expand: am.clone(),
+                project: am,
+                project_mode,
+                ..FeConfig::default()
+            },
             actflow: ActFlowConfig::default(),
         }
     }
@@ -183,8 +224,14 @@ impl Default for ToyConfig {
 impl ToyConfig {
     /// Read a TOML `ToyConfig` (missing fields take their defaults) and validate it.
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| ExpandError::Io { path: path.to_path_buf(), source })?;
-        let cfg: Self = toml::from_str(&text).map_err(|e| ExpandError::Data { what: path.display().to_string(), reason: format!("not a valid ToyConfig TOML: {e}") })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ExpandError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: Self = toml::from_str(&text).map_err(|e| ExpandError::Data {
+            what: path.display().to_string(),
+            reason: format!("not a valid ToyConfig TOML: {e}"),
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -201,10 +248,20 @@ impl ToyConfig {
             return Err(bad_config(c, "grid_spacing", self.grid_spacing, "> 0"));
         }
         if !(self.coverage_radius > 0.0) {
-            return Err(bad_config(c, "coverage_radius", self.coverage_radius, "> 0"));
+            return Err(bad_config(
+                c,
+                "coverage_radius",
+                self.coverage_radius,
+                "> 0",
+            ));
         }
         if !(self.vendi_bandwidth > 0.0) {
-            return Err(bad_config(c, "vendi_bandwidth", self.vendi_bandwidth, "> 0"));
+            return Err(bad_config(
+                c,
+                "vendi_bandwidth",
+                self.vendi_bandwidth,
+                "> 0",
+            ));
         }
         if !(self.verifier_tau > 0.0) {
             return Err(bad_config(c, "verifier_tau", self.verifier_tau, "> 0"));
@@ -214,7 +271,12 @@ impl ToyConfig {
         }
         self.model.validate()?;
         if self.model.dim != 2 {
-            return Err(bad_config(c, "model.dim", self.model.dim, "2 for the toy tasks"));
+            return Err(bad_config(
+                c,
+                "model.dim",
+                self.model.dim,
+                "2 for the toy tasks",
+            ));
         }
         self.pretrain.validate()?;
         self.fe.validate()?;
@@ -258,34 +320,75 @@ fn to_array(x: &Tensor) -> Result<Array2<f64>> {
 }
 
 /// Evaluate a flow with fixed evaluation noise `z` ([n_eval, 2]).
-fn evaluate<F: Flow>(flow: &F, z: &Tensor, task: ToyTask, cfg: &ToyConfig, grid: &Array2<f64>) -> Result<(ToyMetrics, f64, Array2<f64>)> {
+fn evaluate<F: Flow>(
+    flow: &F,
+    z: &Tensor,
+    task: ToyTask,
+    cfg: &ToyConfig,
+    grid: &Array2<f64>,
+) -> Result<(ToyMetrics, f64, Array2<f64>)> {
     let xs = sample_ode(flow, z, cfg.n_ode_steps)?;
-    let ver = ToyVerifier { task, tau: cfg.verifier_tau };
+    let ver = ToyVerifier {
+        task,
+        tau: cfg.verifier_tau,
+    };
     let validity = validity_rate(&verify_batch(&ver, &xs)?);
     let arr = to_array(&xs)?;
     let cov = coverage(grid.view(), arr.view(), cfg.coverage_radius);
     let sub = arr.slice(ndarray::s![..cfg.vendi_n.min(arr.nrows()), ..]);
-    let v_rbf = vendi(sub, VendiKernel::Rbf { bandwidth: cfg.vendi_bandwidth })?;
+    let v_rbf = vendi(
+        sub,
+        VendiKernel::Rbf {
+            bandwidth: cfg.vendi_bandwidth,
+        },
+    )?;
     let v_lin = vendi(arr.view(), VendiKernel::Linear)?;
-    Ok((ToyMetrics { validity, coverage: cov, vendi: v_rbf }, v_lin, arr))
+    Ok((
+        ToyMetrics {
+            validity,
+            coverage: cov,
+            vendi: v_rbf,
+        },
+        v_lin,
+        arr,
+    ))
 }
 
 /// Pre-train a flow on the partial data, expand it with `method`, and measure
 /// before/after. Deterministic given `cfg.seed` (on the CPU).
-pub fn run_toy(task: ToyTask, method: ToyMethod, cfg: &ToyConfig, device: &Device, mut tick: impl FnMut(Tick)) -> Result<ToyOutcome> {
+pub fn run_toy(
+    task: ToyTask,
+    method: ToyMethod,
+    cfg: &ToyConfig,
+    device: &Device,
+    mut tick: impl FnMut(Tick),
+) -> Result<ToyOutcome> {
     cfg.validate()?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let data = task.training_data(cfg.n_data, &mut rng);
-    let data_t = Tensor::from_vec(data.iter().map(|v| *v as f32).collect::<Vec<f32>>(), (cfg.n_data, 2), device)?;
+    let data_t = Tensor::from_vec(
+        data.iter().map(|v| *v as f32).collect::<Vec<f32>>(),
+        (cfg.n_data, 2),
+        device,
+    )?;
     let model = FlowMlp::new(&cfg.model, &mut rng, device)?;
     let total = cfg.pretrain.steps;
-    train_cfm(&model, &data_t, None, &cfg.pretrain, &mut rng, |s, _| tick(Tick { stage: "pretrain".into(), step: s + 1, total }))?;
+    train_cfm(&model, &data_t, None, &cfg.pretrain, &mut rng, |s, _| {
+        tick(Tick {
+            stage: "pretrain".into(),
+            step: s + 1,
+            total,
+        })
+    })?;
     let pre = model.frozen_copy()?;
     let grid = task.reference_grid(cfg.grid_spacing);
     let mut eval_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_e7a1);
     let z = model.noise(cfg.n_eval, &mut eval_rng)?;
     let (before, vl_before, samples_before) = evaluate(&pre, &z, task, cfg, &grid)?;
-    let ver = ToyVerifier { task, tau: cfg.verifier_tau };
+    let ver = ToyVerifier {
+        task,
+        tau: cfg.verifier_tau,
+    };
     let mut rounds = Vec::new();
     match method {
         ToyMethod::Fe => {
@@ -294,9 +397,15 @@ pub fn run_toy(task: ToyTask, method: ToyMethod, cfg: &ToyConfig, device: &Devic
             flow_expander(&model, &pre, Some(&ver), &cfg.fe, &mut rng, |e| {
                 let (stage, step) = match e {
                     FeEvent::Expand(it, r, _) => ("expand", it * per + r + 1),
-                    FeEvent::Project(it, r, _) => ("project", it * per + cfg.fe.expand.rounds + r + 1),
+                    FeEvent::Project(it, r, _) => {
+                        ("project", it * per + cfg.fe.expand.rounds + r + 1)
+                    }
                 };
-                tick(Tick { stage: stage.into(), step, total });
+                tick(Tick {
+                    stage: stage.into(),
+                    step,
+                    total,
+                });
             })?;
         }
         ToyMethod::Actflow | ToyMethod::RecNf | ToyMethod::RecF => {
@@ -307,11 +416,31 @@ pub fn run_toy(task: ToyTask, method: ToyMethod, cfg: &ToyConfig, device: &Devic
             };
             let steps = cfg.actflow.train.steps;
             let total = cfg.actflow.rounds * steps;
-            rounds = recursive_expand(&model, &data_t, &ver, m, &cfg.actflow, &mut rng, |r, s, _| {
-                tick(Tick { stage: format!("round {}", r + 1), step: r * steps + s + 1, total })
-            })?;
+            rounds = recursive_expand(
+                &model,
+                &data_t,
+                &ver,
+                m,
+                &cfg.actflow,
+                &mut rng,
+                |r, s, _| {
+                    tick(Tick {
+                        stage: format!("round {}", r + 1),
+                        step: r * steps + s + 1,
+                        total,
+                    })
+                },
+            )?;
         }
     }
     let (after, vl_after, samples_after) = evaluate(&model, &z, task, cfg, &grid)?;
-    Ok(ToyOutcome { before, after, vendi_linear: (vl_before, vl_after), data, samples_before, samples_after, rounds })
+    Ok(ToyOutcome {
+        before,
+        after,
+        vendi_linear: (vl_before, vl_after),
+        data,
+        samples_before,
+        samples_after,
+        rounds,
+    })
 }

@@ -29,7 +29,9 @@ pub trait Verifier: Sync {
 /// Rows of a `[batch, event…]` tensor as flattened vectors.
 pub fn rows(x: &Tensor) -> Result<Vec<Vec<f32>>> {
     let n = x.dim(0)?;
-    Ok(x.reshape((n, ()))?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
+    Ok(x.reshape((n, ()))?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec2::<f32>()?)
 }
 
 /// Verify every sample of a batch (parallel over samples).
@@ -50,14 +52,23 @@ pub struct Smoothing {
 
 impl Default for Smoothing {
     fn default() -> Self {
-        Self { scale: 0.15, n_draws: 64, floor: 0.05 }
+        Self {
+            scale: 0.15,
+            n_draws: 64,
+            floor: 0.05,
+        }
     }
 }
 
 /// `∇ log c(x)` for each sample, [batch, event…]: the verifier's own gradient
 /// when `smoothing` is `None` and it has one, otherwise the smoothed estimate
 /// (seeded per sample from `seed`, so results do not depend on thread order).
-pub fn grad_log_batch<V: Verifier + ?Sized>(v: &V, x: &Tensor, smoothing: Option<Smoothing>, seed: u64) -> Result<Tensor> {
+pub fn grad_log_batch<V: Verifier + ?Sized>(
+    v: &V,
+    x: &Tensor,
+    smoothing: Option<Smoothing>,
+    seed: u64,
+) -> Result<Tensor> {
     let rs = rows(x)?;
     let d = rs.first().map_or(0, |r| r.len());
     let grads: Vec<Vec<f32>> = rs
@@ -68,7 +79,10 @@ pub fn grad_log_batch<V: Verifier + ?Sized>(v: &V, x: &Tensor, smoothing: Option
             (sm, _) => smoothed_grad_log(v, r, sm.unwrap_or_default(), seed.wrapping_add(i as u64)),
         })
         .collect();
-    let flat: Vec<f32> = grads.into_iter().flat_map(|g| g.into_iter().chain(std::iter::repeat(0.0)).take(d)).collect();
+    let flat: Vec<f32> = grads
+        .into_iter()
+        .flat_map(|g| g.into_iter().chain(std::iter::repeat(0.0)).take(d))
+        .collect();
     Ok(Tensor::from_vec(flat, x.dims(), x.device())?)
 }
 
@@ -97,7 +111,9 @@ fn smoothed_grad_log<V: Verifier + ?Sized>(v: &V, x: &[f32], sm: Smoothing, seed
     }
     let m = 2.0 * sm.n_draws.max(1) as f64;
     mean_c /= m;
-    acc.iter().map(|a| (a / m / (sm.scale * (mean_c + sm.floor))) as f32).collect()
+    acc.iter()
+        .map(|a| (a / m / (sm.scale * (mean_c + sm.floor))) as f32)
+        .collect()
 }
 
 #[cfg(test)]
@@ -116,10 +132,16 @@ mod tests {
     #[test]
     fn smoothed_gradient_points_into_the_valid_region() {
         let x = Tensor::from_vec(vec![-0.1f32, 0.3, 0.05, -0.2], (2, 2), &Device::Cpu).expect("x");
-        let g = grad_log_batch(&Half, &x, None, 3).expect("grad").to_vec2::<f32>().expect("vec");
+        let g = grad_log_batch(&Half, &x, None, 3)
+            .expect("grad")
+            .to_vec2::<f32>()
+            .expect("vec");
         for row in &g {
             assert!(row[0] > 0.5, "gradient should push towards x0 > 0: {row:?}");
-            assert!(row[1].abs() < row[0] / 2.0, "no systematic push along x1: {row:?}");
+            assert!(
+                row[1].abs() < row[0] / 2.0,
+                "no systematic push along x1: {row:?}"
+            );
         }
     }
 }
