@@ -83,17 +83,54 @@ pub fn plot_curves(records: &[serde_json::Value], title: &str, out: &Path) -> Re
             out.display()
         )));
     }
-    let svg = out
+    let ext = out
         .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
-    let h = 260 * series.len() as u32 + 40;
-    if svg {
-        let root = SVGBackend::new(out, (900, h)).into_drawing_area();
-        draw(root, &series, title, out)
-    } else {
-        let root = BitMapBackend::new(out, (900, h)).into_drawing_area();
-        draw(root, &series, title, out)
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if ext != "png" && ext != "svg" {
+        return Err(DatasetsError::RunDir(format!(
+            "{}: expected a .png or .svg output path",
+            out.display()
+        )));
     }
+    // Draw into a temp file beside `out`, then rename: a failed drawing never
+    // leaves a half-written picture. The temp name keeps the extension, which
+    // selects the image encoder.
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{stem}.tmp{}.{ext}", std::process::id()));
+    let h = 260 * series.len() as u32 + 40;
+    let drawn = if ext == "svg" {
+        draw(
+            SVGBackend::new(&tmp, (900, h)).into_drawing_area(),
+            &series,
+            title,
+            out,
+        )
+    } else {
+        draw(
+            BitMapBackend::new(&tmp, (900, h)).into_drawing_area(),
+            &series,
+            title,
+            out,
+        )
+    };
+    let renamed = drawn.and_then(|()| {
+        std::fs::rename(&tmp, out).map_err(|source| DatasetsError::Io {
+            path: out.to_path_buf(),
+            source,
+        })
+    });
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed
 }
 
 fn draw<DB: DrawingBackend>(
@@ -190,6 +227,16 @@ mod tests {
             assert!(std::fs::metadata(&p)?.len() > 1000, "{name} is too small");
         }
         assert!(plot_curves(&recs[..1], "x", &tmp.path().join("d.png")).is_err());
+        let err = plot_curves(&recs, "x", &tmp.path().join("d.jpg"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected a .png or .svg"), "{err}");
+        // only the two finished pictures are left: no temp files, nothing for failures
+        let mut names: Vec<String> = std::fs::read_dir(tmp.path())?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<_>>()?;
+        names.sort();
+        assert_eq!(names, ["c.png", "c.svg"]);
         Ok(())
     }
 }
