@@ -83,7 +83,10 @@ wait_job() { # job id, timeout s
 }
 
 echo "== 1. job array: 2 LCD fits"
+# quick preset with a shorter stage 2: this checks the batch mechanics, not the model
+printf '[stage2]\nsteps = 2000\n' > "$W/short.toml"
 JOB=$("$CELLMOL" slurm lcd "$W/screen.h5ad" -o "$W/runs" --folds 0 --seeds 0,1 --preset quick \
+  --config "$W/short.toml" --n-folds 3 --fit-args "--min-cells 20" \
   --cpus-per-task 1 --mem 2G --time 00:30:00 --submit)
 echo "submitted array job $JOB"
 wait_job "$JOB" 1500
@@ -99,7 +102,7 @@ cat > "$W/long.toml" <<'TOML'
 steps = 4000
 checkpoint_every = 100
 TOML
-JOB=$("$CELLMOL" slurm lcd "$W/screen.h5ad" -o "$W/long" --folds 0 --seeds 5 --preset quick \
+JOB=$("$CELLMOL" slurm lcd "$W/screen.h5ad" -o "$W/long" --folds 0 --seeds 5 --preset quick --n-folds 3 --fit-args "--min-cells 20" \
   --config "$W/long.toml" --cpus-per-task 1 --mem 2G --time 00:30:00 --job-name cellmol-long --submit)
 echo "submitted $JOB"
 MODEL="$W/long/fold0_seed5"

@@ -183,3 +183,134 @@ fn clipr_bad_input_fails_cleanly() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn clipr_implication_test_runs_inline_and_as_a_subcommand() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let screen = simulate(dir.path(), "linear", 20, 20);
+    let out_dir = dir.path().join("out");
+    let od = out_dir.to_str().expect("utf-8");
+    let out = cellmol(&[
+        "clipr",
+        &screen,
+        "-o",
+        od,
+        "--estimator",
+        "published,direction-aware",
+        "--implication",
+        &screen,
+        "--bootstrap",
+        "200",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("implication test over 20 perturbations"),
+        "{err}"
+    );
+    for est in ["published", "direction-aware"] {
+        let f = out_dir.join(est).join("implication.json");
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&f).expect("implication.json")).expect("json");
+        assert_eq!(v["n_perturbations"], 20, "{v}");
+        assert_eq!(v["levels"].as_array().map(|l| l.len()), Some(3), "{v}");
+    }
+    // the subcommand on the whole output directory: one entry per estimator
+    let out = cellmol(&[
+        "clipr",
+        "implication",
+        od,
+        "--screen",
+        &screen,
+        "--quantiles",
+        "0.8,0.9",
+        "--json",
+        "-q",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    for est in ["published", "direction-aware"] {
+        let r = &v[est];
+        let base = r["baseline_rate"].as_f64().expect("baseline_rate");
+        assert!((0.0..=1.0).contains(&base), "{r}");
+        for l in r["levels"].as_array().expect("levels") {
+            let p = l["precision"].as_f64().expect("precision");
+            let (lo, hi) = (
+                l["ci_low"].as_f64().expect("ci_low"),
+                l["ci_high"].as_f64().expect("ci_high"),
+            );
+            assert!(lo <= p && p <= hi, "{l}");
+            // dense graph (degree 10 of 20 genes): most pairs are DE; the
+            // discrimination itself is tested in clipr/tests/implication.rs
+            assert!(p > 0.5, "{est}: precision {p} (baseline {base})");
+        }
+    }
+    // one estimator directory, as a table
+    let out = cellmol(&[
+        "clipr",
+        "implication",
+        out_dir.join("published").to_str().expect("utf-8"),
+        "--screen",
+        &screen,
+        "-q",
+    ]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("precision"));
+    // bad input
+    for (args, needle) in [
+        (
+            vec![
+                "clipr",
+                "implication",
+                od,
+                "--screen",
+                &screen,
+                "--quantiles",
+                "1.5",
+            ],
+            "quantiles",
+        ),
+        (
+            vec![
+                "clipr",
+                "implication",
+                od,
+                "--screen",
+                "/nonexistent/s.h5ad",
+            ],
+            "nonexistent",
+        ),
+        (
+            vec![
+                "clipr",
+                "implication",
+                "/nonexistent/out",
+                "--screen",
+                &screen,
+            ],
+            "nonexistent",
+        ),
+        (
+            vec![
+                "clipr",
+                "implication",
+                od,
+                "--screen",
+                &screen,
+                "--min-cells",
+                "500",
+            ],
+            "control cells",
+        ),
+    ] {
+        let out = cellmol(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -237,3 +237,23 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("trunc.h5ad"));
 }
+
+/// `cellmol data inspect … | head` must not panic when the reader goes away.
+#[test]
+fn closed_stdout_pipe_is_not_a_panic() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cellmol"))
+        .args(["data", "inspect", fixture().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running cellmol");
+    // Close the read end before the child writes anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("waiting for cellmol");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked"),
+        "cellmol panicked on EPIPE: {err}"
+    );
+}

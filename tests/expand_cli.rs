@@ -95,3 +95,278 @@ fn bad_task_is_rejected() {
         .expect("run cellmol");
     assert!(!out.status.success());
 }
+
+#[path = "support/toy_mols.rs"]
+mod toy_mols;
+
+const FE_SMALL: &str = r#"
+n_graphs = 2
+n_graph_candidates = 6
+n_eval = 8
+ode_steps = 6
+sample_steps = 6
+[fe]
+iterations = 1
+[fe.expand]
+n_samples = 8
+batch = 8
+n_steps = 5
+[fe.project]
+n_samples = 8
+batch = 8
+n_steps = 5
+[fe.project_mode.smoothed]
+scale = 0.1
+n_draws = 2
+floor = 0.05
+"#;
+
+const AF_SMALL: &str = r#"
+n_candidates = 8
+max_accept = 4
+train_steps = 3
+batch_size = 4
+n_eval = 8
+sample_steps = 6
+"#;
+
+fn cellmol(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cellmol"))
+        .args(args)
+        .output()
+        .expect("run cellmol")
+}
+
+fn ok_json(args: &[&str]) -> serde_json::Value {
+    let out = cellmol(args);
+    assert!(
+        out.status.success(),
+        "cellmol {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+/// The before/after contract: exactly validity/coverage/vendi, finite, rates
+/// in [0, 1], distinct valid designs never more than valid ones.
+fn check_contract(j: &serde_json::Value) {
+    let top: Vec<&String> = j.as_object().expect("object").keys().collect();
+    assert_eq!(top, ["after", "before"]);
+    for side in ["before", "after"] {
+        let o = j[side].as_object().expect("side");
+        let mut keys: Vec<&str> = o.keys().map(|k| k.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["coverage", "validity", "vendi"]);
+        let get = |k: &str| o[k].as_f64().unwrap_or_else(|| panic!("{side}.{k}"));
+        let (v, c, ve) = (get("validity"), get("coverage"), get("vendi"));
+        assert!(
+            v.is_finite() && (0.0..=1.0).contains(&v),
+            "{side} validity {v}"
+        );
+        assert!(
+            c.is_finite() && (0.0..=1.0).contains(&c),
+            "{side} coverage {c}"
+        );
+        assert!(c <= v + 1e-12, "{side}: coverage {c} > validity {v}");
+        assert!(ve.is_finite() && ve >= 0.0, "{side} vendi {ve}");
+        // Vendi is an effective count of valid samples (8 per set here)
+        assert!(ve <= 8.0 + 1e-9, "{side} vendi {ve}");
+        assert_eq!(ve == 0.0, v == 0.0, "{side}: vendi {ve} with validity {v}");
+    }
+}
+
+fn weights(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(dir.join("model.safetensors")).expect("weights");
+    vec![("all".into(), bytes)]
+}
+
+/// `expand fe` and `expand actflow` on a tiny trained Morph model: JSON
+/// contract, adapted model directory (finished, loadable, samples, changed
+/// weights, report equal to stdout), reproducible from the seed, clear errors.
+#[test]
+fn morph_fe_and_actflow_contract() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let p = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
+    toy_mols::write_toy_sdf(&tmp.path().join("toy.sdf"), 24);
+    std::fs::write(p("cfg.toml"), toy_mols::tiny_config(30, 0)).expect("cfg");
+    std::fs::write(p("fe.toml"), FE_SMALL).expect("fe");
+    std::fs::write(p("af.toml"), AF_SMALL).expect("af");
+    let out = cellmol(&[
+        "-q",
+        "morph",
+        "fit",
+        &p("toy.sdf"),
+        "-o",
+        &p("model"),
+        "--config",
+        &p("cfg.toml"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fe = |o: &str| {
+        ok_json(&[
+            "-q",
+            "expand",
+            "fe",
+            &p("model"),
+            "--verifier",
+            "stability",
+            "-o",
+            &p(o),
+            "--json",
+            "--seed",
+            "4",
+            "--config",
+            &p("fe.toml"),
+            "--iterations",
+            "1",
+        ])
+    };
+    let j1 = fe("fe1");
+    check_contract(&j1);
+    let j2 = fe("fe2");
+    assert_eq!(j1, j2, "same seed must give the same numbers");
+    let af = |o: &str| {
+        ok_json(&[
+            "-q",
+            "expand",
+            "actflow",
+            &p("model"),
+            "--verifier",
+            "validity",
+            "-o",
+            &p(o),
+            "--json",
+            "--seed",
+            "2",
+            "--config",
+            &p("af.toml"),
+            "--rounds",
+            "2",
+            "--data",
+            &p("toy.sdf"),
+        ])
+    };
+    let a1 = af("af1");
+    check_contract(&a1);
+    assert_eq!(a1, af("af2"), "same seed must give the same numbers");
+    let src = weights(&tmp.path().join("model"));
+    for (name, j, method) in [("fe1", &j1, "fe"), ("af1", &a1, "actflow")] {
+        let dir = tmp.path().join(name);
+        assert!(dir.join("COMPLETE").is_file(), "{name}: not finished");
+        assert_ne!(weights(&dir), src, "{name}: weights unchanged");
+        let rep: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("expand_report.json")).expect("report"))
+                .expect("json");
+        assert_eq!(rep["method"], method);
+        assert_eq!(
+            rep["before"], j["before"],
+            "{name}: report differs from stdout"
+        );
+        assert_eq!(rep["after"], j["after"]);
+        // the adapted model is a Morph model: it samples and evaluates
+        let s = tmp.path().join(format!("{name}.sdf"));
+        let out = cellmol(&[
+            "-q",
+            "morph",
+            "sample",
+            &dir.to_string_lossy(),
+            "-n",
+            "4",
+            "-o",
+            &s.to_string_lossy(),
+            "--steps",
+            "6",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ev = ok_json(&[
+            "morph",
+            "evaluate",
+            &s.to_string_lossy(),
+            "--train",
+            &p("toy.sdf"),
+            "--json",
+        ]);
+        assert_eq!(ev["n_samples"], 4);
+    }
+    let rep: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("af1/expand_report.json")).expect("report"),
+    )
+    .expect("json");
+    let rounds = rep["details"]["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 2);
+    for r in rounds {
+        let (c, v, acc) = (
+            r["candidates"].as_u64().expect("c"),
+            r["valid"].as_u64().expect("v"),
+            r["accepted"].as_u64().expect("a"),
+        );
+        assert!(c == 8 && v <= c && acc <= v.min(4), "{r}");
+    }
+    let src_steps = |d: &str| -> u64 {
+        let c: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(tmp.path().join(d).join("config.json")).expect("config"),
+        )
+        .expect("json");
+        c["trained_steps"].as_u64().expect("trained_steps")
+    };
+    assert_eq!(src_steps("af1"), src_steps("model") + 6);
+    // Errors: existing output, unknown verifier, not a model, bad settings.
+    let e = cellmol(&[
+        "expand",
+        "fe",
+        &p("model"),
+        "--verifier",
+        "stability",
+        "-o",
+        &p("fe1"),
+    ]);
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("--force"));
+    let e = cellmol(&[
+        "expand",
+        "fe",
+        &p("model"),
+        "--verifier",
+        "magic",
+        "-o",
+        &p("x"),
+    ]);
+    assert!(!e.status.success());
+    let e = cellmol(&[
+        "expand",
+        "actflow",
+        &p("nope"),
+        "--verifier",
+        "validity",
+        "-o",
+        &p("x"),
+    ]);
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("nope"));
+    std::fs::write(p("bad.toml"), "n_graphs = 0\n").expect("bad");
+    let e = cellmol(&[
+        "expand",
+        "fe",
+        &p("model"),
+        "--verifier",
+        "stability",
+        "-o",
+        &p("x"),
+        "--config",
+        &p("bad.toml"),
+    ]);
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("n_graphs"));
+    assert!(
+        !tmp.path().join("x").exists(),
+        "a failed run left its output"
+    );
+}

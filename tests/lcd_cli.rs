@@ -113,7 +113,21 @@ fn fit_predict_evaluate_counts() {
         cfg.to_string_lossy().to_string(),
     );
     ok(&cellmol(&[
-        "-q", "lcd", "fit", &s, "-o", &m, "--config", &c, "--fold", "0", "--folds", "3", "--seed",
+        "-q",
+        "lcd",
+        "fit",
+        "--min-cells",
+        "5",
+        &s,
+        "-o",
+        &m,
+        "--config",
+        &c,
+        "--fold",
+        "0",
+        "--folds",
+        "3",
+        "--seed",
         "1",
     ]));
     for f in [
@@ -126,7 +140,16 @@ fn fit_predict_evaluate_counts() {
     }
     // Refuse to overwrite a finished model.
     let e = err_text(&cellmol(&[
-        "-q", "lcd", "fit", &s, "-o", &m, "--config", &c,
+        "-q",
+        "lcd",
+        "fit",
+        "--min-cells",
+        "5",
+        &s,
+        "-o",
+        &m,
+        "--config",
+        &c,
     ]));
     assert!(e.contains("--force"), "{e}");
     // Evaluate: JSON contract.
@@ -241,6 +264,8 @@ fn sigterm_checkpoints_and_resume_finishes() {
         .args([
             "lcd",
             "fit",
+            "--min-cells",
+            "5",
             &s,
             "-o",
             &m,
@@ -295,6 +320,8 @@ fn sigterm_checkpoints_and_resume_finishes() {
         "-q",
         "lcd",
         "fit",
+        "--min-cells",
+        "5",
         &s,
         "-o",
         &m,
@@ -308,6 +335,8 @@ fn sigterm_checkpoints_and_resume_finishes() {
         "-q",
         "lcd",
         "fit",
+        "--min-cells",
+        "5",
         &s,
         "-o",
         &m,
@@ -352,6 +381,8 @@ fn sigterm_checkpoints_and_resume_finishes() {
         "-q",
         "lcd",
         "fit",
+        "--min-cells",
+        "5",
         &s,
         "-o",
         &m,
@@ -384,6 +415,8 @@ fn bad_screens_are_rejected() {
         "-q",
         "lcd",
         "fit",
+        "--min-cells",
+        "1",
         &p.to_string_lossy(),
         "-o",
         &m,
@@ -402,6 +435,8 @@ fn bad_screens_are_rejected() {
             "-q",
             "lcd",
             "fit",
+            "--min-cells",
+            "1",
             &p.to_string_lossy(),
             "-o",
             &m,
@@ -420,6 +455,8 @@ fn bad_screens_are_rejected() {
         "-q",
         "lcd",
         "fit",
+        "--min-cells",
+        "1",
         &p.to_string_lossy(),
         "-o",
         &m,
@@ -449,6 +486,8 @@ fn no_noise_model_on_linear_screen() {
         "-q",
         "lcd",
         "fit",
+        "--min-cells",
+        "5",
         &s,
         "-o",
         &m,
@@ -467,4 +506,94 @@ fn no_noise_model_on_linear_screen() {
         text.contains("additive") && text.contains("energy_distance"),
         "{text}"
     );
+}
+
+/// `--genes N` keeps the perturbed genes and fills up with HVGs; `--min-cells`
+/// leaves out small conditions; `evaluate` rebuilds the same genes and split.
+#[test]
+fn gene_selection_and_min_cells() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let screen = simulate(dir.path(), true); // 10 genes, G0..G5 perturbed, 40 cells each
+    let cfg = dir.path().join("tiny.toml");
+    std::fs::write(&cfg, TINY).expect("write config");
+    let model = dir.path().join("model");
+    let (s, m, c) = (
+        screen.to_string_lossy().to_string(),
+        model.to_string_lossy().to_string(),
+        cfg.to_string_lossy().to_string(),
+    );
+    // Every condition has 40 cells: --min-cells 41 leaves nothing to train on.
+    let e = err_text(&cellmol(&[
+        "-q",
+        "lcd",
+        "fit",
+        &s,
+        "-o",
+        &m,
+        "--config",
+        &c,
+        "--min-cells",
+        "41",
+    ]));
+    assert!(e.contains("--min-cells"), "{e}");
+    assert!(!model.exists(), "nothing may be written on bad input");
+    ok(&cellmol(&[
+        "-q",
+        "lcd",
+        "fit",
+        &s,
+        "-o",
+        &m,
+        "--config",
+        &c,
+        "--min-cells",
+        "10",
+        "--genes",
+        "8",
+        "--fold",
+        "0",
+        "--folds",
+        "3",
+    ]));
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(model.join("model.json")).expect("model.json"),
+    )
+    .expect("json");
+    let genes: Vec<String> = meta["genes"]
+        .as_array()
+        .expect("genes")
+        .iter()
+        .map(|g| g.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(genes.len(), 8, "{genes:?}");
+    let perturbed: Vec<String> = meta["vocabulary"]
+        .as_array()
+        .expect("vocabulary")
+        .iter()
+        .map(|g| g.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(!perturbed.is_empty());
+    for t in &perturbed {
+        assert!(
+            genes.contains(t),
+            "perturbed gene {t} not selected: {genes:?}"
+        );
+    }
+    assert_eq!(meta["info"]["screen_spec"]["n_genes"], 8);
+    let out = cellmol(&["-q", "lcd", "evaluate", &m, &s, "--json"]);
+    ok(&out);
+    let ev: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let tested: Vec<&str> = ev["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .map(|c| c["condition"].as_str().unwrap_or_default())
+        .collect();
+    let held_out: Vec<&str> = meta["info"]["test_conditions"]
+        .as_array()
+        .expect("test_conditions")
+        .iter()
+        .map(|c| c.as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(tested, held_out);
 }

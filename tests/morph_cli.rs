@@ -240,3 +240,202 @@ fn fit_sample_evaluate_scaffold() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("huge"));
 }
+
+#[path = "support/toy_mols.rs"]
+mod toy_mols;
+
+fn wait_for(path: &Path, what: &str) {
+    let t0 = std::time::Instant::now();
+    while !path.exists() {
+        assert!(t0.elapsed().as_secs() < 180, "no {what} after 180 s");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// SIGTERM mid-training → checkpoint + exit 75; `sample` and a plain `fit`
+/// refuse the interrupted directory; `fit --resume` continues from the
+/// checkpoint and finishes (COMPLETE marker, metrics log without duplicated
+/// steps); `--resume` on the finished model does nothing, a plain `fit` on it
+/// is refused.
+#[test]
+fn sigterm_checkpoints_and_resume_finishes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    toy_mols::write_toy_sdf(&dir.path().join("toy.sdf"), 24);
+    std::fs::write(d("cfg.toml"), toy_mols::tiny_config(600, 5)).expect("cfg");
+    let model = dir.path().join("model");
+    let fit_args = [
+        "morph",
+        "fit",
+        &d("toy.sdf"),
+        "-o",
+        &d("model"),
+        "--config",
+        &d("cfg.toml"),
+    ];
+    let child = Command::new(BIN)
+        .args(fit_args)
+        .arg("--resume")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    wait_for(&model.join("checkpoint/state.json"), "checkpoint");
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("wait");
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    assert!(!model.join("COMPLETE").exists());
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("checkpoint/state.json")).expect("state"))
+            .expect("json");
+    let stopped_at = state["step"].as_u64().expect("step");
+    assert!(stopped_at > 0 && stopped_at < 600, "{state}");
+    // Loaders and a plain fit refuse the interrupted run.
+    let out = run(&["morph", "sample", &d("model"), "-n", "2", "-o", &d("s.sdf")]);
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("interrupted"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(!dir.path().join("s.sdf").exists());
+    let out = run(&fit_args);
+    assert!(!out.status.success());
+    let e = stderr_of(&out);
+    assert!(e.contains("interrupted") && e.contains("--resume"), "{e}");
+    // Resume and finish.
+    let mut args = fit_args.to_vec();
+    args.push("--resume");
+    let out = run(&args);
+    let e = stderr_of(&out);
+    assert!(out.status.success(), "{e}");
+    assert!(
+        e.contains(&format!("resuming from checkpoint at step {stopped_at}")),
+        "{e}"
+    );
+    assert!(model.join("COMPLETE").is_file());
+    assert!(!model.join("checkpoint").exists());
+    assert!(model.join("model.safetensors").is_file());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("fit_report.json")).expect("report"))
+            .expect("json");
+    assert_eq!(report["steps"], 600);
+    assert_eq!(report["resumed_from"], stopped_at);
+    let steps: Vec<u64> = std::fs::read_to_string(model.join("metrics.jsonl"))
+        .expect("metrics")
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json line")["step"]
+                .as_u64()
+                .expect("step")
+        })
+        .collect();
+    assert_eq!(steps, (1..=600).collect::<Vec<u64>>(), "metrics steps");
+    // A finished model: --resume is a no-op, a plain fit is refused.
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("nothing to resume"));
+    let out = run(&fit_args);
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("finished model"),
+        "{}",
+        stderr_of(&out)
+    );
+    // The finished model samples.
+    ok(&[
+        "-q",
+        "morph",
+        "sample",
+        &d("model"),
+        "-n",
+        "3",
+        "-o",
+        &d("s.sdf"),
+        "--steps",
+        "5",
+    ]);
+    assert_eq!(
+        molecules::read_molecules_path(Path::new(&d("s.sdf")))
+            .expect("samples")
+            .len(),
+        3
+    );
+}
+
+/// The sbatch script of `cellmol slurm morph`, run by bash as SLURM would:
+/// TERM to the batch shell is forwarded, cellmol checkpoints and the script
+/// exits 75 (SLURM requeues); the requeued script (`--resume`) continues from
+/// the checkpoint and finishes.
+#[test]
+fn slurm_morph_script_requeues_and_resumes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    toy_mols::write_toy_sdf(&dir.path().join("toy.sdf"), 24);
+    std::fs::write(d("cfg.toml"), toy_mols::tiny_config(600, 5)).expect("cfg");
+    ok(&[
+        "-q",
+        "slurm",
+        "morph",
+        &d("toy.sdf"),
+        "-o",
+        &d("model"),
+        "--preset",
+        "tiny",
+        "--config",
+        &d("cfg.toml"),
+        "--device",
+        "cpu",
+        "--cellmol",
+        BIN,
+        "--cpus-per-task",
+        "1",
+    ]);
+    let script = dir.path().join("model.sbatch");
+    let text = std::fs::read_to_string(&script).expect("script");
+    assert!(
+        text.contains("--resume") && text.contains("#SBATCH --requeue"),
+        "{text}"
+    );
+    let model = dir.path().join("model");
+    let child = Command::new("bash")
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("bash");
+    wait_for(&model.join("checkpoint/state.json"), "checkpoint");
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("wait");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr_of(&out)
+    );
+    assert_eq!(out.status.code(), Some(75), "{log}");
+    assert!(log.contains("TERM: checkpointing"), "{log}");
+    assert!(!model.join("COMPLETE").exists());
+    // the requeued job: same script again
+    let out = Command::new("bash").arg(&script).output().expect("bash");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr_of(&out)
+    );
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("resuming from checkpoint at step"), "{log}");
+    assert!(model.join("COMPLETE").is_file());
+}

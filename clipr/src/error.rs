@@ -51,6 +51,13 @@ pub enum CliprError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A malformed input table (effects.tsv, modules.tsv).
+    #[error("{path}: line {line}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     /// Export failures (plotting, formatting).
     #[error("writing {path}: {message}")]
     Export { path: PathBuf, message: String },

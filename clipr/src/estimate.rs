@@ -167,6 +167,8 @@ pub struct Effects {
     /// Published estimator only: `b̂` `[d]` and `ĉ_q` `[k, d]` (rows follow `Responses::conditions`).
     pub b_hat: Option<Array1<f64>>,
     pub c_hat: Option<Array2<f64>>,
+    /// Target genes of each condition (`Responses::conditions`; row order of `c_hat`).
+    pub conditions: Vec<Targets>,
     /// Number of conditions used (control included) and the number of genes.
     pub k: usize,
     pub d: usize,
@@ -229,6 +231,7 @@ pub fn published(resp: &Responses, lambda: f64) -> Result<Effects> {
         a_causal,
         b_hat: Some(b_hat),
         c_hat: Some(c_hat),
+        conditions: resp.conditions.clone(),
         k,
         d,
         lambda,
@@ -321,6 +324,7 @@ pub fn direction_aware(resp: &Responses) -> Result<Effects> {
         a_causal,
         b_hat: None,
         c_hat: None,
+        conditions: resp.conditions.clone(),
         k,
         d,
         lambda: 0.0,

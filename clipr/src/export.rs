@@ -1,6 +1,5 @@
 //! Exports of an effect matrix: TSV edge list, GraphML and DOT (built with
-//! petgraph), a heat map ordered by gene modules (plotters, PNG) and a module
-//! table. Every file is written atomically (temp file + rename).
+//! petgraph) and a module table (heat maps: [`crate::plot`]). Every file is written atomically (temp file + rename).
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -176,78 +175,26 @@ pub fn modules_tsv(m: &Modules, genes: &[String]) -> String {
     s
 }
 
-/// Heat map of `a` with rows and columns in module leaf order, a diverging
-/// blue–white–red scale saturating at the 99th percentile of `|a|`
-/// (off-diagonal), and black lines between modules. PNG via plotters.
+/// Heat map of `a` in module leaf order (PNG or SVG by extension) with
+/// genes named `G0`, `G1`, …; see [`crate::plot::heatmap`] for the picture
+/// and for passing real gene names and a title.
 pub fn heatmap_png(path: &Path, a: &Array2<f64>, m: &Modules) -> Result<()> {
-    use plotters::prelude::*;
-    let d = a.nrows();
-    if d == 0 {
-        return Err(CliprError::Export {
-            path: path.into(),
-            message: "empty effect matrix".into(),
-        });
-    }
-    let cell = (800 / d).clamp(1, 20) as i32;
-    let side = (cell * d as i32 + 20) as u32;
-    let mut absvals: Vec<f64> = Vec::with_capacity(d * d);
-    for i in 0..d {
-        for j in 0..d {
-            if i != j {
-                absvals.push(a[[i, j]].abs());
-            }
-        }
-    }
-    absvals.sort_by(|x, y| x.total_cmp(y));
-    let vmax = absvals
-        .get(((absvals.len() as f64) * 0.99) as usize)
-        .copied()
-        .unwrap_or(1.0)
-        .max(1e-12);
-    let tmp = path.with_extension("tmp.png");
-    {
-        let root = BitMapBackend::new(&tmp, (side, side)).into_drawing_area();
-        let err = |e: &dyn std::fmt::Display| CliprError::Export {
-            path: path.into(),
-            message: e.to_string(),
-        };
-        root.fill(&WHITE).map_err(|e| err(&e))?;
-        let ord = &m.leaf_order;
-        for (r, &i) in ord.iter().enumerate() {
-            for (c, &j) in ord.iter().enumerate() {
-                let v = (a[[i, j]] / vmax).clamp(-1.0, 1.0);
-                let t = v.abs();
-                let fade = (255.0 * (1.0 - t)) as u8;
-                let color = if v >= 0.0 {
-                    RGBColor(255, fade, fade)
-                } else {
-                    RGBColor(fade, fade, 255)
-                };
-                let (x0, y0) = (10 + c as i32 * cell, 10 + r as i32 * cell);
-                root.draw(&Rectangle::new(
-                    [(x0, y0), (x0 + cell, y0 + cell)],
-                    color.filled(),
-                ))
-                .map_err(|e| err(&e))?;
-            }
-        }
-        // module boundaries along the leaf order
-        let end = 10 + d as i32 * cell;
-        for p in 1..d {
-            if m.module[ord[p]] != m.module[ord[p - 1]] {
-                let x = 10 + p as i32 * cell;
-                root.draw(&PathElement::new(vec![(x, 10), (x, end)], BLACK))
-                    .map_err(|e| err(&e))?;
-                root.draw(&PathElement::new(vec![(10, x), (end, x)], BLACK))
-                    .map_err(|e| err(&e))?;
-            }
-        }
-        root.present().map_err(|e| err(&e))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|source| CliprError::Io {
-        path: path.into(),
-        source,
-    })
+    let genes: Vec<String> = (0..a.nrows()).map(|g| format!("G{g}")).collect();
+    let title = format!(
+        "CLIPR effects: {} genes, {} modules",
+        a.nrows(),
+        m.n_modules
+    );
+    crate::plot::heatmap(
+        path,
+        a,
+        &crate::plot::HeatmapSpec {
+            genes: &genes,
+            order: &m.leaf_order,
+            module: &m.module,
+            title: &title,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -9,8 +9,7 @@ use serde_json::json;
 use crate::error::{CliprError, Result};
 use crate::estimate::{symmetry_ratio, Effects};
 use crate::export::{
-    dot, edges_tsv, graphml, heatmap_png, modules_tsv, select_edges, to_graph, write_atomic,
-    EdgeSelect,
+    dot, edges_tsv, graphml, modules_tsv, select_edges, to_graph, write_atomic, EdgeSelect,
 };
 use crate::metrics::CausalMetrics;
 use crate::modules::Modules;
@@ -32,8 +31,42 @@ pub fn matrix_tsv(a: &Array2<f64>, genes: &[String]) -> String {
     s
 }
 
+/// Intercepts and shifts of the published estimator as TSV: `b_hat.tsv`
+/// (`gene`, `b_hat`) and `c_hat.tsv` (`condition`, then one column per gene;
+/// a condition is `control` or its target genes joined by `+`).
+pub fn intercepts_tsv(eff: &Effects, genes: &[String]) -> Option<(String, String)> {
+    let (b, c) = (eff.b_hat.as_ref()?, eff.c_hat.as_ref()?);
+    let mut bs = String::from("gene\tb_hat\n");
+    for (g, v) in genes.iter().zip(b.iter()) {
+        let _ = writeln!(bs, "{g}\t{v:.6e}");
+    }
+    let mut cs = String::from("condition");
+    for g in genes {
+        let _ = write!(cs, "\t{g}");
+    }
+    cs.push('\n');
+    for (t, row) in eff.conditions.iter().zip(c.outer_iter()) {
+        if t.is_empty() {
+            cs.push_str("control");
+        } else {
+            cs.push_str(
+                &t.iter()
+                    .map(|&i| genes[i].as_str())
+                    .collect::<Vec<_>>()
+                    .join("+"),
+            );
+        }
+        for v in row {
+            let _ = write!(cs, "\t{v:.6e}");
+        }
+        cs.push('\n');
+    }
+    Some((bs, cs))
+}
+
 /// Writes `effects.tsv`, `edges.tsv`, `graph.graphml`, `graph.dot`,
-/// `modules.tsv`, `heatmap.png` and `summary.json` into `dir`.
+/// `modules.tsv`, `heatmap.png`, `summary.json` and, for the published
+/// estimator, `b_hat.tsv` and `c_hat.tsv` into `dir`.
 pub fn write_outputs(
     dir: &Path,
     genes: &[String],
@@ -48,6 +81,10 @@ pub fn write_outputs(
     })?;
     let a = &eff.a_causal;
     write_atomic(&dir.join("effects.tsv"), matrix_tsv(a, genes).as_bytes())?;
+    if let Some((b, c)) = intercepts_tsv(eff, genes) {
+        write_atomic(&dir.join("b_hat.tsv"), b.as_bytes())?;
+        write_atomic(&dir.join("c_hat.tsv"), c.as_bytes())?;
+    }
     let edges = select_edges(a, sel);
     write_atomic(&dir.join("edges.tsv"), edges_tsv(&edges, genes).as_bytes())?;
     let g = to_graph(&edges, genes);
@@ -60,7 +97,22 @@ pub fn write_outputs(
         &dir.join("modules.tsv"),
         modules_tsv(modules, genes).as_bytes(),
     )?;
-    heatmap_png(&dir.join("heatmap.png"), a, modules)?;
+    let title = format!(
+        "CLIPR effects ({}): {} genes, {} modules",
+        eff.estimator.name(),
+        genes.len(),
+        modules.n_modules
+    );
+    crate::plot::heatmap(
+        &dir.join("heatmap.png"),
+        a,
+        &crate::plot::HeatmapSpec {
+            genes,
+            order: &modules.leaf_order,
+            module: &modules.module,
+            title: &title,
+        },
+    )?;
     let summary = json!({
         "estimator": eff.estimator.name(),
         "orientation": "effects[i, j] = effect of gene i on gene j",
@@ -72,6 +124,7 @@ pub fn write_outputs(
         "symmetry_ratio": symmetry_ratio(a),
         "n_modules": modules.n_modules,
         "n_edges_exported": edges.len(),
+        "optimal_leaf_order": modules.optimal_order,
         "leaf_order": modules.leaf_order.iter().map(|&i| genes[i].clone()).collect::<Vec<_>>(),
         "metrics": metrics,
     });

@@ -59,13 +59,7 @@ fn main() -> anyhow::Result<()> {
                 .obs
                 .column("perturbation")
                 .ok_or_else(|| anyhow::anyhow!("no obs perturbation"))?;
-            let rows: Vec<usize> = col
-                .labels()
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| l.as_deref().is_some_and(|l| conds.contains(&l)))
-                .map(|(i, _)| i)
-                .collect();
+            let rows: Vec<usize> = col.rows_with_labels(&conds);
             let cols: Vec<usize> = (0..n_genes.min(r.n_vars())).collect();
             let m = r.read_submatrix("X", Some(&rows), Some(&cols))?;
             let secs = t.elapsed().as_secs_f64();

@@ -174,23 +174,58 @@ fn chunked_iteration_covers_all_rows() {
     let d = tempfile::tempdir().unwrap();
     let (p, ad) = fixture(d.path());
     let r = H5adReader::open(&p).unwrap();
-    for elem in ["X", "layers/dense"] {
-        let mut rows = 0;
-        let mut blocks = Vec::new();
-        for item in r.iter_chunks(elem, 64).unwrap() {
-            let (range, m) = item.unwrap();
-            assert_eq!(range.start, rows);
-            rows = range.end;
-            blocks.push(dense(&m));
+    let want = dense(ad.x.as_ref().unwrap());
+    for elem in ["X", "layers/dense", "layers/csc"] {
+        for chunk in [64, 1, 7, 300, 1000] {
+            let mut rows = 0;
+            let mut blocks = Vec::new();
+            for item in r.iter_chunks(elem, chunk).unwrap() {
+                let (range, m) = item.unwrap();
+                assert_eq!(range.start, rows);
+                assert_eq!(m.shape2(), (range.len(), 40));
+                if elem == "layers/csc" {
+                    assert_eq!(m.encoding(), "csc_matrix", "chunks keep the stored format");
+                }
+                rows = range.end;
+                blocks.push(dense(&m));
+            }
+            assert_eq!(rows, 300);
+            assert_eq!(blocks.len(), 300usize.div_ceil(chunk));
+            let views: Vec<_> = blocks.iter().map(|b| b.view()).collect();
+            let all = ndarray::concatenate(ndarray::Axis(0), &views).unwrap();
+            assert_eq!(all, want, "{elem} in chunks of {chunk}");
         }
-        assert_eq!(rows, 300);
-        assert_eq!(blocks.len(), 5);
-        let views: Vec<_> = blocks.iter().map(|b| b.view()).collect();
-        let all = ndarray::concatenate(ndarray::Axis(0), &views).unwrap();
-        assert_eq!(all, dense(ad.x.as_ref().unwrap()));
     }
-    assert!(r.iter_chunks("layers/csc", 10).is_err());
     assert!(r.iter_chunks("X", 0).is_err());
+}
+
+/// A CSC matrix whose row indices are not sorted within a column cannot be
+/// walked in row blocks: the iterator reports it (naming the dataset) and stops.
+#[test]
+fn csc_iteration_refuses_unsorted_columns() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("unsorted.h5ad");
+    // 6 x 2, column 0 holds rows [4, 1] (unsorted), column 1 holds row 2.
+    let m = SparseMatrix {
+        format: SparseFormat::Csc,
+        shape: (6, 2),
+        data: SparseData::F32(vec![1.0, 2.0, 3.0]),
+        indices: SparseIndex::I32(vec![4, 1, 2]),
+        indptr: SparseIndex::I32(vec![0, 2, 3]),
+    };
+    let ad = AnnData {
+        x: Some(Matrix::Sparse(m)),
+        obs: DataFrame::new((0..6).map(|i| format!("c{i}")).collect()),
+        var: DataFrame::new(vec!["a".into(), "b".into()]),
+        ..Default::default()
+    };
+    write_h5ad(&ad, &p).unwrap();
+    let r = H5adReader::open(&p).unwrap();
+    let items: Vec<_> = r.iter_chunks("X", 3).unwrap().collect();
+    assert_eq!(items.len(), 2, "stops after the error");
+    assert!(items[0].is_ok());
+    let e = items[1].as_ref().unwrap_err().to_string();
+    assert!(e.contains("/X/indices") && e.contains("sorted"), "{e}");
 }
 
 #[test]
@@ -222,4 +257,44 @@ fn read_subset_is_consistent() {
     let out = d.path().join("sub.h5ad");
     write_h5ad(&want, &out).unwrap();
     assert_eq!(read_h5ad(&out).unwrap().n_obs(), rows.len());
+}
+
+/// `rows_with_labels` agrees with filtering `labels()` for every column kind.
+#[test]
+fn rows_with_labels_matches_labels() {
+    let labels: Vec<Option<&str>> = (0..50)
+        .map(|i| match i % 5 {
+            0 => None,
+            1 => Some("a"),
+            2 => Some("b+c"),
+            3 => Some("ctrl"),
+            _ => Some("d"),
+        })
+        .collect();
+    let strings: Vec<String> = labels.iter().map(|l| l.unwrap_or("").to_string()).collect();
+    let cols = [
+        Column::categorical_from_labels(&labels),
+        Column::Array(DenseArray::strings(strings)),
+        Column::NullableInt {
+            values: (0..50).map(|i| i % 4).collect(),
+            mask: (0..50).map(|i| i % 7 == 0).collect(),
+        },
+    ];
+    for wanted in [
+        vec![],
+        vec!["a"],
+        vec!["b+c", "ctrl", "zzz"],
+        vec!["", "2", "3"],
+    ] {
+        for c in &cols {
+            let want: Vec<usize> = c
+                .labels()
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.as_deref().is_some_and(|l| wanted.contains(&l)))
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(c.rows_with_labels(&wanted), want, "{} {wanted:?}", c.kind());
+        }
+    }
 }

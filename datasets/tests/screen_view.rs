@@ -240,3 +240,62 @@ fn simulated_count_screen_splits_and_gene_selection() {
     let uniq: std::collections::HashSet<_> = sel.genes.iter().collect();
     assert_eq!(uniq.len(), 25);
 }
+
+/// Highly variable genes as scanpy's `highly_variable_genes(flavor="seurat")`
+/// picks them (reference from `tests/data/make_hvg_seurat.py`): the
+/// normalised dispersions agree and the top-n sets are equal for several n.
+#[test]
+fn hvg_matches_scanpy_seurat_flavor() {
+    use datasets::screen::top_dispersed;
+    let f = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hvg_seurat.h5ad");
+    let a = datasets::anndata::read_h5ad(f).unwrap();
+    let s = Screen::from_anndata(&a, opts(1)).unwrap();
+    let cells: Vec<usize> = (0..a.n_obs()).collect();
+    let z = s.dispersions(&cells);
+    let var_f64 = |name: &str| -> Vec<f64> {
+        match a.var.column(name).unwrap() {
+            Column::Array(d) => d.to_f64().unwrap().iter().copied().collect(),
+            other => panic!("{name}: {other:?}"),
+        }
+    };
+    let want = var_f64("scanpy_dispersions_norm");
+    assert_eq!(z.len(), want.len());
+    let mut n_single_bin = 0;
+    for (g, (&ours, &theirs)) in z.iter().zip(&want).enumerate() {
+        if theirs.is_nan() {
+            assert_eq!(
+                ours,
+                f64::NEG_INFINITY,
+                "gene {g}: scanpy has no dispersion"
+            );
+        } else {
+            assert!(
+                (ours - theirs).abs() <= 1e-6 * theirs.abs().max(1.0),
+                "gene {g}: ours {ours} vs scanpy {theirs}"
+            );
+        }
+        n_single_bin += usize::from(theirs == 1.0);
+    }
+    assert!(n_single_bin >= 1, "fixture exercises the one-gene-bin rule");
+    let n_top: Vec<i64> = match &a.uns["n_top"] {
+        datasets::anndata::Value::Array(d) => {
+            d.to_f64().unwrap().iter().map(|&x| x as i64).collect()
+        }
+        other => panic!("uns/n_top: {other:?}"),
+    };
+    assert!(!n_top.is_empty());
+    for n in n_top {
+        let hv: Vec<usize> = match a.var.column(&format!("scanpy_hv_{n}")).unwrap() {
+            Column::Array(DenseArray::Bool(b)) => b
+                .iter()
+                .enumerate()
+                .filter(|(_, &x)| x)
+                .map(|(i, _)| i)
+                .collect(),
+            other => panic!("scanpy_hv_{n}: {other:?}"),
+        };
+        let mut ours = top_dispersed(&z, n as usize, &[]);
+        ours.sort_unstable();
+        assert_eq!(ours, hv, "top {n} highly variable genes");
+    }
+}

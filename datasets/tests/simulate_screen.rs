@@ -288,3 +288,26 @@ fn nonlinear_doubles_are_not_additive() {
         .iter()
         .all(|v| v.abs() < 1e-12));
 }
+
+/// Timing of a d = 1000 nonlinear screen (not a check; run with
+/// `cargo test -p datasets --release --test simulate_screen -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn nonlinear_d1000_timing() {
+    let cfg = SimulationConfig {
+        kind: SimKind::Nonlinear,
+        genes: 1000,
+        perturbed: 20,
+        doubles: 20,
+        cells_per_condition: 200,
+        seed: 1,
+        ..Default::default()
+    };
+    let t = std::time::Instant::now();
+    let sim = run(&cfg);
+    eprintln!(
+        "nonlinear d=1000, {} cells: {:.2} s",
+        sim.adata.n_obs(),
+        t.elapsed().as_secs_f64()
+    );
+}

@@ -399,15 +399,36 @@ impl LcdModel {
                 (lat, None, Vec::new(), Vec::new())
             };
             // Standardise: mean of control, std pooled over all environments.
+            // Accumulated per environment (no concatenated copy) and applied
+            // while consuming `latents`, so peak memory stays ≈ one copy of
+            // the states (d = 1000: 4.5 GB for 113 environments × 10 000).
             let mean_ctrl = latents[0].mean_keepdim(0)?; // [1, d]
-            let all = Tensor::cat(&latents, 0)?; // [ΣN, d]
-            let var = all
-                .broadcast_sub(&all.mean_keepdim(0)?)?
-                .sqr()?
-                .mean_keepdim(0)?;
+            let total: usize = latents
+                .iter()
+                .map(|l| l.dim(0))
+                .sum::<candle_core::Result<usize>>()?;
+            let mut sum: Option<Tensor> = None;
+            for l in &latents {
+                let s = l.sum_keepdim(0)?;
+                sum = Some(match sum {
+                    Some(a) => (a + s)?,
+                    None => s,
+                });
+            }
+            let mean_all =
+                (sum.ok_or_else(|| LcdError::Data("no environments".into()))? / total as f64)?;
+            let mut ss: Option<Tensor> = None;
+            for l in &latents {
+                let s = l.broadcast_sub(&mean_all)?.sqr()?.sum_keepdim(0)?;
+                ss = Some(match ss {
+                    Some(a) => (a + s)?,
+                    None => s,
+                });
+            }
+            let var = (ss.ok_or_else(|| LcdError::Data("no environments".into()))? / total as f64)?;
             let std = var.sqrt()?.maximum(1e-6f32)?; // [1, d]
             let states: Vec<Tensor> = latents
-                .iter()
+                .into_iter()
                 .map(|l| Ok(l.broadcast_sub(&mean_ctrl)?.broadcast_div(&std)?))
                 .collect::<Result<_>>()?;
             (

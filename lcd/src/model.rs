@@ -216,7 +216,11 @@ impl LcdModel {
                 lat.clone()
             };
             out.push(ConditionPrediction {
-                label: c.join("+"),
+                label: if c.is_empty() {
+                    "control".into()
+                } else {
+                    c.join("+")
+                },
                 targets: c.clone(),
                 unseen_targets: unseen[ci].clone(),
                 latent: lat,

@@ -16,6 +16,10 @@ use petgraph::graph::NodeIndex;
 use crate::element::Element;
 use crate::molecule::{BondOrder, Molecule};
 
+/// Molecules up to this many atoms are checked pair by pair (faster than
+/// the grid at these sizes); larger ones use the spatial grid.
+const ALL_PAIRS_MAX: usize = 192;
+
 /// Margins in pm (EDM defaults).
 pub const MARGINS_PM: [f64; 3] = [10.0, 5.0, 3.0];
 
@@ -145,7 +149,8 @@ impl BondTables {
         }
         let d = 100.0 * d_ang;
         let b1 = self.single[ia][ib];
-        if b1 == 0 || d >= f64::from(b1) + MARGINS_PM[0] {
+        // NaN distances are never bonded (EDM's `distance < b1 + m1` is false).
+        if b1 == 0 || d.is_nan() || d >= f64::from(b1) + MARGINS_PM[0] {
             return 0;
         }
         let b2 = self.double[ia][ib];
@@ -190,30 +195,117 @@ pub fn infer_bond_list(
     elements: &[Element],
     positions: &ndarray::Array2<f64>,
 ) -> Vec<(usize, usize, BondOrder)> {
+    let mut raw = Vec::with_capacity(elements.len() + elements.len() / 2);
+    infer_bonds_into(elements, positions, &mut raw);
+    raw.into_iter()
+        .map(|(i, j, o)| (i as usize, j as usize, order_of(o)))
+        .collect()
+}
+
+/// [`infer_bond_list`] into a reused buffer: `(i, j, order 1..=3)`, `i < j`,
+/// ordered by `(i, j)`; `out` is cleared first.
+pub fn infer_bonds_into(
+    elements: &[Element],
+    positions: &ndarray::Array2<f64>,
+    out: &mut Vec<(u32, u32, u8)>,
+) {
+    out.clear();
     let t = BondTables::edm();
-    let n = elements.len();
+    let n = elements.len().min(positions.nrows());
     let p = |i: usize| [positions[[i, 0]], positions[[i, 1]], positions[[i, 2]]];
     let dist = |a: [f64; 3], b: [f64; 3]| {
         ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
     };
-    let mut out = Vec::with_capacity(n + n / 2);
-    if n <= 64 {
+    // Exact EDM order for a pair, skipping the square root when the squared
+    // distance is clearly beyond the single-bond cutoff (the 1e-9 Å slack is
+    // far above rounding, so the verdict is the same as `order`).
+    let pair = |i: usize, j: usize, a: [f64; 3], b: [f64; 3], out: &mut Vec<(u32, u32, u8)>| {
+        let b1 = t.single_pm(elements[i], elements[j]).unwrap_or(0);
+        if b1 == 0 {
+            return;
+        }
+        let d2 = (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2);
+        let c = (f64::from(b1) + MARGINS_PM[0]) * 0.01 + 1e-9;
+        if d2 >= c * c {
+            return;
+        }
+        let o = t.order(elements[i], elements[j], dist(a, b));
+        if o > 0 {
+            out.push((i as u32, j as u32, o));
+        }
+    };
+    if n <= ALL_PAIRS_MAX {
+        // Small molecules: all pairs, with the squared cutoffs of the (at most
+        // 8) element kinds present in a small table; a negative cutoff marks
+        // an untabulated pair (never bonded). NaN distances fall through to
+        // `order`, which rejects them.
+        let mut pts_s = [[0.0f64; 3]; 64];
+        let mut kind_s = [0u8; 64];
+        let (mut pts_v, mut kind_v) = (Vec::new(), Vec::new());
+        let (pts, kind): (&mut [[f64; 3]], &mut [u8]) = if n <= 64 {
+            (&mut pts_s[..n], &mut kind_s[..n])
+        } else {
+            pts_v.resize(n, [0.0; 3]);
+            kind_v.resize(n, 0);
+            (&mut pts_v[..], &mut kind_v[..])
+        };
+        let mut zs = [0u8; 8];
+        let mut nk = 0;
+        let mut few_kinds = true;
         for i in 0..n {
-            let pi = p(i);
-            for j in i + 1..n {
-                let o = t.order(elements[i], elements[j], dist(pi, p(j)));
-                if o > 0 {
-                    out.push((i, j, order_of(o)));
+            pts[i] = p(i);
+            let z = elements[i].0;
+            if let Some(k) = zs[..nk].iter().position(|&x| x == z) {
+                kind[i] = k as u8;
+            } else if nk < zs.len() {
+                zs[nk] = z;
+                kind[i] = nk as u8;
+                nk += 1;
+            } else {
+                few_kinds = false;
+            }
+        }
+        if few_kinds {
+            let mut cut2 = [[-1.0f64; 8]; 8];
+            for a in 0..nk {
+                for b in 0..nk {
+                    if let Some(b1) = t.single_pm(Element(zs[a]), Element(zs[b])) {
+                        let c = (f64::from(b1) + MARGINS_PM[0]) * 0.01 + 1e-9;
+                        cut2[a][b] = c * c;
+                    }
+                }
+            }
+            for i in 0..n {
+                let a = pts[i];
+                let row = &cut2[kind[i] as usize];
+                let rest = pts[i + 1..].iter().zip(&kind[i + 1..]);
+                for (j, (b, &kj)) in (i + 1..).zip(rest) {
+                    let d2 = (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2);
+                    if d2 >= row[kj as usize] {
+                        continue;
+                    }
+                    let o = t.order(elements[i], elements[j], dist(a, *b));
+                    if o > 0 {
+                        out.push((i as u32, j as u32, o));
+                    }
+                }
+            }
+        } else {
+            for i in 0..n {
+                for j in i + 1..n {
+                    pair(i, j, pts[i], pts[j], out);
                 }
             }
         }
-        return out;
+        return;
     }
-    // Uniform grid; cell = max cutoff so neighbours lie in the 27 adjacent cells.
+    // Uniform grid; cell = max cutoff so neighbours lie in the 27 adjacent
+    // cells. Atoms with non-finite coordinates bond to nothing here.
     let cell = t.max_cutoff_ang(elements).max(1e-3);
     let pts: Vec<[f64; 3]> = (0..n).map(p).collect();
+    let finite = |q: &[f64; 3]| q.iter().all(|v| v.is_finite());
     let mut lo = [f64::INFINITY; 3];
-    for q in &pts {
+    for q in pts.iter().filter(|q| finite(q)) {
         for k in 0..3 {
             lo[k] = lo[k].min(q[k]);
         }
@@ -225,27 +317,72 @@ pub fn infer_bond_list(
             ((q[2] - lo[2]) / cell) as i64,
         ]
     };
-    let mut grid: std::collections::HashMap<[i64; 3], Vec<usize>> =
-        std::collections::HashMap::new();
-    for (i, q) in pts.iter().enumerate() {
-        if q.iter().all(|v| v.is_finite()) {
-            grid.entry(key(q)).or_default().push(i);
+    let mut dims = [1i64; 3];
+    for q in pts.iter().filter(|q| finite(q)) {
+        let k = key(q);
+        for a in 0..3 {
+            dims[a] = dims[a].max(k[a].saturating_add(1));
         }
     }
-    for (i, q) in pts.iter().enumerate() {
-        if !q.iter().all(|v| v.is_finite()) {
-            continue;
+    let n_cells = dims
+        .iter()
+        .fold(1u64, |acc, &d| acc.saturating_mul(d.max(1) as u64));
+    if n_cells <= 16 * n as u64 + 64 {
+        // Dense cell array: atoms sorted by cell (counting sort, ascending
+        // atom index inside a cell), `start[c]..start[c + 1]` per cell.
+        let n_cells = n_cells as usize;
+        let lin = |k: [i64; 3]| ((k[0] * dims[1] + k[1]) * dims[2] + k[2]) as usize;
+        let mut start = vec![0u32; n_cells + 1];
+        for q in pts.iter().filter(|q| finite(q)) {
+            start[lin(key(q)) + 1] += 1;
         }
-        let k = key(q);
-        for dx in -1..=1 {
-            for dy in -1..=1 {
-                for dz in -1..=1 {
-                    if let Some(v) = grid.get(&[k[0] + dx, k[1] + dy, k[2] + dz]) {
-                        for &j in v {
+        for c in 0..n_cells {
+            start[c + 1] += start[c];
+        }
+        let mut fill = start.clone();
+        let mut sorted = vec![0u32; start[n_cells] as usize];
+        for (i, q) in pts.iter().enumerate().filter(|(_, q)| finite(q)) {
+            let c = lin(key(q));
+            sorted[fill[c] as usize] = i as u32;
+            fill[c] += 1;
+        }
+        for (i, q) in pts.iter().enumerate().filter(|(_, q)| finite(q)) {
+            let k = key(q);
+            for x in (k[0] - 1).max(0)..=(k[0] + 1).min(dims[0] - 1) {
+                for y in (k[1] - 1).max(0)..=(k[1] + 1).min(dims[1] - 1) {
+                    for z in (k[2] - 1).max(0)..=(k[2] + 1).min(dims[2] - 1) {
+                        let c = lin([x, y, z]);
+                        for &j in &sorted[start[c] as usize..start[c + 1] as usize] {
+                            let j = j as usize;
                             if j > i {
-                                let o = t.order(elements[i], elements[j], dist(*q, pts[j]));
-                                if o > 0 {
-                                    out.push((i, j, order_of(o)));
+                                pair(i, j, *q, pts[j], out);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        // Sparse (far-flung atoms): hash map of occupied cells.
+        let mut grid: std::collections::HashMap<[i64; 3], Vec<usize>> =
+            std::collections::HashMap::new();
+        for (i, q) in pts.iter().enumerate() {
+            if finite(q) {
+                grid.entry(key(q)).or_default().push(i);
+            }
+        }
+        for (i, q) in pts.iter().enumerate() {
+            if !finite(q) {
+                continue;
+            }
+            let k = key(q);
+            for dx in -1..=1 {
+                for dy in -1..=1 {
+                    for dz in -1..=1 {
+                        if let Some(v) = grid.get(&[k[0] + dx, k[1] + dy, k[2] + dz]) {
+                            for &j in v {
+                                if j > i {
+                                    pair(i, j, *q, pts[j], out);
                                 }
                             }
                         }
@@ -255,7 +392,6 @@ pub fn infer_bond_list(
         }
     }
     out.sort_unstable_by_key(|&(i, j, _)| (i, j));
-    out
 }
 
 /// Replace the molecule's bonds with EDM-inferred ones.
@@ -303,24 +439,51 @@ mod tests {
     fn grid_equals_all_pairs() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let n = 400;
-        let els: Vec<Element> = (0..n)
-            .map(|i| [Element::C, Element::H, Element::N, Element::O][i % 4])
-            .collect();
-        let pos = Array2::from_shape_fn((n, 3), |_| rng.random_range(0.0..12.0));
-        let fast = infer_bond_list(&els, &pos);
         let t = BondTables::edm();
-        let mut slow = Vec::new();
-        for i in 0..n {
-            for j in i + 1..n {
-                let d = (&pos.row(i) - &pos.row(j)).mapv(|x| x * x).sum().sqrt();
-                let o = t.order(els[i], els[j], d);
-                if o > 0 {
-                    slow.push((i, j, order_of(o)));
+        let many = [
+            Element::C,
+            Element::H,
+            Element::N,
+            Element::O,
+            Element::F,
+            Element::S,
+            Element::CL,
+            Element::BR,
+            Element::P,
+            Element::I,
+        ];
+        // (atoms, kinds, box edge Å, far outlier): all-pairs with few and with
+        // many kinds, dense grid, sparse grid.
+        for (n, kinds, edge, outlier) in [
+            (30, 4, 4.0, false),
+            (150, 4, 9.0, false),
+            (150, 10, 9.0, false),
+            (400, 4, 12.0, false),
+            (400, 10, 12.0, true),
+        ] {
+            let els: Vec<Element> = (0..n).map(|i| many[i % kinds]).collect();
+            let mut pos = Array2::from_shape_fn((n, 3), |_| rng.random_range(0.0..edge));
+            if outlier {
+                pos[[n - 1, 0]] = 1e6;
+            }
+            pos[[3, 1]] = f64::NAN;
+            let fast = infer_bond_list(&els, &pos);
+            let mut slow = Vec::new();
+            for i in 0..n {
+                for j in i + 1..n {
+                    let d = (&pos.row(i) - &pos.row(j)).mapv(|x| x * x).sum().sqrt();
+                    let o = t.order(els[i], els[j], d);
+                    if o > 0 {
+                        slow.push((i, j, order_of(o)));
+                    }
                 }
             }
+            assert!(slow.len() > n / 4, "{n} atoms: {} bonds", slow.len());
+            assert!(
+                slow.iter().all(|&(i, j, _)| i != 3 && j != 3),
+                "NaN atom bonded"
+            );
+            assert_eq!(fast, slow, "{n} atoms, {kinds} kinds, outlier {outlier}");
         }
-        assert!(!slow.is_empty());
-        assert_eq!(fast, slow);
     }
 }

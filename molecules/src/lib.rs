@@ -10,6 +10,9 @@
 //! - [`stability`], [`metrics`]: EDM / model-bond stability, validity,
 //!   uniqueness, novelty, distribution distances.
 //! - [`chem`] (feature `rdkit`): RDKit sanitisation and canonical SMILES.
+//! - [`plain`]: RDKit-free validity and SMILES class keys for plain (neutral,
+//!   organic-element) molecules; `compute_metrics` asks RDKit only where these
+//!   cannot decide.
 //! - [`verify`]: the [`Verifier`] trait and its implementations.
 //!
 //! See `design/molecules.md` for the protocols these implement.
@@ -21,6 +24,7 @@ pub mod error;
 pub mod io;
 pub mod metrics;
 pub mod molecule;
+pub mod plain;
 pub mod qm9;
 pub mod sdf;
 #[cfg(feature = "rdkit")]

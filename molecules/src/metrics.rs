@@ -15,7 +15,7 @@
 //! unique SMILES not in the training set / unique SMILES, with the training
 //! set run through the same pipeline. Distribution distances are total
 //! variation distances `½ Σ |p − q|` between normalised histograms.
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rayon::prelude::*;
 
@@ -158,6 +158,19 @@ pub fn summarize(
     protocol: Protocol,
     train: Option<&HashSet<String>>,
 ) -> MetricsReport {
+    let unique: HashSet<&String> = evals.iter().filter_map(|e| e.smiles.as_ref()).collect();
+    let novel = train.map(|t| unique.iter().filter(|s| !t.contains(s.as_str())).count());
+    summarize_counts(evals, protocol, unique.len(), novel)
+}
+
+/// Report from per-molecule evaluations and the numbers of distinct and of
+/// novel SMILES.
+fn summarize_counts(
+    evals: &[MolEval],
+    protocol: Protocol,
+    n_unique: usize,
+    n_novel: Option<usize>,
+) -> MetricsReport {
     let mut st = StabilitySummary::default();
     for e in evals {
         st.add((e.stable, e.stable_atoms, e.n_atoms));
@@ -169,14 +182,6 @@ pub fn summarize(
         .iter()
         .filter(|e| e.valid == Some(true) && e.n_fragments == 1)
         .count();
-    let valid_smiles: Vec<&String> = evals.iter().filter_map(|e| e.smiles.as_ref()).collect();
-    let unique: HashSet<&String> = valid_smiles.iter().copied().collect();
-    let novelty = train.map(|t| {
-        ratio(
-            unique.iter().filter(|s| !t.contains(s.as_str())).count(),
-            unique.len(),
-        )
-    });
     MetricsReport {
         protocol,
         n_molecules: n,
@@ -184,20 +189,151 @@ pub fn summarize(
         mol_stability: st.mol_stability(),
         validity: has_validity.then(|| ratio(n_valid, n)),
         validity_single_fragment: has_validity.then(|| ratio(n_valid_single, n)),
-        uniqueness: has_validity.then(|| ratio(unique.len(), n_valid)),
-        novelty: if has_validity { novelty } else { None },
+        uniqueness: has_validity.then(|| ratio(n_unique, n_valid)),
+        novelty: if has_validity {
+            n_novel.map(|k| ratio(k, n_unique))
+        } else {
+            None
+        },
     }
 }
 
-/// Evaluate and summarise in one call; `train` molecules go through the same pipeline.
+/// A per-molecule evaluation whose SMILES may be left for later: `key` is
+/// the SMILES class key of [`crate::plain`] (equal SMILES imply equal keys),
+/// set when the molecule went through the RDKit-free path.
+struct Keyed {
+    eval: MolEval,
+    key: Option<u64>,
+}
+
+fn evaluate_keyed(m: &Molecule, protocol: Protocol) -> Keyed {
+    #[cfg(feature = "rdkit")]
+    if protocol == Protocol::Edm {
+        if let Some(p) = crate::plain::evaluate_edm(&m.elements, &m.positions) {
+            let p = crate::plain::settle(p, || protocol_view(m, protocol));
+            return Keyed {
+                eval: MolEval {
+                    n_atoms: p.n_atoms,
+                    stable_atoms: p.stable_atoms,
+                    stable: p.stable,
+                    valid: Some(p.valid),
+                    n_fragments: p.n_fragments,
+                    smiles: None,
+                },
+                key: p.key,
+            };
+        }
+    }
+    Keyed {
+        eval: evaluate(m, protocol),
+        key: None,
+    }
+}
+
+fn evaluate_keyed_all(mols: &[Molecule], protocol: Protocol) -> Vec<Keyed> {
+    mols.par_iter()
+        .with_min_len(64)
+        .map(|m| evaluate_keyed(m, protocol))
+        .collect()
+}
+
+/// Fill in the largest-fragment SMILES of the molecules `pick` selects.
+fn fill_smiles(
+    mols: &[Molecule],
+    k: &mut [Keyed],
+    protocol: Protocol,
+    pick: impl Fn(&Keyed) -> bool + Sync,
+) {
+    let idx: Vec<usize> = (0..k.len())
+        .filter(|&i| k[i].eval.valid == Some(true) && k[i].eval.smiles.is_none() && pick(&k[i]))
+        .collect();
+    let smiles: Vec<Option<String>> = idx
+        .par_iter()
+        .map(|&i| evaluate(&mols[i], protocol).smiles)
+        .collect();
+    for (i, s) in idx.into_iter().zip(smiles) {
+        k[i].eval.smiles = s;
+    }
+}
+
+/// Evaluate and summarise in one call; `train` molecules go through the same
+/// pipeline. Same numbers as [`summarize`] over [`evaluate_all`], but canonical
+/// SMILES (RDKit) are computed only where the class keys of [`crate::plain`]
+/// cannot decide uniqueness or novelty on their own.
 pub fn compute_metrics(
     mols: &[Molecule],
     protocol: Protocol,
     train: Option<&[Molecule]>,
 ) -> MetricsReport {
-    let evals = evaluate_all(mols, protocol);
-    let train_set = train.map(|t| smiles_set(&evaluate_all(t, protocol)));
-    summarize(&evals, protocol, train_set.as_ref())
+    #[cfg(feature = "rdkit")]
+    crate::chem::quiet_rdkit_logs();
+    let mut gen = evaluate_keyed_all(mols, protocol);
+    let tr = train.map(|t| evaluate_keyed_all(t, protocol));
+    let unkeyed = |k: &[Keyed]| {
+        k.iter()
+            .any(|x| x.eval.valid == Some(true) && x.key.is_none())
+    };
+    let evals = |k: Vec<Keyed>| k.into_iter().map(|x| x.eval).collect::<Vec<_>>();
+    if unkeyed(&gen) || tr.as_deref().is_some_and(unkeyed) {
+        // Some valid molecule has SMILES but no key: compare SMILES throughout.
+        fill_smiles(mols, &mut gen, protocol, |_| true);
+        let train_set = match (train, tr) {
+            (Some(t), Some(mut tk)) => {
+                fill_smiles(t, &mut tk, protocol, |_| true);
+                Some(smiles_set(&evals(tk)))
+            }
+            _ => None,
+        };
+        return summarize(&evals(gen), protocol, train_set.as_ref());
+    }
+    let valid_keys = |k: &[Keyed]| {
+        k.iter()
+            .filter(|x| x.eval.valid == Some(true))
+            .filter_map(|x| x.key)
+            .collect::<Vec<u64>>()
+    };
+    let mut gen_count: HashMap<u64, u32> = HashMap::new();
+    for key in valid_keys(&gen) {
+        *gen_count.entry(key).or_insert(0) += 1;
+    }
+    let train_keys: HashSet<u64> = tr
+        .as_deref()
+        .map(|t| valid_keys(t).into_iter().collect())
+        .unwrap_or_default();
+    // SMILES where a key is shared: inside the generated set, or with training.
+    fill_smiles(mols, &mut gen, protocol, |x| {
+        x.key
+            .is_some_and(|k| gen_count.get(&k).is_some_and(|&c| c > 1) || train_keys.contains(&k))
+    });
+    let train_smiles: Option<HashSet<String>> = match (train, tr) {
+        (Some(t), Some(mut tk)) => {
+            fill_smiles(t, &mut tk, protocol, |x| {
+                x.key.is_some_and(|k| gen_count.contains_key(&k))
+            });
+            Some(smiles_set(&evals(tk)))
+        }
+        _ => None,
+    };
+    // A valid molecule still without SMILES has a key no other molecule has:
+    // its SMILES is distinct from all others and absent from training.
+    let mut n_lone = 0;
+    let mut shared: HashSet<&str> = HashSet::new();
+    for x in &gen {
+        if x.eval.valid != Some(true) {
+            continue;
+        }
+        match &x.eval.smiles {
+            Some(s) => {
+                shared.insert(s);
+            }
+            None => n_lone += 1,
+        }
+    }
+    let n_novel = train_smiles
+        .as_ref()
+        .map(|t| n_lone + shared.iter().filter(|s| !t.contains(**s)).count());
+    let n_unique = n_lone + shared.len();
+    summarize_counts(&evals(gen), protocol, n_unique, n_novel)
 }
 
 /// Total variation distances between two sets' histograms.
@@ -289,6 +425,75 @@ mod tests {
         let d = distribution_distances(&[water(0.0)], &[water(1.0)]);
         assert_eq!(d.atom_type, 0.0);
         assert_eq!(d.atom_count, 0.0);
+    }
+
+    #[cfg(feature = "rdkit")]
+    fn methanol() -> Molecule {
+        Molecule::new(
+            vec![
+                Element::C,
+                Element::O,
+                Element::H,
+                Element::H,
+                Element::H,
+                Element::H,
+            ],
+            array![
+                [0.0, 0.0, 0.0],
+                [1.43, 0.0, 0.0],
+                [1.75, 0.91, 0.0],
+                [-0.36, 1.03, 0.0],
+                [-0.36, -0.51, 0.89],
+                [-0.36, -0.51, -0.89]
+            ],
+        )
+        .expect("ok")
+    }
+
+    #[cfg(feature = "rdkit")]
+    fn silane() -> Molecule {
+        let mut els = vec![Element::SI];
+        els.extend([Element::H; 4]);
+        Molecule::new(
+            els,
+            array![
+                [0.0, 0.0, 0.0],
+                [1.48, 0.0, 0.0],
+                [-1.48, 0.0, 0.0],
+                [0.0, 1.48, 0.0],
+                [0.0, -1.48, 0.0]
+            ],
+        )
+        .expect("ok")
+    }
+
+    /// compute_metrics (SMILES only inside class-key collisions, or for all
+    /// molecules once one is outside the plain elements) equals summarize over
+    /// the all-RDKit evaluate_all.
+    #[cfg(feature = "rdkit")]
+    #[test]
+    fn keyed_metrics_equal_full_path() {
+        let p = Protocol::Edm;
+        let mut stretched = methanol();
+        stretched.positions[[1, 0]] = 3.0; // C and O apart: two fragments
+        let sets = [
+            vec![water(0.0), water(3.0), methanol()],
+            vec![water(0.0), methanol(), silane()],
+            vec![stretched.clone(), methanol(), water(1.0)],
+        ];
+        let trains = [vec![], vec![methanol()], vec![silane(), water(2.0)]];
+        for set in &sets {
+            for train in &trains {
+                let ts = smiles_set(&evaluate_all(train, p));
+                let full = summarize(&evaluate_all(set, p), p, Some(&ts));
+                assert_eq!(compute_metrics(set, p, Some(train)), full);
+                let full = summarize(&evaluate_all(set, p), p, None);
+                assert_eq!(compute_metrics(set, p, None), full);
+            }
+        }
+        let r = compute_metrics(&sets[0], p, Some(&[methanol()]));
+        assert_eq!(r.uniqueness, Some(2.0 / 3.0));
+        assert_eq!(r.novelty, Some(0.5));
     }
 
     #[test]

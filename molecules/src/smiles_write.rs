@@ -58,6 +58,16 @@ pub(crate) fn plain_smiles(m: &Molecule) -> Option<String> {
     if m.bonds.edge_weights().any(|&o| o == BondOrder::Aromatic) {
         return None;
     }
+    // RDKit's SMILES parser folds a degree-1 `[H]` into its neighbour even
+    // through a double or triple bond, hiding the hydrogen's valence error
+    // that `SanitizeMol` on the all-atom molecule reports: leave such
+    // molecules to the mol-block route.
+    if m.bonds.edge_references().any(|e| {
+        *e.weight() != BondOrder::Single
+            && (m.elements[e.source().index()].0 == 1 || m.elements[e.target().index()].0 == 1)
+    }) {
+        return None;
+    }
     let syms: Vec<&str> = m
         .elements
         .iter()

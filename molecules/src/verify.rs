@@ -37,6 +37,14 @@ impl Verifier for Validity {
         )
     }
     fn verify(&self, m: &Molecule) -> bool {
+        if self.protocol == Protocol::Edm {
+            // RDKit-free verdict for plain elements (crate::plain), the same
+            // as RDKit's; RDKit settles the cases its cleanUp step may rewrite.
+            if let Some(p) = crate::plain::evaluate_edm(&m.elements, &m.positions) {
+                let p = crate::plain::settle(p, || protocol_view(m, self.protocol));
+                return p.valid && (!self.single_fragment || p.n_fragments == 1);
+            }
+        }
         let v = protocol_view(m, self.protocol);
         if self.single_fragment && v.fragments().len() != 1 {
             return false;

@@ -8,8 +8,10 @@
 mod common;
 
 use anyhow::{ensure, Context, Result};
-use molecules::metrics::{compute_metrics, evaluate_all, Protocol};
+use molecules::metrics::{compute_metrics, evaluate_all, smiles_set, summarize, Protocol};
 use molecules::qm9::{import_qm9, split_assignment, Qm9Config, Split};
+use molecules::verify::Validity;
+use molecules::Verifier;
 
 fn qm9pack_dir() -> Result<std::path::PathBuf> {
     let lib = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/lib"));
@@ -43,12 +45,14 @@ fn qm9_edm_reproduces_published_row_and_python_per_molecule() -> Result<()> {
         all.len()
     );
     let split = split_assignment(all.len(), 42);
-    let test: Vec<_> = all
-        .into_iter()
-        .zip(&split)
-        .filter(|(_, &s)| s == Split::Test)
-        .map(|(m, _)| m)
-        .collect();
+    let (mut test, mut train) = (Vec::new(), Vec::new());
+    for (m, &s) in all.into_iter().zip(&split) {
+        match s {
+            Split::Test => test.push(m),
+            Split::Train if train.len() < 4000 => train.push(m),
+            _ => {}
+        }
+    }
     let t0 = std::time::Instant::now();
     let r = compute_metrics(&test, Protocol::Edm, None);
     eprintln!(
@@ -71,6 +75,51 @@ fn qm9_edm_reproduces_published_row_and_python_per_molecule() -> Result<()> {
         close(r.validity.context("validity")?, 97.7),
         "validity {:?} vs 97.7 %",
         r.validity
+    );
+
+    // compute_metrics asks RDKit for SMILES only inside class-key collisions:
+    // it must give exactly the report of the all-RDKit path, with and without
+    // a training set (one that overlaps the evaluated set, for novelty < 1).
+    let full = summarize(&evaluate_all(&test, Protocol::Edm), Protocol::Edm, None);
+    ensure!(
+        full == r,
+        "keyed metrics {r:?} differ from the all-RDKit path {full:?}"
+    );
+    // The validity verifiers (RDKit-free for plain elements) agree with the
+    // all-RDKit evaluation.
+    let evals = evaluate_all(&test[..3000], Protocol::Edm);
+    for single_fragment in [false, true] {
+        let v = Validity {
+            protocol: Protocol::Edm,
+            single_fragment,
+        };
+        for (i, (m, e)) in test.iter().zip(&evals).enumerate() {
+            let want = e.valid == Some(true) && (!single_fragment || e.n_fragments == 1);
+            ensure!(
+                v.verify(m) == want,
+                "mol {i}: {} says {}, RDKit path {want}",
+                v.name(),
+                !want
+            );
+        }
+    }
+    train.extend(test[..2000].iter().cloned());
+    let gen = &test[1000..5000];
+    let r = compute_metrics(gen, Protocol::Edm, Some(&train));
+    let train_set = smiles_set(&evaluate_all(&train, Protocol::Edm));
+    let full = summarize(
+        &evaluate_all(gen, Protocol::Edm),
+        Protocol::Edm,
+        Some(&train_set),
+    );
+    ensure!(
+        full == r,
+        "keyed metrics with training set {r:?} differ from the all-RDKit path {full:?}"
+    );
+    let novelty = r.novelty.context("novelty")?;
+    ensure!(
+        (0.6..0.9).contains(&novelty),
+        "a quarter of the set is in training: novelty {novelty}"
     );
 
     // Per-molecule agreement with the Python EDM implementation.

@@ -58,6 +58,11 @@ pub struct FlowConfig {
     pub ins_noise: f64,
     /// Prior atom count is drawn from U[max(n_min − extra, 3), n_max + extra].
     pub prior_extra: usize,
+    /// Probability that a training molecule carries a scaffold: a random
+    /// connected subset of its atoms (1 to half of them) pinned in the
+    /// matching and kept clean (data positions, types, charges, bonds) at
+    /// every t, as `morph sample --scaffold` keeps them. 0 = off.
+    pub scaffold_frac: f64,
 }
 
 impl Default for FlowConfig {
@@ -72,6 +77,7 @@ impl Default for FlowConfig {
             pos_noise: 0.2,
             ins_noise: 0.25,
             prior_extra: 5,
+            scaffold_frac: 0.0,
         }
     }
 }
@@ -279,6 +285,11 @@ impl MorphConfig {
             f.pos_noise >= 0.0,
             "flow.pos_noise",
             format!("should be >= 0, but is {}", f.pos_noise),
+        )?;
+        chk(
+            (0.0..=1.0).contains(&f.scaffold_frac),
+            "flow.scaffold_frac",
+            format!("should be in [0, 1], but is {}", f.scaffold_frac),
         )?;
         chk(
             f.ins_noise >= 0.0,

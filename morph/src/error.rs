@@ -21,6 +21,8 @@ pub enum MorphError {
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
     Datasets(#[from] datasets::DatasetsError),
+    #[error("flow expansion: {0}")]
+    Expand(#[from] crate::expand::ExpandError),
 }
 
 impl MorphError {

@@ -100,6 +100,8 @@ pub struct Sample {
     pub q_bonds: Vec<Vec<usize>>,
     pub cond: f64,
     pub cond_on: bool,
+    /// Present atoms that belong to the scaffold (empty without one).
+    pub pinned: Vec<bool>,
 }
 
 enum Kind {
@@ -121,35 +123,59 @@ pub fn make_sample<R: Rng>(
         .map(|i| [data.pos[[i, 0]], data.pos[[i, 1]], data.pos[[i, 2]]])
         .collect();
     let bm = data.bond_matrix();
+    // Scaffold: drawn only when enabled, so runs without one keep their
+    // random stream.
+    let scaffold = if cfg.scaffold_frac > 0.0 && m >= 2 && rng.random::<f64>() < cfg.scaffold_frac {
+        scaffold_atoms(&bm, m, rng)
+    } else {
+        Vec::new()
+    };
     let n0 = prior.n_atoms(rng);
     let mut x0 = prior.positions(n0, rng);
-    let a0: Vec<usize> = (0..n0).map(|_| prior.atom_type(rng)).collect();
+    let mut a0: Vec<usize> = (0..n0).map(|_| prior.atom_type(rng)).collect();
+    // Scaffold atoms join the prior at their data values, pinned to their data atom.
+    let pins: Vec<(usize, usize)> = scaffold
+        .iter()
+        .enumerate()
+        .map(|(k, &j)| (n0 + k, j))
+        .collect();
+    for &j in &scaffold {
+        x0.push(x1d[j]);
+        a0.push(data.types[j]);
+    }
     let costs = MatchCosts {
         c_move: cfg.c_move,
         c_sub: cfg.c_sub,
         c_ins: cfg.c_ins,
         c_del: cfg.c_del,
     };
-    let mt = unbalanced_match(&x0, &a0, &x1d, &data.types, &costs, &[]);
+    let mt = unbalanced_match(&x0, &a0, &x1d, &data.types, &costs, &pins);
+    // Align the free prior atoms to their targets (scaffold atoms stay put).
     let (p, q): (Vec<[f64; 3]>, Vec<[f64; 3]>) = mt
         .prior_to_data
         .iter()
         .enumerate()
+        .take(n0)
         .filter_map(|(i, j)| j.map(|j| (x0[i], x1d[j])))
         .unzip();
     if !p.is_empty() {
         let r = kabsch(&p, &q);
-        x0.iter_mut().for_each(|xi| *xi = rotate(&r, xi));
+        x0.iter_mut().take(n0).for_each(|xi| *xi = rotate(&r, xi));
     }
     // Items: (kind, x0, a0, c0, tau).
     let mut items: Vec<(Kind, [f64; 3], usize, usize, f64)> =
-        Vec::with_capacity(n0 + mt.inserted.len());
-    for (i, j) in mt.prior_to_data.iter().enumerate() {
+        Vec::with_capacity(x0.len() + mt.inserted.len());
+    for (i, j) in mt.prior_to_data.iter().enumerate().take(n0) {
         let kind = match j {
             Some(j) => Kind::Sub(*j),
             None => Kind::Del,
         };
         items.push((kind, x0[i], a0[i], prior.charge(rng), rng.random::<f64>()));
+    }
+    let mut pinned_data = vec![false; m];
+    for &j in &scaffold {
+        pinned_data[j] = true;
+        items.push((Kind::Sub(j), x1d[j], data.types[j], data.charges[j], 0.0));
     }
     for &j in &mt.inserted {
         let xs =
@@ -186,6 +212,15 @@ pub fn make_sample<R: Rng>(
             continue;
         }
         match dj {
+            Some(j) if matches!(kind, Kind::Sub(_)) && pinned_data[j] => {
+                // scaffold atom: clean at every t
+                s.x.push(x1d[j]);
+                s.a.push(data.types[j]);
+                s.c.push(data.charges[j]);
+                s.x1.push(x1d[j]);
+                s.a1.push(data.types[j]);
+                s.c1.push(data.charges[j]);
+            }
             Some(j) => {
                 let x = [0, 1, 2].map(|d| {
                     (1.0 - t) * x0i[d]
@@ -214,7 +249,12 @@ pub fn make_sample<R: Rng>(
             }
         }
         s.del.push(deleting);
+        s.pinned
+            .push(matches!(kind, Kind::Sub(_)) && dj.is_some_and(|j| pinned_data[j]));
         data_of.push(dj);
+    }
+    if scaffold.is_empty() {
+        s.pinned.clear();
     }
     let n = s.x.len();
     s.e = vec![0; n * n];
@@ -226,7 +266,8 @@ pub fn make_sample<R: Rng>(
                 _ => 0,
             };
             let e0 = prior.bond(rng);
-            let et = if !s.del[i] && !s.del[j] && rng.random::<f64>() < k_sub {
+            let both_pinned = !s.pinned.is_empty() && s.pinned[i] && s.pinned[j];
+            let et = if both_pinned || (!s.del[i] && !s.del[j] && rng.random::<f64>() < k_sub) {
                 e1
             } else {
                 e0
@@ -266,6 +307,31 @@ pub fn make_sample<R: Rng>(
         );
     }
     s
+}
+
+/// A random connected set of 1 ..= m/2 atoms (breadth-first over bonds from
+/// a random atom; smaller when the start atom's component is smaller).
+fn scaffold_atoms<R: Rng>(bm: &ndarray::Array2<usize>, m: usize, rng: &mut R) -> Vec<usize> {
+    let k = rng.random_range(1..=(m / 2).max(1));
+    let start = rng.random_range(0..m);
+    let mut seen = vec![false; m];
+    seen[start] = true;
+    let mut out = vec![start];
+    let mut head = 0;
+    while head < out.len() && out.len() < k {
+        let i = out[head];
+        head += 1;
+        for j in 0..m {
+            if out.len() >= k {
+                break;
+            }
+            if !seen[j] && bm[[i, j]] > 0 {
+                seen[j] = true;
+                out.push(j);
+            }
+        }
+    }
+    out
 }
 
 fn dist2(a: &[f64; 3], b: &[f64; 3]) -> f64 {
@@ -485,5 +551,63 @@ mod tests {
             );
         }
         assert!(saw_ins && saw_del);
+    }
+
+    /// Scaffold training: the pinned atoms form a connected set of data atoms,
+    /// sit exactly at their (centred) targets with clean types, charges and
+    /// bonds at every t, are never deleted, and every data atom is still
+    /// accounted for; without a scaffold nothing is pinned.
+    #[test]
+    fn scaffold_atoms_stay_clean() {
+        let set = toy();
+        let rec = &set.records[0];
+        let mut stats = set.stats().unwrap();
+        stats.n_min = 6;
+        stats.n_max = 6;
+        let prior = Prior::new(&stats, 3).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let cfg = FlowConfig {
+            scaffold_frac: 1.0,
+            ..FlowConfig::default()
+        };
+        let mut sizes = std::collections::BTreeSet::new();
+        for k in 0..100 {
+            let t = (k as f64 + 0.5) / 100.0;
+            let s = make_sample(rec, &prior, &cfg, t, &mut rng);
+            let n = s.x.len();
+            assert_eq!(s.pinned.len(), n);
+            let pins: Vec<usize> = (0..n).filter(|&i| s.pinned[i]).collect();
+            assert!(!pins.is_empty() && pins.len() <= 3, "t={t}: {pins:?}");
+            sizes.insert(pins.len());
+            let kept = s.del.iter().filter(|&&d| !d).count();
+            assert_eq!(kept + s.q_spawn.len(), 6, "t={t}");
+            for &i in &pins {
+                assert!(!s.del[i]);
+                assert_eq!((s.a[i], s.c[i]), (s.a1[i], s.c1[i]));
+                assert!(
+                    (0..3).all(|d| (s.x[i][d] - s.x1[i][d]).abs() < 1e-12),
+                    "pinned atom not at its target: t={t}"
+                );
+                for &j in &pins {
+                    assert_eq!(s.e[i * n + j], s.e1[i * n + j], "scaffold bond changed");
+                }
+            }
+            // connected through the target (= data) bonds among pinned atoms
+            let mut reach = vec![pins[0]];
+            let mut h = 0;
+            while h < reach.len() {
+                let u = reach[h];
+                h += 1;
+                for &v in &pins {
+                    if !reach.contains(&v) && s.e1[u * n + v] > 0 {
+                        reach.push(v);
+                    }
+                }
+            }
+            assert_eq!(reach.len(), pins.len(), "scaffold not connected: t={t}");
+        }
+        assert!(sizes.len() > 1, "scaffold sizes never vary: {sizes:?}");
+        let s = make_sample(rec, &prior, &FlowConfig::default(), 0.3, &mut rng);
+        assert!(s.pinned.is_empty());
     }
 }

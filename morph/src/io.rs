@@ -155,6 +155,17 @@ impl ModelDir {
     }
 
     pub fn load(dir: &Path, dev: &Device) -> Result<Self> {
+        // A run stopped by a signal holds a checkpoint but no model: say so.
+        if let datasets::train::RunState::Interrupted { step } =
+            datasets::train::RunDir::new(dir).state()?
+        {
+            return Err(MorphError::File {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "training was interrupted at step {step} and never finished; resume it with `cellmol morph fit --resume`"
+                ),
+            });
+        }
         let cpath = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&cpath).map_err(|source| MorphError::Io {
             path: cpath.clone(),

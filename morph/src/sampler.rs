@@ -410,8 +410,34 @@ pub fn sample_batch(
     dev: &Device,
     on_step: &mut dyn FnMut(usize),
 ) -> Result<Vec<State>> {
+    sample_batch_tempered(net, prior, flow, n_mol, spec, 1.0, dev, on_step)
+}
+
+/// [`sample_batch`] with the prior positions of non-scaffold atoms scaled by
+/// `temperature` (> 0; 1 = the trained prior): higher-temperature noise codes
+/// for exploration (ActFlow).
+#[allow(clippy::too_many_arguments)]
+pub fn sample_batch_tempered(
+    net: &MorphNet,
+    prior: &Prior,
+    flow: &FlowConfig,
+    n_mol: usize,
+    spec: &SampleSpec,
+    temperature: f64,
+    dev: &Device,
+    on_step: &mut dyn FnMut(usize),
+) -> Result<Vec<State>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
     let mut states = initial_states(n_mol, prior, spec.scaffold.as_ref(), spec.limits, &mut rng);
+    if temperature != 1.0 {
+        for s in &mut states {
+            for (x, pinned) in s.x.iter_mut().zip(&s.pinned) {
+                if !pinned {
+                    x.iter_mut().for_each(|v| *v *= temperature);
+                }
+            }
+        }
+    }
     let grid = time_grid(spec.steps);
     let d = net.dims;
     let dims = (d.n_types, d.n_charges, d.n_bonds, d.n_mix);

@@ -7,7 +7,10 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use clipr::estimate::{estimate, responses, symmetry_ratio, EstimatorKind};
-use clipr::export::EdgeSelect;
+use clipr::export::{write_atomic, EdgeSelect};
+use clipr::implication::{
+    de_tests, implication, DeTable, ImplicationOptions, ImplicationReport, Normalize,
+};
 use clipr::into::{write_into, IntoParams};
 use clipr::lcd_drift::LcdDrift;
 use clipr::report::{align_truth, top_partners, write_outputs};
@@ -56,6 +59,60 @@ pub struct CliprArgs {
     /// Export the K strongest edges (when no --edge-threshold).
     #[arg(long, default_value_t = 500)]
     pub top_edges: usize,
+    /// Implication test on this screen (single perturbations + control cells):
+    /// writes implication.json beside each estimator's results.
+    #[arg(long, value_name = "SCREEN.h5ad")]
+    pub implication: Option<PathBuf>,
+    #[command(flatten)]
+    pub imp: ImplicationOpts,
+}
+
+/// Options of the implication test (`cellmol clipr implication`, `--implication`).
+#[derive(Debug, Args)]
+pub struct ImplicationOpts {
+    /// Quantiles of |effect| used as edge thresholds (comma-separated, each in (0, 1)).
+    #[arg(long, value_delimiter = ',', default_value = "0.9,0.95,0.99")]
+    pub quantiles: Vec<f64>,
+    /// Benjamini–Hochberg FDR for "differentially expressed".
+    #[arg(long, default_value_t = 0.05)]
+    pub fdr: f64,
+    /// Bootstrap resamples (over perturbations) for the precision intervals.
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Least cells of a tested perturbation (and of the control).
+    #[arg(long, default_value_t = 10)]
+    pub min_cells: usize,
+    /// Expression transform: auto (log1p-normalise counts, keep other values), log1p, none.
+    #[arg(long, default_value = "auto", value_parser = parse_normalize)]
+    pub normalize: Normalize,
+    /// Read expression from this layer instead of X.
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// obs column with perturbation labels (default: auto-detected).
+    #[arg(long)]
+    pub perturbation_column: Option<String>,
+}
+
+impl ImplicationOpts {
+    fn options(&self) -> ImplicationOptions {
+        ImplicationOptions {
+            quantiles: self.quantiles.clone(),
+            fdr: self.fdr,
+            n_bootstrap: self.bootstrap,
+            seed: self.seed,
+            min_cells: self.min_cells,
+            normalize: self.normalize,
+            layer: self.layer.clone(),
+            perturbation_column: self.perturbation_column.clone(),
+        }
+    }
+}
+
+fn parse_normalize(s: &str) -> Result<Normalize, String> {
+    s.parse::<Normalize>().map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +136,27 @@ fn parse_estimator(s: &str) -> Result<EstimatorKind, String> {
 pub enum CliprCommand {
     /// Strongest regulators of and targets of GENE.
     Top(TopArgs),
+    /// Implication test of CLIPR results on a screen: do predicted edges i→j
+    /// (|effect| above high quantiles) imply that j is differentially
+    /// expressed (Wilcoxon rank-sum vs control, BH FDR) when i is perturbed?
+    /// Prints `{ "<estimator>": { "baseline_rate", "levels": [{ "quantile",
+    /// "precision", "ci_low", "ci_high", … }], … } }` with --json.
+    Implication(ImplicationArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImplicationArgs {
+    /// `cellmol clipr -o` output directory (every estimator in it), one
+    /// estimator's directory, or an effects.tsv.
+    pub result: PathBuf,
+    /// Screen with control and single-perturbation cells (`obs["perturbation"]`).
+    #[arg(long, value_name = "SCREEN.h5ad")]
+    pub screen: PathBuf,
+    #[command(flatten)]
+    pub imp: ImplicationOpts,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -126,8 +204,10 @@ fn validate(est: &EstimatorOpts) -> anyhow::Result<()> {
 }
 
 pub fn run(args: CliprArgs, global: Global) -> anyhow::Result<()> {
-    if let Some(CliprCommand::Top(t)) = args.command {
-        return run_top(t, global);
+    match args.command {
+        Some(CliprCommand::Top(t)) => return run_top(t, global),
+        Some(CliprCommand::Implication(i)) => return run_implication(i, global),
+        None => {}
     }
     let (Some(model), Some(out)) = (args.model_dir.as_deref(), args.out_dir.as_deref()) else {
         bail!("usage: cellmol clipr MODEL_DIR -o OUT_DIR (or cellmol clipr top MODEL_DIR GENE)");
@@ -146,6 +226,8 @@ pub fn run(args: CliprArgs, global: Global) -> anyhow::Result<()> {
         Some(t) => bail!("--edge-threshold must be finite and ≥ 0, but is {t}"),
         None => EdgeSelect::TopK(args.top_edges),
     };
+    let imp_opts = args.imp.options();
+    imp_opts.validate()?;
     // Truth first: a bad --truth file should fail before the expensive part.
     let truth = match &args.truth {
         Some(p) => {
@@ -169,6 +251,10 @@ pub fn run(args: CliprArgs, global: Global) -> anyhow::Result<()> {
             eprintln!("clipr: warning: no true effect reaches |a| >= --zero-threshold {}: AUROC/AUPRC are undefined (NaN); lower --zero-threshold", args.zero_threshold);
         }
     }
+    let de = match &args.implication {
+        Some(p) => Some((load_de(p, &genes, &imp_opts, global.quiet)?, p.clone())),
+        None => None,
+    };
     let t0 = Instant::now();
     let resp = responses(drift.as_ref(), None)?;
     if !global.quiet {
@@ -198,6 +284,13 @@ pub fn run(args: CliprArgs, global: Global) -> anyhow::Result<()> {
         };
         let dir = out.join(kind.name());
         write_outputs(&dir, &genes, &eff, &modules, sel, metrics.as_ref())?;
+        if let Some((de, screen)) = &de {
+            let rep = implication(&eff.a_causal, de, &imp_opts)?;
+            write_implication(&dir, &rep, screen)?;
+            if !global.quiet {
+                eprint!("{}", implication_table(kind.name(), &rep));
+            }
+        }
         if !global.quiet {
             eprintln!(
                 "clipr {}: {} (symmetry ratio {:.3}, {} modules) -> {}",
@@ -288,6 +381,102 @@ fn run_top(args: TopArgs, _global: Global) -> anyhow::Result<()> {
             for (j, e) in &tgts {
                 println!("  {:<20} {:+.4}", genes[*j], e);
             }
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::Value::Object(out))?
+        );
+    }
+    Ok(())
+}
+
+fn load_de(
+    screen: &Path,
+    genes: &[String],
+    opts: &ImplicationOptions,
+    quiet: bool,
+) -> anyhow::Result<DeTable> {
+    let t0 = Instant::now();
+    let adata =
+        read_h5ad(screen).with_context(|| format!("reading the screen {}", screen.display()))?;
+    let de = de_tests(&adata, screen, genes, opts)?;
+    if !quiet {
+        eprintln!(
+            "clipr implication: {} perturbations x {} genes vs {} control cells ({}), {:.2} s",
+            de.sources.len(),
+            genes.len(),
+            de.n_control,
+            if de.normalized {
+                "log1p-normalised counts"
+            } else {
+                "values as stored"
+            },
+            t0.elapsed().as_secs_f64()
+        );
+        for (label, why) in &de.skipped {
+            eprintln!("clipr implication: skipped {label}: {why}");
+        }
+    }
+    Ok(de)
+}
+
+fn write_implication(dir: &Path, rep: &ImplicationReport, screen: &Path) -> anyhow::Result<()> {
+    let mut v = serde_json::to_value(rep)?;
+    v["screen"] = serde_json::Value::String(screen.display().to_string());
+    let path = dir.join("implication.json");
+    write_atomic(&path, serde_json::to_string_pretty(&v)?.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn implication_table(name: &str, rep: &ImplicationReport) -> String {
+    let mut s = format!(
+        "{name}: implication test over {} perturbations, baseline DE rate {:.3} (FDR {})\n",
+        rep.n_perturbations, rep.baseline_rate, rep.fdr
+    );
+    for l in &rep.levels {
+        s.push_str(&format!(
+            "  q {:<6} |a| >= {:<10.4e} edges {:>7}  precision {:.3} [{:.3}, {:.3}]  sign agreement {:.3}\n",
+            l.quantile, l.threshold, l.n_edges, l.precision, l.ci_low, l.ci_high, l.sign_agreement
+        ));
+    }
+    s
+}
+
+fn run_implication(args: ImplicationArgs, global: Global) -> anyhow::Result<()> {
+    let opts = args.imp.options();
+    opts.validate()?;
+    let dirs = clipr::plot::result_dirs(&args.result)?;
+    let mut results = Vec::with_capacity(dirs.len());
+    for dir in &dirs {
+        let file = if args.result.is_file() {
+            args.result.clone()
+        } else {
+            dir.join("effects.tsv")
+        };
+        let (genes, a) = clipr::plot::read_effects_tsv(&file)?;
+        results.push((clipr::plot::estimator_name(dir), dir.clone(), genes, a));
+    }
+    // one DE table serves every result with the same genes
+    let genes0 = results[0].2.clone();
+    if let Some((name, ..)) = results.iter().find(|r| r.2 != genes0) {
+        bail!(
+            "{}: the results disagree on their genes ({name} differs from {}); run one at a time",
+            args.result.display(),
+            results[0].0
+        );
+    }
+    let de = load_de(&args.screen, &genes0, &opts, global.quiet)?;
+    let mut out = serde_json::Map::new();
+    for (name, dir, _, a) in &results {
+        let rep = implication(a, &de, &opts)?;
+        write_implication(dir, &rep, &args.screen)?;
+        if args.json {
+            out.insert(name.clone(), serde_json::to_value(&rep)?);
+        } else {
+            print!("{}", implication_table(name, &rep));
         }
     }
     if args.json {

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lcd::data::parse_condition;
 use lcd::evaluate::{evaluate as run_eval, METHODS};
 use lcd::fit::{checkpoint_position, FitRun};
-use lcd::screen::{prediction_anndata, ScreenData};
+use lcd::screen::{prediction_anndata, ScreenData, ScreenSpec};
 use lcd::LcdError;
 use lcd::{LcdConfig, LcdModel};
 
@@ -55,6 +55,25 @@ pub struct FitArgs {
     /// Number of folds the combinations are dealt into.
     #[arg(long, default_value_t = 10)]
     pub folds: usize,
+    /// Validation doubles set aside from training and test (at most a fifth of the doubles).
+    #[arg(long = "val", default_value_t = 20, value_name = "N")]
+    pub n_val: usize,
+    /// Model at most N genes: the perturbed genes first, then highly variable
+    /// genes (Seurat dispersion on control + training singles).
+    #[arg(long = "genes", default_value_t = 1000, value_name = "N")]
+    pub n_genes: usize,
+    /// Leave out conditions with fewer cells (after QC).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub min_cells: usize,
+    /// Cell QC: drop cells with fewer total counts.
+    #[arg(long, value_name = "N")]
+    pub min_counts: Option<f64>,
+    /// Cell QC: drop cells with fewer detected genes.
+    #[arg(long = "min-genes", value_name = "N")]
+    pub min_genes: Option<usize>,
+    /// Cell QC: drop cells with a larger fraction of counts in MT- genes.
+    #[arg(long, value_name = "FRACTION")]
+    pub max_mito: Option<f64>,
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -161,16 +180,25 @@ fn fit(a: &FitArgs, global: Global) -> anyhow::Result<()> {
     let existed = a.output.exists();
     let resume = run.prepare(a.resume, a.force)?;
     let dev = device::select(&a.device)?;
+    let spec = ScreenSpec {
+        n_genes: a.n_genes,
+        min_cells: a.min_cells,
+        min_counts: a.min_counts,
+        min_genes: a.min_genes,
+        max_mito_fraction: a.max_mito,
+        n_folds: a.folds,
+        n_val: a.n_val,
+        fold: a.fold,
+    };
     let loaded = (|| -> anyhow::Result<_> {
-        let screen = ScreenData::read(&a.screen)
+        let loaded = ScreenData::load(&a.screen, &spec, None)
             .with_context(|| format!("reading screen {}", a.screen.display()))?;
-        let split = screen.split(a.folds, a.fold)?;
-        let data = screen.training_data(&split);
+        let data = loaded.data.training_data(&loaded.split);
         data.validate(cfg.noise_model)
             .with_context(|| format!("screen {}", a.screen.display()))?;
-        Ok((screen, split, data))
+        Ok((loaded, data))
     })();
-    let (screen, split, data) = match loaded {
+    let (loaded, data) = match loaded {
         Ok(v) => v,
         Err(e) => {
             if !existed {
@@ -180,22 +208,41 @@ fn fit(a: &FitArgs, global: Global) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+    let (screen, split) = (&loaded.data, &loaded.split);
     if !global.quiet {
         eprintln!(
-            "{}: {} genes, {} training conditions, {} test conditions{}",
+            "{}: {} of {} genes{}, {} training conditions, {} validation and {} test combinations{}",
             a.screen.display(),
             data.n_genes(),
+            loaded.n_vars,
+            if loaded.n_hvg > 0 {
+                format!(" ({} highly variable)", loaded.n_hvg)
+            } else {
+                String::new()
+            },
             data.envs.len(),
+            split.val.len(),
             split.test.len(),
             if split.dropped.is_empty() {
                 String::new()
             } else {
                 format!(
-                    " ({} dropped: targets not singly perturbed)",
+                    " ({} dropped: targets not perturbed in training)",
                     split.dropped.len()
                 )
             }
         );
+        if !loaded.too_few_cells.is_empty() {
+            eprintln!(
+                "left out {} conditions with fewer than {} cells (--min-cells), e.g. {:?}",
+                loaded.too_few_cells.len(),
+                a.min_cells,
+                &loaded.too_few_cells[..loaded.too_few_cells.len().min(3)]
+            );
+        }
+        if loaded.qc_removed > 0 {
+            eprintln!("cell QC removed {} cells", loaded.qc_removed);
+        }
     }
     if let Some(ck) = &resume {
         let (stage, step) = checkpoint_position(ck);
@@ -246,7 +293,9 @@ fn fit(a: &FitArgs, global: Global) -> anyhow::Result<()> {
         "screen": a.screen.display().to_string(),
         "fold": a.fold,
         "n_folds": a.folds,
+        "screen_spec": spec,
         "test_conditions": split.test.iter().map(|&i| screen.conditions[i].name.clone()).collect::<Vec<_>>(),
+        "val_conditions": split.val.iter().map(|&i| screen.conditions[i].name.clone()).collect::<Vec<_>>(),
         "dropped": split.dropped,
         "device": a.device,
         "fit_seconds": start.elapsed().as_secs_f64(),
@@ -354,21 +403,30 @@ fn predict(a: &PredictArgs, global: Global) -> anyhow::Result<()> {
 fn evaluate(a: &EvaluateArgs, global: Global) -> anyhow::Result<()> {
     let dev = device::select(&a.device)?;
     let (model, info) = LcdModel::load(&a.model, &dev)?;
-    let screen = ScreenData::read(&a.screen)
-        .with_context(|| format!("reading screen {}", a.screen.display()))?;
-    let screen = screen.select_genes(model.genes()).with_context(|| {
+    let fold = a.fold.or_else(|| info["fold"].as_u64().map(|f| f as usize));
+    let Some(fold) = fold else {
+        bail!("the model was trained on every condition (no --fold at fit time); pass --fold K to choose test conditions");
+    };
+    // The split and QC the model was fitted with (models from before
+    // `screen_spec` existed: their fold count, no QC).
+    let mut spec: ScreenSpec = match info.get("screen_spec") {
+        Some(v) if !v.is_null() => serde_json::from_value(v.clone())
+            .with_context(|| format!("{}: model.json info.screen_spec", a.model.display()))?,
+        _ => ScreenSpec {
+            n_folds: info["n_folds"].as_u64().map(|f| f as usize).unwrap_or(10),
+            min_cells: 0,
+            ..Default::default()
+        },
+    };
+    spec.fold = Some(fold);
+    let loaded = ScreenData::load(&a.screen, &spec, Some(model.genes())).with_context(|| {
         format!(
             "screen {} vs model {}",
             a.screen.display(),
             a.model.display()
         )
     })?;
-    let fold = a.fold.or_else(|| info["fold"].as_u64().map(|f| f as usize));
-    let Some(fold) = fold else {
-        bail!("the model was trained on every condition (no --fold at fit time); pass --fold K to choose test conditions");
-    };
-    let n_folds = info["n_folds"].as_u64().map(|f| f as usize).unwrap_or(10);
-    let split = screen.split(n_folds, Some(fold))?;
+    let (screen, split) = (&loaded.data, &loaded.split);
     let seen: Vec<&String> = split
         .test
         .iter()
@@ -394,8 +452,8 @@ fn evaluate(a: &EvaluateArgs, global: Global) -> anyhow::Result<()> {
     let cells: Vec<_> = preds.iter().map(|p| p.cells.clone()).collect();
     let unseen: Vec<_> = preds.iter().map(|p| p.unseen_targets.clone()).collect();
     let ev = run_eval(
-        &screen,
-        &split,
+        screen,
+        split,
         &cells,
         &unseen,
         model.cfg.noise_model,

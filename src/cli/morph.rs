@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use datasets::molbatch::{MolRecord, MolSet};
+use datasets::train::{Progress, RunDir, RunState, StopSignal};
 use indicatif::{ProgressBar, ProgressStyle};
 use molecules::metrics::{self, Protocol};
 use molecules::Molecule;
 use morph::io::ModelDir;
 use morph::sampler::{sample_batch, Limits, SampleSpec, State};
+use morph::train::FitRun;
 use morph::MorphConfig;
 use serde_json::json;
 
@@ -44,6 +46,13 @@ pub enum MorphCommand {
         /// Override the wall-time budget in minutes (0 = none).
         #[arg(long)]
         max_minutes: Option<f64>,
+        /// Replace an existing model directory (finished or interrupted).
+        #[arg(long)]
+        force: bool,
+        /// Continue an interrupted run from its checkpoint (on a fresh
+        /// directory: just start; batch scripts always pass it).
+        #[arg(long)]
+        resume: bool,
     },
     /// Generate molecules with a trained model.
     Sample {
@@ -98,6 +107,8 @@ pub fn run(cmd: MorphCommand, global: Global) -> anyhow::Result<()> {
             device,
             steps,
             max_minutes,
+            force,
+            resume,
         } => fit(
             &data,
             &output,
@@ -107,6 +118,7 @@ pub fn run(cmd: MorphCommand, global: Global) -> anyhow::Result<()> {
             &device,
             steps,
             max_minutes,
+            RunFlags { force, resume },
             global,
         ),
         MorphCommand::Sample {
@@ -155,6 +167,13 @@ fn bar(len: u64, quiet: bool, template: &str) -> ProgressBar {
     pb
 }
 
+/// `--force` / `--resume` of `morph fit`.
+#[derive(Debug, Clone, Copy)]
+struct RunFlags {
+    force: bool,
+    resume: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn fit(
     data: &Path,
@@ -165,6 +184,7 @@ fn fit(
     device: &str,
     steps: Option<usize>,
     max_minutes: Option<f64>,
+    flags: RunFlags,
     global: Global,
 ) -> anyhow::Result<()> {
     let mut cfg = MorphConfig::preset(preset)?;
@@ -183,15 +203,30 @@ fn fit(
         cfg.train.max_minutes = m;
     }
     cfg.validate()?;
-    let dev = super::device::select(device)?;
-    let mols = read_mols(data)?;
-    if mols.is_empty() {
-        bail!("{}: no molecules", data.display());
+    // Refuse a finished model / an interrupted run before any work (RunDir::prepare).
+    let run = RunDir::new(output);
+    if flags.resume && !flags.force && matches!(run.state()?, RunState::Finished) {
+        // a requeued batch job whose model already finished: nothing to do
+        eprintln!(
+            "{} already holds a finished model; nothing to resume",
+            output.display()
+        );
+        return Ok(());
     }
-    let mut set = MolSet::from_molecules(&mols, None)
-        .with_context(|| format!("encoding {}", data.display()))?;
-    let stats = set.stats()?;
-    set.normalise(stats.coord_std);
+    let dev = super::device::select(device)?;
+    let loaded = (|| -> anyhow::Result<_> {
+        let mols = read_mols(data)?;
+        if mols.is_empty() {
+            bail!("{}: no molecules", data.display());
+        }
+        let mut set = MolSet::from_molecules(&mols, None)
+            .with_context(|| format!("encoding {}", data.display()))?;
+        let stats = set.stats()?;
+        set.normalise(stats.coord_std);
+        Ok((set, stats))
+    })();
+    let (set, stats) = loaded?;
+    let resume = run.prepare(flags.resume, flags.force)?;
     if !global.quiet {
         eprintln!(
             "morph fit: {} molecules, {}–{} atoms, elements {:?}, charges {:?}, coordinate std {:.3} Å, {} layers × {}",
@@ -205,24 +240,41 @@ fn fit(
             cfg.net.hidden
         );
     }
-    let pb = bar(
-        cfg.train.steps as u64,
-        global.quiet,
-        "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
-    );
+    let from = resume.as_ref().map_or(0, |ck| ck.step);
+    if resume.is_some() {
+        // always printed: batch logs are checked for it
+        eprintln!(
+            "resuming from checkpoint at step {from} ({})",
+            output.display()
+        );
+    }
+    let stop = StopSignal::install()?;
+    let mut progress = Progress::new("morph fit", cfg.train.steps as u64, from, global.quiet);
     let mut on_step = |log: &morph::train::StepLog| {
-        pb.set_position(log.step as u64 + 1);
-        if log.step % 10 == 0 {
-            pb.set_message(format!(
-                "loss {:.3} lr {:.1e} |g| {:.2}",
-                log.loss, log.lr, log.grad_norm
-            ));
-        }
+        progress.update(
+            log.step as u64 + 1,
+            &[
+                ("loss", f64::from(log.loss)),
+                ("lr", log.lr),
+                ("|g|", log.grad_norm),
+            ],
+        );
     };
-    let report = morph::train::fit(&set, &stats, &cfg, &dev, output, &mut on_step)?;
-    pb.finish_and_clear();
+    let fit_run = FitRun {
+        dir: &run,
+        resume,
+        stop,
+    };
+    let report = match morph::train::fit_run(&set, &stats, &cfg, &dev, &fit_run, &mut on_step) {
+        Ok(r) => r,
+        // keep DatasetsError::Interrupted in the chain: the CLI exits with 75 on it
+        Err(morph::MorphError::Datasets(e)) => return Err(anyhow::Error::new(e)),
+        Err(e) => return Err(e.into()),
+    };
+    progress.finish();
     let js = serde_json::to_vec_pretty(&report)?;
-    super::write_atomic(&output.join("fit_report.json"), &js)?;
+    run.write_file("fit_report.json", &js)?;
+    run.finish()?;
     if !global.quiet {
         eprintln!(
             "morph fit: {} steps in {:.0} s{}, final loss {:.3}, validation loss {}; model in {}",

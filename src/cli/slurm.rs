@@ -5,9 +5,8 @@
 //! Every script forwards SIGTERM/SIGUSR1 to cellmol, which checkpoints and
 //! exits with code 75 ([`datasets::train::EXIT_REQUEUE`]); the script then
 //! requeues the job itself (time-limit warning) or lets SLURM do it
-//! (`scontrol requeue`, preemption). LCD training runs with `--resume`, so a
-//! requeued task continues from its checkpoint; Morph training cannot resume
-//! yet and restarts.
+//! (`scontrol requeue`, preemption). LCD and Morph training run with
+//! `--resume`, so a requeued task continues from its checkpoint.
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -86,6 +85,12 @@ pub struct LcdJob {
     /// Device passed to `lcd fit`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Number of folds the combinations are dealt into (`lcd fit --folds`).
+    #[arg(long = "n-folds", default_value_t = 10)]
+    pub n_folds: usize,
+    /// Further `lcd fit` options, e.g. "--min-cells 50 --genes 2000" (split on whitespace).
+    #[arg(long, allow_hyphen_values = true, value_name = "ARGS")]
+    pub fit_args: Option<String>,
     /// Job name.
     #[arg(long, default_value = "cellmol-lcd")]
     pub job_name: String,
@@ -345,8 +350,16 @@ i=${{SLURM_ARRAY_TASK_ID:-0}}
 FOLD=${{FOLDS[$(( i / ${{#SEEDS[@]}} ))]}}; SEED=${{SEEDS[$(( i % ${{#SEEDS[@]}} ))]}}
 MODEL={out}/fold${{FOLD}}_seed${{SEED}}
 echo "[cellmol] lcd fit fold $FOLD seed $SEED -> $MODEL"
-run_cellmol {bin} lcd fit {screen} -o "$MODEL" --fold "$FOLD" --seed "$SEED" --preset {preset}{config} --device {device} --resume
+run_cellmol {bin} lcd fit {screen} -o "$MODEL" --fold "$FOLD" --folds {n_folds} --seed "$SEED" --preset {preset}{config} --device {device}{extra} --resume
 "#,
+        n_folds = job.n_folds,
+        extra = job
+            .fit_args
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(|t| format!(" {}", q(t)))
+            .collect::<String>(),
         folds = folds.join(" "),
         seeds = seeds.join(" "),
         out = q(&out),
@@ -379,12 +392,12 @@ fn write_lcd(job: &LcdJob) -> anyhow::Result<PathBuf> {
 pub fn morph_script(job: &MorphJob, cellmol: &Path, log_dir: &Path) -> anyhow::Result<String> {
     validate(&job.res)?;
     let mut s = header(&job.job_name, &job.res, log_dir, None);
-    // `morph fit` has no --resume yet (it is not wired into datasets::train):
-    // a requeued Morph task starts its training again.
-    s.push_str("# note: morph fit cannot resume yet; a requeued task restarts training\n");
+    // `--resume` on every (re)start: a requeued job continues from the
+    // checkpoint `morph fit` wrote on TERM/USR1 (a fresh directory just starts,
+    // a finished one is left alone).
     let _ = writeln!(
         s,
-        "run_cellmol {bin} morph fit {data} -o {out} --preset {preset}{config}{cond} --device {device}",
+        "run_cellmol {bin} morph fit {data} -o {out} --preset {preset}{config}{cond} --device {device} --resume",
         bin = q(cellmol),
         data = q(abs(&job.data)?),
         out = q(abs(&job.output)?),
@@ -502,10 +515,16 @@ mod tests {
             preset: "quick".into(),
             config: None,
             device: "cpu".into(),
+            n_folds: 5,
+            fit_args: Some("--min-cells 20  --genes 500".into()),
             job_name: "j".into(),
             res: res(),
         };
         let s = lcd_script(&job, Path::new("/bin/cellmol"), Path::new("/runs/x/logs"))?;
+        assert!(
+            s.contains("--folds 5 ") && s.contains(" '--min-cells' '20' '--genes' '500' --resume"),
+            "{s}"
+        );
         assert!(s.contains("#SBATCH --array=0-5\n"), "{s}");
         assert!(s.contains("#SBATCH --gres=gpu:1\n"));
         assert!(s.contains("#SBATCH --partition=gpu\n"));
@@ -551,8 +570,9 @@ mod tests {
             res: res(),
         };
         let m = morph_script(&job, Path::new("/bin/cellmol"), Path::new("/m/logs"))?;
-        // every flag the script passes must exist on `morph fit`
-        assert!(!m.contains("--resume"), "{m}");
+        // a requeued Morph job continues from its checkpoint
+        assert!(m.contains("--device 'cuda:0' --resume"), "{m}");
+        assert!(m.contains("#SBATCH --requeue"), "{m}");
         let c = clipr_script(
             Path::new("/runs/it's"),
             "published",

@@ -7,7 +7,11 @@
 //! [`GAP`] elements are read through, which is cheaper than one more HDF5
 //! call) and read as hyperslabs straight into Vecs. CSC is symmetric on
 //! columns. Dense: contiguous row blocks as hyperslabs. `iter_chunks` walks
-//! the cells in row blocks for files larger than memory.
+//! the cells in row blocks for files larger than memory; for a CSC element it
+//! keeps one read position per column and reads, per block, each column's
+//! next run of row indices below the block's end (a window sized from the
+//! column's density, widened when too short), so memory stays at about one
+//! block.
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
@@ -402,29 +406,129 @@ impl H5adReader {
     }
 
     /// Iterate over row blocks of `elem` (`"X"` or `"layers/<name>"`):
-    /// yields `(rows, matrix)` with at most `n_rows` rows each.
+    /// yields `(rows, matrix)` with at most `n_rows` rows each, in the
+    /// stored format. CSR and dense elements are read block by block; a CSC
+    /// element is walked with one cursor per column (its row indices must be
+    /// sorted within each column, as scipy's canonical form has them), so
+    /// each block reads only about its own share of `data` / `indices`.
     pub fn iter_chunks(&self, elem: &str, n_rows: usize) -> Result<ChunkIter<'_>> {
-        let (enc, shape) = self.matrix_info(elem)?;
-        if enc == "csc_matrix" {
-            return Err(self.ctx.fmt(
-                &join("/", elem),
-                "a csr_matrix or dense array for row-chunked iteration",
-                "csc_matrix",
-            ));
-        }
         if n_rows == 0 {
             return Err(crate::error::DatasetsError::InvalidConfig {
                 param: "n_rows".into(),
                 message: "chunk size must be > 0, but is 0".into(),
             });
         }
+        let (csc, total) = match self.resolve(elem)? {
+            Stored::Dense(ds, _) => (None, ds.shape()[0]),
+            Stored::Sparse(meta) if meta.format == SparseFormat::Csr => (None, meta.shape.0),
+            Stored::Sparse(meta) => {
+                let ptr = meta.indptr_i64(&self.ctx)?;
+                let cursor = ptr[..ptr.len() - 1].iter().map(|&p| p as usize).collect();
+                let total = meta.shape.0;
+                (Some(CscCursor { meta, ptr, cursor }), total)
+            }
+        };
         Ok(ChunkIter {
             reader: self,
             elem: elem.to_string(),
             n_rows,
             next: 0,
-            total: shape.0,
+            total,
+            csc,
         })
+    }
+
+    /// Rows `r0..r1` of a CSC element from the column cursors (advanced).
+    fn read_csc_rows(&self, cur: &mut CscCursor, r0: usize, r1: usize) -> Result<SparseMatrix> {
+        let meta = &cur.meta;
+        let ipath = join(&meta.path, "indices");
+        let n_cols = meta.shape.1;
+        let n_obs = meta.shape.0.max(1);
+        // Entries of each column that fall in r0..r1 (count), found by
+        // reading a window of indices from the cursor; windows that turn out
+        // too short are widened and read again in a further round.
+        let mut taken = vec![0usize; n_cols];
+        let mut pending: Vec<usize> = (0..n_cols)
+            .filter(|&j| cur.cursor[j] < cur.ptr[j + 1] as usize)
+            .collect();
+        let mut window: Vec<usize> = (0..n_cols)
+            .map(|j| {
+                let nnz = (cur.ptr[j + 1] - cur.ptr[j]) as usize;
+                nnz * (r1 - r0) / n_obs * 5 / 4 + 8
+            })
+            .collect();
+        while !pending.is_empty() {
+            let ranges: Vec<Range<usize>> = pending
+                .iter()
+                .map(|&j| {
+                    let a = cur.cursor[j] + taken[j];
+                    a..(a + window[j]).min(cur.ptr[j + 1] as usize)
+                })
+                .collect();
+            let got = read_index_ranges(&self.ctx, &ipath, &meta.indices, &ranges)?;
+            let mut at = 0usize;
+            let mut again = Vec::new();
+            for (&j, r) in pending.iter().zip(&ranges) {
+                let mut k = 0usize;
+                while k < r.len() {
+                    let row = got.get(at + k);
+                    if row >= r1 as i64 {
+                        break;
+                    }
+                    if row < r0 as i64 {
+                        let pos = r.start + k;
+                        return Err(self.ctx.fmt(
+                            &ipath,
+                            format!(
+                                "row indices in [{r0}, {}) sorted within each column (canonical csc_matrix) for row-chunked iteration",
+                                meta.shape.0
+                            ),
+                            format!("indices[{pos}] = {row} in column {j}"),
+                        ));
+                    }
+                    k += 1;
+                }
+                taken[j] += k;
+                at += r.len();
+                if k == r.len() && r.end < cur.ptr[j + 1] as usize {
+                    window[j] *= 2;
+                    again.push(j);
+                }
+            }
+            pending = again;
+        }
+        // Read this block's entries (the windows above may overshoot) in
+        // column order.
+        let ranges: Vec<Range<usize>> = (0..n_cols)
+            .filter(|&j| taken[j] > 0)
+            .map(|j| cur.cursor[j]..cur.cursor[j] + taken[j])
+            .collect();
+        let indices = read_index_ranges(&self.ctx, &ipath, &meta.indices, &ranges)?;
+        let data = read_data_ranges(&self.ctx, &join(&meta.path, "data"), &meta.data, &ranges)?;
+        let shift = r0 as i64;
+        let indices = match indices {
+            SparseIndex::I32(v) => {
+                SparseIndex::I32(v.into_iter().map(|x| x - shift as i32).collect())
+            }
+            SparseIndex::I64(v) => SparseIndex::I64(v.into_iter().map(|x| x - shift).collect()),
+        };
+        let mut ptr = Vec::with_capacity(n_cols + 1);
+        ptr.push(0i64);
+        let mut acc = 0i64;
+        for j in 0..n_cols {
+            acc += taken[j] as i64;
+            ptr.push(acc);
+            cur.cursor[j] += taken[j];
+        }
+        let m = SparseMatrix {
+            format: SparseFormat::Csc,
+            shape: (r1 - r0, n_cols),
+            data,
+            indptr: SparseIndex::from_i64_like(ptr, &indices),
+            indices,
+        };
+        super::sparse::validate(&self.ctx, &meta.path, &m)?;
+        Ok(m)
     }
 
     /// Subset of the whole object: X and layers are read partially; obs,
@@ -563,6 +667,13 @@ fn concat_rows(parts: &[DenseArray]) -> Option<DenseArray> {
     })
 }
 
+/// Per-column read positions of a CSC element walked in row blocks.
+struct CscCursor {
+    meta: SparseMeta,
+    ptr: Vec<i64>,
+    cursor: Vec<usize>,
+}
+
 /// Row-block iterator from [`H5adReader::iter_chunks`].
 pub struct ChunkIter<'a> {
     reader: &'a H5adReader,
@@ -570,6 +681,7 @@ pub struct ChunkIter<'a> {
     n_rows: usize,
     next: usize,
     total: usize,
+    csc: Option<CscCursor>,
 }
 
 impl Iterator for ChunkIter<'_> {
@@ -580,6 +692,16 @@ impl Iterator for ChunkIter<'_> {
         }
         let r = self.next..(self.next + self.n_rows).min(self.total);
         self.next = r.end;
+        if let Some(cur) = self.csc.as_mut() {
+            let out = self
+                .reader
+                .read_csc_rows(cur, r.start, r.end)
+                .map(|m| (r, Matrix::Sparse(m)));
+            if out.is_err() {
+                self.next = self.total; // stop after an error
+            }
+            return Some(out);
+        }
         let rows: Vec<usize> = r.clone().collect();
         Some(
             self.reader

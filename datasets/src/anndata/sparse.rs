@@ -122,7 +122,7 @@ impl SparseMeta {
             let h = s.spawn(|| {
                 read_data_ranges(ctx, &join(&self.path, "data"), &self.data, &[0..self.nnz])
             });
-            let indices = read_index_ranges(
+            let indices = read_index_ranges_bounded(
                 ctx,
                 &join(&self.path, "indices"),
                 &self.indices,
@@ -133,7 +133,7 @@ impl SparseMeta {
                 .unwrap_or_else(|_| Err(ctx.err(&self.path, "reader thread failed")));
             (data, indices)
         });
-        let (data, indices) = (data?, indices?);
+        let (data, (indices, bounds)) = (data?, indices?);
         let indptr = read_index_ranges(
             ctx,
             &join(&self.path, "indptr"),
@@ -147,7 +147,7 @@ impl SparseMeta {
             indices,
             indptr,
         };
-        validate(ctx, &self.path, &m)?;
+        validate_known(ctx, &self.path, &m, Some(bounds))?;
         Ok(m)
     }
 }
@@ -181,6 +181,18 @@ fn check_indptr(ctx: &Ctx, path: &str, v: &[i64], nnz: usize) -> Result<()> {
 
 /// Check a sparse matrix's structure against its shape.
 pub(crate) fn validate(ctx: &Ctx, path: &str, m: &SparseMatrix) -> Result<()> {
+    validate_known(ctx, path, m, None)
+}
+
+/// [`validate`], given the minimum and maximum of the indices when the
+/// reader already found them (the pass over all indices is then skipped
+/// unless they are out of range, to find the position for the message).
+pub(crate) fn validate_known(
+    ctx: &Ctx,
+    path: &str,
+    m: &SparseMatrix,
+    index_bounds: Option<(i64, i64)>,
+) -> Result<()> {
     let (major, minor) = match m.format {
         SparseFormat::Csr => m.shape,
         SparseFormat::Csc => (m.shape.1, m.shape.0),
@@ -216,7 +228,10 @@ pub(crate) fn validate(ctx: &Ctx, path: &str, m: &SparseMatrix) -> Result<()> {
         v.iter()
             .position(|&x| x.into() < 0 || x.into() as u64 >= minor as u64)
     }
+    let known_ok = index_bounds
+        .is_some_and(|(lo, hi)| m.indices.is_empty() || (lo >= 0 && (hi as u64) < minor as u64));
     let bad = match &m.indices {
+        _ if known_ok => None,
         SparseIndex::I32(v) => out_of_range(v, minor),
         SparseIndex::I64(v) => out_of_range(v, minor),
     };
@@ -232,12 +247,16 @@ pub(crate) fn validate(ctx: &Ctx, path: &str, m: &SparseMatrix) -> Result<()> {
 
 /// Append `ranges` of a 1-D dataset to `out`: direct `pread`s when the
 /// storage allows it (see [`super::direct`]), HDF5 hyperslab reads otherwise.
+/// `inspect` sees the appended values block by block as they arrive (if a
+/// direct read fails midway and HDF5 takes over, it sees that prefix again:
+/// use it for idempotent summaries such as bounds).
 fn read_ranges_into<T: hdf5::H5Type + Copy>(
     ctx: &Ctx,
     path: &str,
     ds: &Dataset,
     ranges: &[Range<usize>],
     out: &mut Vec<T>,
+    inspect: &mut dyn FnMut(&[T]),
 ) -> Result<()> {
     let n = ds.size();
     if let Some(r) = ranges.iter().find(|r| r.end > n || r.start > r.end) {
@@ -250,12 +269,14 @@ fn read_ranges_into<T: hdf5::H5Type + Copy>(
     let base = out.len();
     let direct = super::direct::pieces::<T>(ds).and_then(|p| {
         let f = std::fs::File::open(&ctx.file).ok()?;
-        super::direct::read_ranges(&f, &p, ranges, out)
+        super::direct::read_ranges(&f, &p, ranges, out, |b| inspect(b))
     });
     if direct.is_none() {
         out.truncate(base);
         for r in ranges {
+            let before = out.len();
             read_range_into(ctx, path, ds, r.start, r.len(), out)?;
+            inspect(&out[before..]);
         }
     }
     Ok(())
@@ -273,7 +294,7 @@ pub(crate) fn read_data_ranges(
     macro_rules! rd {
         ($ty:ty, $var:ident) => {{
             let mut v: Vec<$ty> = Vec::with_capacity(total);
-            read_ranges_into(ctx, path, ds, ranges, &mut v)?;
+            read_ranges_into(ctx, path, ds, ranges, &mut v, &mut |_| {})?;
             SparseData::$var(v)
         }};
     }
@@ -296,22 +317,48 @@ pub(crate) fn read_index_ranges(
     ds: &Dataset,
     ranges: &[Range<usize>],
 ) -> Result<SparseIndex> {
+    read_index_ranges_bounded(ctx, path, ds, ranges).map(|(v, _)| v)
+}
+
+/// [`read_index_ranges`] plus the minimum and maximum value read, found
+/// while each block is still in cache (`(i64::MAX, i64::MIN)` when empty).
+pub(crate) fn read_index_ranges_bounded(
+    ctx: &Ctx,
+    path: &str,
+    ds: &Dataset,
+    ranges: &[Range<usize>],
+) -> Result<(SparseIndex, (i64, i64))> {
     let t = descriptor(ctx, path, ds)?;
     let total: usize = ranges.iter().map(|r| r.len()).sum();
-    Ok(match t {
+    let mut lo = i64::MAX;
+    let mut hi = i64::MIN;
+    let v = match t {
         TypeDescriptor::Integer(IntSize::U1 | IntSize::U2 | IntSize::U4)
         | TypeDescriptor::Unsigned(IntSize::U1 | IntSize::U2) => {
             let mut v: Vec<i32> = Vec::with_capacity(total);
-            read_ranges_into(ctx, path, ds, ranges, &mut v)?;
+            read_ranges_into(ctx, path, ds, ranges, &mut v, &mut |b| {
+                let (l, h) = b
+                    .iter()
+                    .fold((i32::MAX, i32::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+                lo = lo.min(i64::from(l));
+                hi = hi.max(i64::from(h));
+            })?;
             SparseIndex::I32(v)
         }
         TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) => {
             let mut v: Vec<i64> = Vec::with_capacity(total);
-            read_ranges_into(ctx, path, ds, ranges, &mut v)?;
+            read_ranges_into(ctx, path, ds, ranges, &mut v, &mut |b| {
+                let (l, h) = b
+                    .iter()
+                    .fold((i64::MAX, i64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+                lo = lo.min(l);
+                hi = hi.max(h);
+            })?;
             SparseIndex::I64(v)
         }
         other => return Err(ctx.fmt(path, "integer indices", type_name(&other))),
-    })
+    };
+    Ok((v, (lo, hi)))
 }
 
 /// Write a sparse matrix group (`csr_matrix`/`csc_matrix` 0.1.0).

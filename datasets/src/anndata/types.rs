@@ -328,6 +328,39 @@ impl Column {
                 .collect(),
         }
     }
+    /// Rows whose label is one of `wanted` (as [`Column::labels`] would
+    /// give them), without materialising a label per row for categoricals
+    /// and string arrays.
+    pub fn rows_with_labels(&self, wanted: &[&str]) -> Vec<usize> {
+        match self {
+            Column::Categorical {
+                codes,
+                categories: DenseArray::String(cats),
+                ..
+            } => {
+                let hit: Vec<bool> = cats.iter().map(|c| wanted.contains(&c.as_str())).collect();
+                codes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &c)| c >= 0 && hit.get(c as usize).copied().unwrap_or(false))
+                    .map(|(i, _)| i)
+                    .collect()
+            }
+            Column::Array(DenseArray::String(s)) => s
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| wanted.contains(&v.as_str()))
+                .map(|(i, _)| i)
+                .collect(),
+            other => other
+                .labels()
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.as_deref().is_some_and(|l| wanted.contains(&l)))
+                .map(|(i, _)| i)
+                .collect(),
+        }
+    }
     /// A categorical column from string labels (`None` → code −1), categories
     /// in order of first appearance.
     pub fn categorical_from_labels<S: AsRef<str>>(labels: &[Option<S>]) -> Self {

@@ -103,8 +103,13 @@ fn read_collection(f: &std::fs::File, addr: u64, file_len: u64) -> Option<Collec
     Some(Collection { bytes, objects })
 }
 
-/// Decode all strings of `ds`, or `None` to use the HDF5 path.
-pub(crate) fn fast_strings(ctx: &Ctx, ds: &Dataset) -> Option<Vec<Option<String>>> {
+/// Decode all strings of `ds`, or `None` to use the HDF5 path (also when a
+/// string is not valid UTF-8: the HDF5 path then reports it with its text).
+///
+/// The element table and the heap collections are read with a few large
+/// positioned reads; the strings are then decoded on up to four threads
+/// (10^5 allocations and UTF-8 checks dominated opening a large file).
+pub(crate) fn fast_strings(ctx: &Ctx, ds: &Dataset) -> Option<Vec<String>> {
     let n = ds.size();
     if n < MIN_FAST {
         return None;
@@ -114,41 +119,78 @@ pub(crate) fn fast_strings(ctx: &Ctx, ds: &Dataset) -> Option<Vec<Option<String>
     let file_len = f.metadata().ok()?.len();
     let mut table = vec![0u8; n * 16];
     f.read_exact_at(&mut table, lay.offset).ok()?;
-    let elems: Vec<(u32, u64, u32)> = table
-        .chunks_exact(16)
-        .map(|c| {
-            (
-                u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-                u64::from_le_bytes([c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11]]),
-                u32::from_le_bytes([c[12], c[13], c[14], c[15]]),
-            )
-        })
-        .collect();
-    let mut cols: HashMap<u64, Collection> = HashMap::new();
-    for &(len, addr, _) in &elems {
-        if len > 0 && !cols.contains_key(&addr) {
-            cols.insert(addr, read_collection(&f, addr, file_len)?);
+    // Collections in order of first use; consecutive elements mostly share one.
+    let mut cols: Vec<(u64, Collection)> = Vec::new();
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    let mut last = u64::MAX;
+    for e in table.chunks_exact(16) {
+        let (len, addr, _) = elem(e);
+        if len > 0 && addr != last {
+            last = addr;
+            if !index.contains_key(&addr) {
+                index.insert(addr, cols.len());
+                cols.push((addr, read_collection(&f, addr, file_len)?));
+            }
         }
     }
-    // `None` inside marks invalid UTF-8 (the caller reports it via the slow path).
-    let out: Option<Vec<Option<String>>> = elems
-        .iter()
-        .map(|&(len, addr, idx)| {
+    let decode = |part: &[u8]| -> Option<Vec<String>> {
+        let mut out = Vec::with_capacity(part.len() / 16);
+        let mut cur: Option<&(u64, Collection)> = None;
+        for e in part.chunks_exact(16) {
+            let (len, addr, idx) = elem(e);
             if len == 0 {
-                return Some(Some(String::new()));
+                out.push(String::new());
+                continue;
             }
-            let c = cols.get(&addr)?;
-            let (s, e) = (*c.objects.get(idx as usize)?)?;
+            let c = match cur {
+                Some(c) if c.0 == addr => c,
+                _ => {
+                    let c = cols.get(*index.get(&addr)?)?;
+                    cur = Some(c);
+                    c
+                }
+            };
+            let (s, e) = (*c.1.objects.get(idx as usize)?)?;
             let len = len as usize;
             if len > e - s {
                 return None;
             }
-            Some(
-                std::str::from_utf8(&c.bytes[s..s + len])
-                    .ok()
-                    .map(str::to_owned),
-            )
-        })
-        .collect();
-    out
+            out.push(std::str::from_utf8(&c.1.bytes[s..s + len]).ok()?.to_owned());
+        }
+        Some(out)
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(4)
+        .min(n / 16_384)
+        .max(1);
+    if threads == 1 {
+        return decode(&table);
+    }
+    let per = n.div_ceil(threads) * 16;
+    let parts: Vec<Option<Vec<String>>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = table
+            .chunks(per)
+            .skip(1)
+            .map(|part| sc.spawn(move || decode(part)))
+            .collect();
+        let first = decode(&table[..per.min(table.len())]);
+        std::iter::once(first)
+            .chain(handles.into_iter().map(|h| h.join().ok().flatten()))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(n);
+    for p in parts {
+        out.extend(p?);
+    }
+    Some(out)
+}
+
+/// `(length, collection address, object index)` of one vlen element.
+fn elem(c: &[u8]) -> (u32, u64, u32) {
+    (
+        u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+        u64::from_le_bytes([c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11]]),
+        u32::from_le_bytes([c[12], c[13], c[14], c[15]]),
+    )
 }

@@ -40,7 +40,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use preprocess::{
-    is_mito, normalize_log1p, seurat_dispersion, CellStats, GeneSelection, QcOptions,
+    is_mito, normalize_log1p, seurat_dispersion, top_dispersed, CellStats, GeneSelection, QcOptions,
 };
 pub use split::{make_split, DroppedDouble, Split, SplitOptions};
 
@@ -537,10 +537,19 @@ impl<'a> Screen<'a> {
                 ));
             }
             let z = self.dispersions(&cells);
-            let in_sel: HashSet<usize> = chosen.iter().copied().collect();
-            let mut rest: Vec<usize> = (0..z.len()).filter(|g| !in_sel.contains(g)).collect();
-            rest.sort_by(|&a, &b| z[b].total_cmp(&z[a]).then(a.cmp(&b)));
-            for g in rest.into_iter().take(n_genes - chosen.len()) {
+            let mut in_sel = vec![false; z.len()];
+            for &g in &chosen {
+                in_sel[g] = true;
+            }
+            let mut hvg = top_dispersed(&z, n_genes - chosen.len(), &in_sel);
+            // Fewer genes with a dispersion than asked for: fill up with the
+            // rest in var order (as before; scanpy would return fewer).
+            for &g in &hvg {
+                in_sel[g] = true;
+            }
+            let short = n_genes - chosen.len() - hvg.len();
+            hvg.extend((0..z.len()).filter(|&g| !in_sel[g]).take(short));
+            for g in hvg {
                 chosen.push(g);
                 n_hvg += 1;
             }

@@ -68,60 +68,119 @@ pub fn normalize_log1p(x: &mut ndarray::Array2<f32>, library_sizes: &[f64], targ
 }
 
 /// Seurat-flavour normalised dispersion per gene from sums over cells of the
-/// normalised values and their squares (`n` cells).
+/// normalised values and their squares (`n` cells), as scanpy's
+/// `highly_variable_genes(flavor="seurat")` computes it on log1p data:
+/// mean and unbiased variance of the normalised counts (a zero mean becomes
+/// 1e-12), dispersion `ln(var / mean)` (none where it is 0), genes binned by
+/// `ln(1 + mean)` into 20 equal-width bins with pandas' `cut` edges (right-
+/// closed, lowest edge lowered by 0.1 % of the range), and
+/// `(dispersion − bin mean) / bin std` (std with ddof 1). A bin with one
+/// dispersion gives 1 (scanpy's rule). Genes without a normalised dispersion
+/// (no dispersion, or a bin of equal dispersions) get `-inf`, which scanpy's
+/// top-n selection also never picks.
 pub fn seurat_dispersion(sum: &[f64], sumsq: &[f64], n: usize) -> Vec<f64> {
+    const BINS: usize = 20;
     let nf = n as f64;
     let g = sum.len();
     let mut mean_log = vec![0.0; g];
     let mut disp = vec![f64::NAN; g];
     for i in 0..g {
-        let m = sum[i] / nf;
+        let mut m = sum[i] / nf;
         let v = if n > 1 {
             (sumsq[i] - nf * m * m).max(0.0) / (nf - 1.0)
         } else {
             0.0
         };
+        if m == 0.0 {
+            m = 1e-12;
+        }
         mean_log[i] = m.ln_1p();
-        if m > 0.0 && v > 0.0 {
+        if v > 0.0 {
             disp[i] = (v / m).ln();
         }
     }
-    let (lo, hi) = mean_log
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &m| {
-            (a.min(m), b.max(m))
-        });
-    let width = ((hi - lo) / 20.0).max(f64::MIN_POSITIVE);
-    let bin = |m: f64| (((m - lo) / width) as usize).min(19);
-    let mut acc = vec![(0.0, 0.0, 0usize); 20];
+    let bin_of = mean_bins(&mean_log, BINS);
+    let mut acc = vec![(0.0, 0usize); BINS];
     for i in 0..g {
         if disp[i].is_finite() {
-            let b = &mut acc[bin(mean_log[i])];
+            let b = &mut acc[bin_of[i]];
             b.0 += disp[i];
-            b.1 += disp[i] * disp[i];
-            b.2 += 1;
+            b.1 += 1;
+        }
+    }
+    let avg: Vec<f64> = acc.iter().map(|&(s, k)| s / k.max(1) as f64).collect();
+    let mut ss = vec![0.0; BINS];
+    for i in 0..g {
+        if disp[i].is_finite() {
+            let d = disp[i] - avg[bin_of[i]];
+            ss[bin_of[i]] += d * d;
         }
     }
     (0..g)
         .map(|i| {
-            if !disp[i].is_finite() {
-                return f64::NEG_INFINITY;
-            }
-            let (s, ss, k) = acc[bin(mean_log[i])];
-            if k < 2 {
-                return 0.0;
-            }
-            let mu = s / k as f64;
-            let sd = ((ss - k as f64 * mu * mu) / (k as f64 - 1.0))
-                .max(0.0)
-                .sqrt();
-            if sd > 0.0 {
-                (disp[i] - mu) / sd
+            let b = bin_of[i];
+            let z = if !disp[i].is_finite() {
+                f64::NAN
+            } else if acc[b].1 < 2 {
+                disp[i] / disp[i] // scanpy: dev = avg, avg = 0
             } else {
-                0.0
+                let sd = (ss[b] / (acc[b].1 as f64 - 1.0)).sqrt();
+                (disp[i] - avg[b]) / sd
+            };
+            if z.is_nan() {
+                f64::NEG_INFINITY
+            } else {
+                z
             }
         })
         .collect()
+}
+
+/// Bin of each value among `bins` equal-width bins as pandas `cut(x, bins)`
+/// makes them: `linspace(min, max, bins + 1)` edges, right-closed intervals,
+/// the first edge lowered by 0.1 % of the range (all-equal values: the range
+/// is widened by 0.1 % of the value, or by 0.001 around 0).
+fn mean_bins(x: &[f64], bins: usize) -> Vec<usize> {
+    let (mut lo, mut hi) = x
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    if x.is_empty() {
+        return Vec::new();
+    }
+    let adjust_first = lo != hi;
+    if !adjust_first {
+        let d = if lo != 0.0 { 0.001 * lo.abs() } else { 0.001 };
+        lo -= d;
+        hi += d;
+    }
+    let step = (hi - lo) / bins as f64;
+    let mut edges: Vec<f64> = (0..=bins).map(|k| lo + k as f64 * step).collect();
+    edges[bins] = hi;
+    if adjust_first {
+        edges[0] -= (hi - lo) * 0.001;
+    }
+    x.iter()
+        .map(|&v| {
+            edges
+                .partition_point(|&e| e < v)
+                .saturating_sub(1)
+                .min(bins - 1)
+        })
+        .collect()
+}
+
+/// Indices of the `n` genes with the highest normalised dispersion (ties
+/// by index; genes at `-inf` are never chosen), best first, skipping
+/// `exclude`d genes.
+pub fn top_dispersed(z: &[f64], n: usize, exclude: &[bool]) -> Vec<usize> {
+    let mut rest: Vec<usize> = (0..z.len())
+        .filter(|&g| z[g] > f64::NEG_INFINITY && !exclude.get(g).copied().unwrap_or(false))
+        .collect();
+    rest.sort_by(|&a, &b| z[b].total_cmp(&z[a]).then(a.cmp(&b)));
+    rest.truncate(n);
+    rest
 }
 
 /// The genes chosen for evaluation, in order: perturbed in test, perturbed in

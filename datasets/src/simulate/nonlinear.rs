@@ -27,7 +27,7 @@
 //! condition's fixed point and run for `burn_in` time units with step `dt`;
 //! all chains of one condition advance as one `[d, n_cells]` array, the
 //! sparse `W` applied edge by edge to whole rows.
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 use ndarray_linalg::Solve;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -57,28 +57,72 @@ impl PartialEq for NonlinearSystem {
     }
 }
 
-/// Largest singular value of `w` by power iteration on `wᵀw`.
+/// Largest singular value of `w` by power iteration on `wᵀw`, with the
+/// non-zero entries only (gene networks are sparse: ~10 edges per gene, so
+/// this is ~100× cheaper than dense products at d = 1000).
 pub fn spectral_norm(w: &Array2<f64>) -> f64 {
     let d = w.ncols();
     if d == 0 {
         return 0.0;
     }
-    let mut v = Array1::from_elem(d, 1.0 / (d as f64).sqrt());
+    let nz: Vec<(usize, usize, f64)> = w
+        .indexed_iter()
+        .filter(|(_, &v)| v != 0.0)
+        .map(|((r, c), &v)| (r, c, v))
+        .collect();
+    let mut v = vec![1.0 / (d as f64).sqrt(); d];
+    let mut wv = vec![0.0; w.nrows()];
+    let mut u = vec![0.0; d];
     let mut sigma = 0.0;
     for _ in 0..500 {
-        let u = w.t().dot(&w.dot(&v));
-        let n = u.dot(&u).sqrt();
+        wv.iter_mut().for_each(|x| *x = 0.0);
+        for &(r, c, x) in &nz {
+            wv[r] += x * v[c];
+        }
+        u.iter_mut().for_each(|x| *x = 0.0);
+        for &(r, c, x) in &nz {
+            u[c] += x * wv[r];
+        }
+        let n = u.iter().map(|x| x * x).sum::<f64>().sqrt();
         if n == 0.0 {
             return 0.0;
         }
         let s_new = n.sqrt();
-        v = u / n;
+        v.iter_mut().zip(&u).for_each(|(a, &b)| *a = b / n);
         if (s_new - sigma).abs() <= 1e-12 * s_new {
             return s_new;
         }
         sigma = s_new;
     }
     sigma
+}
+
+/// `tanh` within a few ulp of the libm one but about twice as fast: for
+/// |x| ≥ 0.625 it is `1 − 2 / (e^{2|x|} + 1)` (no cancellation, tanh ≥ 0.55
+/// there; `exp` is much cheaper than the `expm1` libm's tanh uses), below
+/// that the rational approximation of Cephes' `tanh`. The sampler spent half
+/// its time in libm's tanh.
+#[inline]
+pub(crate) fn tanh(x: f64) -> f64 {
+    let a = x.abs();
+    if a.is_nan() || a == 0.0 {
+        return x;
+    }
+    if a < 0.625 {
+        // Rational approximation x + x·z·P(z)/Q(z), z = x² (Cephes `tanh`).
+        let z = x * x;
+        let p = (-9.643_991_794_250_522e-1 * z - 9.928_772_310_019_186e1) * z
+            - 1.614_687_684_417_084_5e3;
+        let q = ((z + 1.128_116_784_916_329_3e2) * z + 2.235_488_390_601_004_5e3) * z
+            + 4.844_063_053_251_255e3;
+        return x + x * z * p / q;
+    }
+    let t = if a > 20.0 {
+        1.0
+    } else {
+        1.0 - 2.0 / ((2.0 * a).exp() + 1.0)
+    };
+    t.copysign(x)
 }
 
 impl NonlinearSystem {
@@ -122,11 +166,17 @@ impl NonlinearSystem {
     /// `W s` for gene-major states, `[d, n] → [d, n]`, with the sparse edges.
     fn regulate(&self, t: &Array2<f64>) -> Array2<f64> {
         let mut out = Array2::zeros(t.raw_dim());
+        self.regulate_into(t, &mut out);
+        out
+    }
+
+    /// [`Self::regulate`] into a buffer of the same shape.
+    fn regulate_into(&self, t: &Array2<f64>, out: &mut Array2<f64>) {
+        out.fill(0.0);
         for &(j, i, v) in &self.edges {
             let src = t.row(i);
             out.row_mut(j).scaled_add(v, &src);
         }
-        out
     }
 
     /// Sample `n` cells `[n, d]` of condition `targets` by Euler–Maruyama.
@@ -144,19 +194,20 @@ impl NonlinearSystem {
         let mut s = Array2::from_shape_fn((d, n), |(g, _)| x0[g]); // [d, n]
         let steps = (burn_in / dt).ceil() as usize;
         let sq = dt.sqrt();
-        let c_col = shift.insert_axis(Axis(1)); // [d, 1]
-        let b_col = self.b.view().insert_axis(Axis(1)); // [d, 1]
+        // Plain per-gene loops over reused buffers; the noise is drawn in
+        // the same (gene-major) order as before, so samples are unchanged.
+        let mut u = Array2::<f64>::zeros((d, n));
         for _ in 0..steps {
-            let u = self.regulate(&s); // [d, n]
-            let noise = Array2::from_shape_fn((d, n), |_| rng.sample::<f64, _>(StandardNormal));
-            Zip::from(&mut s)
-                .and(&u)
-                .and_broadcast(&b_col)
-                .and_broadcast(&c_col)
-                .and(&noise)
-                .for_each(|x, &u, &b, &c, &z| {
-                    *x += dt * (-*x + (u + b).tanh() + c) + sq * z;
-                });
+            self.regulate_into(&s, &mut u); // [d, n]
+            for g in 0..d {
+                let (b, c) = (self.b[g], shift[g]);
+                let mut xs = s.row_mut(g);
+                let us = u.row(g);
+                for (x, &ug) in xs.iter_mut().zip(us.iter()) {
+                    let z: f64 = rng.sample(StandardNormal);
+                    *x += dt * (-*x + tanh(ug + b) + c) + sq * z;
+                }
+            }
         }
         Ok(s.reversed_axes().as_standard_layout().to_owned())
     }
@@ -237,6 +288,30 @@ mod tests {
             0.9,
             &mut rng,
         )
+    }
+
+    #[test]
+    fn fast_tanh_matches_libm() {
+        let mut worst = 0.0f64;
+        for k in -400_000..=400_000 {
+            let x = k as f64 * 1e-4 + 1.2345e-6;
+            let err = (tanh(x) - x.tanh()).abs();
+            worst = worst.max(err);
+        }
+        assert!(worst <= 2.0 * f64::EPSILON, "max |tanh err| = {worst:e}");
+        // Relative accuracy near 0 as well.
+        for k in 1..2000 {
+            let x = k as f64 * 1e-9;
+            assert!(
+                (tanh(x) / x.tanh() - 1.0).abs() <= 4.0 * f64::EPSILON,
+                "x = {x:e}"
+            );
+        }
+        assert_eq!(tanh(0.0), 0.0);
+        assert_eq!(tanh(1e3), 1.0);
+        assert_eq!(tanh(-1e3), -1.0);
+        assert!(tanh(f64::NAN).is_nan());
+        assert_eq!(tanh(-0.0).to_bits(), (-0.0f64).to_bits());
     }
 
     #[test]

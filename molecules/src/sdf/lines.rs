@@ -94,8 +94,50 @@ pub(crate) fn parse_f64(s: &[u8]) -> Option<f64> {
     if s.is_empty() {
         return None;
     }
+    if let Some(v) = parse_plain_decimal(s) {
+        return Some(v);
+    }
     let v: f64 = std::str::from_utf8(s).ok()?.parse().ok()?;
     v.is_finite().then_some(v)
+}
+
+/// Exact powers of ten representable in f64.
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// Fast path for `[+-]digits[.digits]` with at most 15 digits (the form of
+/// every coordinate in a mol block): the digits form an integer below 2⁵³
+/// and the divisor a power of ten that f64 holds exactly, so one IEEE
+/// division gives the correctly rounded value, the same as `str::parse`.
+/// `None` for anything else (the caller falls back to `str::parse`).
+fn parse_plain_decimal(s: &[u8]) -> Option<f64> {
+    let (neg, digits) = match s {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, s),
+    };
+    let mut mant: u64 = 0;
+    let (mut n_digits, mut n_frac, mut dot) = (0usize, 0usize, false);
+    for &c in digits {
+        if c.is_ascii_digit() {
+            mant = mant * 10 + u64::from(c - b'0');
+            n_digits += 1;
+            n_frac += usize::from(dot);
+            if n_digits > 15 {
+                return None;
+            }
+        } else if c == b'.' && !dot {
+            dot = true;
+        } else {
+            return None;
+        }
+    }
+    if n_digits == 0 {
+        return None;
+    }
+    let v = mant as f64 / POW10[n_frac];
+    Some(if neg { -v } else { v })
 }
 
 /// Lossy, trimmed-at-end text for error messages (max 60 chars).
@@ -136,5 +178,50 @@ mod tests {
         assert_eq!(parse_f64(b"  -1.5000"), Some(-1.5));
         assert_eq!(parse_f64(b"abc"), None);
         assert_eq!(parse_f64(b"nan"), None);
+    }
+
+    #[test]
+    fn plain_decimal_fast_path_equals_str_parse() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let fixed = [
+            "0",
+            "-0.0000",
+            "+1.5",
+            "5.",
+            ".5",
+            "-.25",
+            "123456789012345",
+            "0.1",
+            "-2.7182818284590",
+            "9999.9999",
+            "1e3",
+            "1.2.3",
+            "-",
+            ".",
+            "1-2",
+            "1234567890123456",
+        ];
+        let mut cases: Vec<String> = fixed.iter().map(|s| s.to_string()).collect();
+        for _ in 0..20_000 {
+            let int: u64 = rng.random_range(0..100_000);
+            let frac_digits = rng.random_range(0..11);
+            let frac: u64 = rng.random_range(0..10u64.pow(frac_digits));
+            let sign = ["", "-", "+"][rng.random_range(0..3)];
+            cases.push(if frac_digits == 0 {
+                format!("{sign}{int}")
+            } else {
+                format!("{sign}{int}.{frac:0w$}", w = frac_digits as usize)
+            });
+        }
+        for c in &cases {
+            let want = c.parse::<f64>().ok().filter(|v| v.is_finite());
+            let got = parse_f64(c.as_bytes());
+            assert_eq!(
+                got.map(f64::to_bits),
+                want.map(f64::to_bits),
+                "'{c}': {got:?} vs {want:?}"
+            );
+        }
     }
 }

@@ -203,7 +203,7 @@ fn parse_v2000_ctab(
     }
     m.positions = Array2::from_shape_vec((n_atoms, 3), pos)
         .map_err(|e| ctx.err(counts_line, e.to_string()))?;
-    let mut stereo = Vec::new();
+    let mut stereo = Vec::with_capacity(n_bonds);
     for i in 0..n_bonds {
         let line = lines.next().ok_or_else(|| {
             ctx.err(

@@ -13,13 +13,16 @@
 //! t = 1 data) and the [`verifier::Verifier`] trait, so a Morph model plugs in
 //! by implementing them. [`mlp`] is a small flow-matching MLP, [`toy`] the
 //! illustrative 2-D tasks (`ring`, `boxes`), [`metrics`] validity, Vendi,
-//! coverage and Kabsch-RMSD diversity.
+//! coverage and Kabsch-RMSD diversity. [`molecular`] plugs trained Morph
+//! models in: conformer flows for Flow Expander, graph-level ActFlow, and the
+//! adapter from `molecules`' verifiers.
 pub mod actflow;
 pub mod adjoint;
 pub mod fe;
 pub mod flow;
 pub mod metrics;
 pub mod mlp;
+pub mod molecular;
 pub mod plot;
 pub mod toy;
 pub mod verifier;

@@ -1,0 +1,1074 @@
+//! Flow expansion of trained Morph models (issue 7, "Molecules").
+//!
+//! * **Flow Expander on conformers** ([`fe_morph`]): Morph is a flexible-size
+//!   model with discrete edits, so FE acts on its continuous part, the
+//!   positions, with the molecular graph fixed (`design/expand.md`: "FE acts
+//!   on positions (conformers) with the atom count fixed"). [`MorphFlow`] is
+//!   the Morph network seen as a flow on `[n_atoms, 3]` positions for one
+//!   graph (types, charges, bonds): `v(x, t) = (x̂1(x, t) − x)/(1 − t)`, the
+//!   sampler's position update, under the linear interpolant of
+//!   [`super::flow`] (Morph's training interpolant adds a small extra
+//!   position noise, 0.2 in normalised units, which this view ignores).
+//!   Graphs come from the pre-trained model itself (its first samples whose
+//!   model-bond graph is plain-valid and connected), so no training data is
+//!   needed. The mirror-descent iterations are interleaved over the graphs
+//!   (iteration k runs one FE iteration on every graph); all graphs share the
+//!   network weights, which are what the new model directory stores.
+//! * **ActFlow on graphs** ([`actflow_morph`]): each round samples candidate
+//!   molecules from the current model with fresh noise codes at temperature 1
+//!   and at a higher prior temperature ([`crate::sampler::sample_batch_tempered`]),
+//!   keeps those the verifier accepts whose graph class (the RDKit-free
+//!   SMILES class key of `molecules::plain`) is new with respect to the
+//!   anchor set and earlier acceptances, and continues Morph training
+//!   (interpolant, all losses) on anchors + accepted designs. The anchors are
+//!   the training molecules when given, otherwise the pre-trained model's own
+//!   verified samples.
+//! * [`MolVerifier`] adapts any `molecules::Verifier` (validity, stability)
+//!   to the flattened-sample [`Verifier`] of this module.
+//!
+//! Metrics (`before` / `after`, same seeds): `validity` is the verifier's
+//! pass rate; `coverage` is, for conformers, the number of distinct valid
+//! conformers (greedy clusters at `rmsd_threshold` Å Kabsch RMSD) per sample,
+//! and for graphs the number of distinct valid graph classes not among the
+//! anchors per sample; `vendi` is the RBF Vendi score of valid samples
+//! (conformers: sorted inter-atomic distances in Å, bandwidth 1 Å; graphs:
+//! element and bond-class counts, bandwidth 1).
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use datasets::molbatch::{MolRecord, MolSet, MolVocab};
+use ndarray::Array2;
+use rand::seq::SliceRandom;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::fe::{flow_expander, FeConfig, FeEvent, ProjectMode};
+use super::flow::{randn, sample_ode, Flow, TrainableFlow};
+use super::metrics::{kabsch_rmsd, rmsd_diversity, vendi, VendiKernel};
+use super::verifier::{rows, verify_batch, Smoothing, Verifier};
+use super::{ExpandError, Result as XResult};
+use crate::error::{MorphError, Result};
+use crate::interpolant::Prior;
+use crate::io::{ModelDir, ModelMeta, WEIGHTS_FILE};
+use crate::model::{MorphNet, NetDims, NetInput};
+use crate::sampler::{sample_batch_tempered, Limits, SampleSpec, State};
+use crate::train::Trainer;
+
+fn net_err(e: MorphError) -> ExpandError {
+    ExpandError::Data {
+        what: "Morph network".into(),
+        reason: e.to_string(),
+    }
+}
+
+/// A molecular graph: element and charge classes per atom, `[n, n]` bond classes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MolGraph {
+    pub types: Vec<usize>,
+    pub charges: Vec<usize>,
+    /// Row-major `[n, n]`, symmetric, 0 = no bond.
+    pub bonds: Vec<usize>,
+}
+
+impl MolGraph {
+    pub fn from_state(s: &State) -> Self {
+        Self {
+            types: s.a.clone(),
+            charges: s.c.clone(),
+            bonds: s.e.clone(),
+        }
+    }
+    pub fn n(&self) -> usize {
+        self.types.len()
+    }
+    fn bond_list(&self) -> Vec<(usize, usize, usize)> {
+        let n = self.n();
+        (0..n)
+            .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+            .filter_map(|(i, j)| {
+                let b = self.bonds[i * n + j];
+                (b > 0).then_some((i, j, b))
+            })
+            .collect()
+    }
+    /// The molecule with positions `x` (`[n·3]`, normalised units).
+    pub fn molecule(
+        &self,
+        x: &[f32],
+        vocab: &MolVocab,
+        coord_std: f64,
+    ) -> Result<molecules::Molecule> {
+        let n = self.n();
+        let rec = MolRecord {
+            types: self.types.clone(),
+            charges: self.charges.clone(),
+            pos: Array2::from_shape_fn((n, 3), |(i, d)| f64::from(x[i * 3 + d])),
+            bonds: self.bond_list(),
+            properties: Default::default(),
+        };
+        Ok(rec.to_molecule(vocab, coord_std)?)
+    }
+}
+
+/// The molecule of a sampler state (normalised units).
+pub fn state_molecule(s: &State, vocab: &MolVocab, coord_std: f64) -> Result<molecules::Molecule> {
+    let rec = MolRecord {
+        types: s.a.clone(),
+        charges: s.c.clone(),
+        pos: Array2::from_shape_fn((s.n(), 3), |(i, d)| s.x[i][d]),
+        bonds: s.bond_list(),
+        properties: Default::default(),
+    };
+    Ok(rec.to_molecule(vocab, coord_std)?)
+}
+
+/// A Morph network as a flow on the positions of one fixed graph.
+#[derive(Clone)]
+pub struct MorphFlow {
+    net: MorphNet,
+    dims: NetDims,
+    /// Sorted parameter names and their `Var`s (empty when frozen).
+    names: Vec<String>,
+    vars: Vec<Var>,
+    /// Weights of a frozen flow.
+    consts: HashMap<String, Tensor>,
+    graph: MolGraph,
+    a: Tensor,
+    c: Tensor,
+    e: Tensor,
+    device: Device,
+}
+
+impl MorphFlow {
+    /// Build from a weight map (`model.safetensors`); `trainable` makes fresh
+    /// `Var`s holding copies of the weights.
+    pub fn from_weights(
+        dims: NetDims,
+        weights: &HashMap<String, Tensor>,
+        graph: MolGraph,
+        trainable: bool,
+        dev: &Device,
+    ) -> Result<Self> {
+        let (net, names, vars, consts) = if trainable {
+            let varmap = VarMap::new();
+            let net = MorphNet::new(dims, VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
+            let mut all: Vec<(String, Var)> = varmap
+                .data()
+                .lock()
+                .map_err(|_| MorphError::data("MorphFlow", "variable map lock poisoned"))?
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            all.sort_by(|x, y| x.0.cmp(&y.0));
+            for (n, v) in &all {
+                let w = weights
+                    .get(n)
+                    .ok_or_else(|| MorphError::data("weights", format!("missing tensor `{n}`")))?;
+                if w.dims() != v.dims() {
+                    return Err(MorphError::data(
+                        "weights",
+                        format!("`{n}` has shape {:?}, expected {:?}", w.dims(), v.dims()),
+                    ));
+                }
+                v.set(&w.to_device(dev)?)?;
+            }
+            let (names, vars) = all.into_iter().unzip();
+            (net, names, vars, HashMap::new())
+        } else {
+            let consts: HashMap<String, Tensor> = weights
+                .iter()
+                .map(|(k, t)| Ok((k.clone(), t.to_device(dev)?.copy()?.detach())))
+                .collect::<Result<_>>()?;
+            let net = MorphNet::new(
+                dims,
+                VarBuilder::from_tensors(consts.clone(), DType::F32, dev),
+            )?;
+            (net, Vec::new(), Vec::new(), consts)
+        };
+        let n = graph.n();
+        let u32s = |v: &[usize]| v.iter().map(|&k| k as u32).collect::<Vec<u32>>();
+        let a = Tensor::from_vec(u32s(&graph.types), (1, n), dev)?;
+        let c = Tensor::from_vec(u32s(&graph.charges), (1, n), dev)?;
+        let e = Tensor::from_vec(u32s(&graph.bonds), (1, n, n), dev)?;
+        Ok(Self {
+            net,
+            dims,
+            names,
+            vars,
+            consts,
+            graph,
+            a,
+            c,
+            e,
+            device: dev.clone(),
+        })
+    }
+
+    /// The same network (shared parameters) on another graph.
+    pub fn with_graph(&self, graph: MolGraph) -> Result<Self> {
+        let n = graph.n();
+        let u32s = |v: &[usize]| v.iter().map(|&k| k as u32).collect::<Vec<u32>>();
+        let mut f = self.clone();
+        f.a = Tensor::from_vec(u32s(&graph.types), (1, n), &self.device)?;
+        f.c = Tensor::from_vec(u32s(&graph.charges), (1, n), &self.device)?;
+        f.e = Tensor::from_vec(u32s(&graph.bonds), (1, n, n), &self.device)?;
+        f.graph = graph;
+        Ok(f)
+    }
+
+    pub fn graph(&self) -> &MolGraph {
+        &self.graph
+    }
+
+    pub fn net(&self) -> &MorphNet {
+        &self.net
+    }
+
+    /// Current weights by name (copies).
+    pub fn weights(&self) -> Result<HashMap<String, Tensor>> {
+        if self.vars.is_empty() {
+            return Ok(self.consts.clone());
+        }
+        self.names
+            .iter()
+            .zip(&self.vars)
+            .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?.detach())))
+            .collect()
+    }
+}
+
+impl Flow for MorphFlow {
+    fn event_shape(&self) -> Vec<usize> {
+        vec![self.graph.n(), 3]
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn velocity(&self, x: &Tensor, t: &Tensor) -> XResult<Tensor> {
+        let (b, n, _) = x.dims3()?;
+        let inp = NetInput {
+            x: x.clone(),
+            a: self.a.broadcast_as((b, n))?.contiguous()?,
+            c: self.c.broadcast_as((b, n))?.contiguous()?,
+            e: self.e.broadcast_as((b, n, n))?.contiguous()?,
+            mask: Tensor::ones((b, n), DType::F32, &self.device)?,
+            t: t.to_dtype(DType::F32)?,
+            cond: Tensor::zeros(b, DType::F32, &self.device)?,
+            cond_on: Tensor::zeros(b, DType::F32, &self.device)?,
+        };
+        let out = self.net.forward(&inp).map_err(net_err)?;
+        // v = (x̂1 − x)/(1 − t), with 1 − t floored at 1e-3.
+        let denom = (1.0 - t.to_dtype(DType::F32)?)?
+            .clamp(1e-3, 1.0)?
+            .reshape((b, 1, 1))?;
+        Ok((out.x1 - x)?.broadcast_div(&denom)?)
+    }
+    /// Centre-of-mass-free Gaussian positions.
+    fn noise(&self, n: usize, rng: &mut dyn RngCore) -> XResult<Tensor> {
+        let x = randn(rng, &[n, self.graph.n(), 3], &self.device)?;
+        Ok(x.broadcast_sub(&x.mean_keepdim(1)?)?)
+    }
+}
+
+impl TrainableFlow for MorphFlow {
+    fn vars(&self) -> Vec<Var> {
+        self.vars.clone()
+    }
+    fn frozen_copy(&self) -> XResult<Self> {
+        let w = self.weights().map_err(net_err)?;
+        Self::from_weights(self.dims, &w, self.graph.clone(), false, &self.device).map_err(net_err)
+    }
+    fn trainable_copy(&self) -> XResult<Self> {
+        let w = self.weights().map_err(net_err)?;
+        Self::from_weights(self.dims, &w, self.graph.clone(), true, &self.device).map_err(net_err)
+    }
+}
+
+/// A `molecules` verifier on the flattened positions of one graph.
+pub struct MolVerifier<'a> {
+    pub graph: &'a MolGraph,
+    pub vocab: &'a MolVocab,
+    pub coord_std: f64,
+    pub inner: &'a dyn molecules::Verifier,
+}
+
+impl Verifier for MolVerifier<'_> {
+    fn verify(&self, x: &[f32]) -> f64 {
+        match self.graph.molecule(x, self.vocab, self.coord_std) {
+            Ok(m) => f64::from(u8::from(self.inner.verify(&m))),
+            Err(_) => 0.0,
+        }
+    }
+}
+
+/// `before` / `after` numbers (the JSON contract of `cellmol expand`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ExpandMetrics {
+    pub validity: f64,
+    pub coverage: f64,
+    pub vendi: f64,
+}
+
+/// Result of [`fe_morph`] / [`actflow_morph`].
+#[derive(Debug, Clone, Serialize)]
+pub struct MorphExpandReport {
+    pub method: String,
+    pub verifier: String,
+    pub before: ExpandMetrics,
+    pub after: ExpandMetrics,
+    /// Method-specific details (per graph / per round).
+    pub details: serde_json::Value,
+}
+
+/// Progress events: (stage, step, total).
+pub type ProgressCb<'a> = dyn FnMut(&str, usize, usize) + 'a;
+
+fn load_weights(dir: &Path, dev: &Device) -> Result<(ModelMeta, HashMap<String, Tensor>)> {
+    let model = ModelDir::load(dir, dev)?;
+    let wpath = dir.join(WEIGHTS_FILE);
+    let w = candle_core::safetensors::load(&wpath, dev).map_err(|e| MorphError::File {
+        path: wpath.clone(),
+        message: e.to_string(),
+    })?;
+    Ok((model.meta, w))
+}
+
+/// Sample `n` molecules (normalised states) from a network with the model's
+/// sampler settings.
+fn sample_states(
+    net: &MorphNet,
+    meta: &ModelMeta,
+    n: usize,
+    steps: usize,
+    seed: u64,
+    temperature: f64,
+    dev: &Device,
+) -> Result<Vec<State>> {
+    let cfg = &meta.config;
+    let prior = Prior::new(&meta.stats, cfg.flow.prior_extra)?;
+    let limits = Limits {
+        min_atoms: cfg.sample.min_atoms,
+        cap: meta.stats.n_max + cfg.sample.max_extra,
+    };
+    let bs = cfg.sample.batch_size.max(1);
+    let mut out = Vec::with_capacity(n);
+    for (k, start) in (0..n).step_by(bs).enumerate() {
+        let m = bs.min(n - start);
+        let spec = SampleSpec {
+            steps,
+            seed: seed.wrapping_mul(1_000_003).wrapping_add(k as u64),
+            cond: None,
+            scaffold: None,
+            limits,
+        };
+        out.extend(sample_batch_tempered(
+            net,
+            &prior,
+            &cfg.flow,
+            m,
+            &spec,
+            temperature,
+            dev,
+            &mut |_| {},
+        )?);
+    }
+    Ok(out)
+}
+
+fn save_model(out_dir: &Path, meta: &ModelMeta, weights: &HashMap<String, Tensor>) -> Result<()> {
+    ModelDir::save(out_dir, meta, weights)
+}
+
+fn vendi_rbf(feats: &[Vec<f64>], bandwidth: f64) -> Result<f64> {
+    match feats.len() {
+        0 => Ok(0.0),
+        1 => Ok(1.0),
+        n => {
+            let d = feats[0].len();
+            let x = Array2::from_shape_fn((n, d), |(i, j)| feats[i][j]);
+            Ok(vendi(x.view(), VendiKernel::Rbf { bandwidth })?)
+        }
+    }
+}
+
+// ---------------------------------------------------------------- FE ----
+
+/// Flow Expander on Morph conformers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MorphFeConfig {
+    /// FE settings; `fe.iterations` is K (interleaved over the graphs).
+    pub fe: FeConfig,
+    /// Graphs to expand conformers of (≥ 1).
+    pub n_graphs: usize,
+    /// Molecules sampled from the pre-trained model to choose graphs from.
+    pub n_graph_candidates: usize,
+    /// Conformers per graph for the before/after metrics (≥ 2).
+    pub n_eval: usize,
+    /// ODE steps when sampling conformers for the metrics.
+    pub ode_steps: usize,
+    /// Sampler steps for the graph candidates (0 = the model's).
+    pub sample_steps: usize,
+    /// Distinct-conformer threshold (Å, Kabsch RMSD) for coverage.
+    pub rmsd_threshold: f64,
+    pub seed: u64,
+}
+
+impl Default for MorphFeConfig {
+    fn default() -> Self {
+        let am = super::adjoint::AdjointConfig {
+            n_samples: 64,
+            batch: 32,
+            n_steps: 20,
+            lr: 1e-4,
+            ..Default::default()
+        };
+        Self {
+            fe: FeConfig {
+                iterations: 3,
+                // the Morph x̂1 predictor is far from a perfect denoiser near
+                // t = 1: score at 0.9 rather than 0.99
+                epsilon: 0.1,
+                expand: am.clone(),
+                project: am,
+                project_mode: ProjectMode::Smoothed(Smoothing {
+                    scale: 0.1,
+                    n_draws: 8,
+                    floor: 0.05,
+                }),
+                ..FeConfig::default()
+            },
+            n_graphs: 4,
+            n_graph_candidates: 32,
+            n_eval: 64,
+            ode_steps: 50,
+            sample_steps: 0,
+            rmsd_threshold: 0.5,
+            seed: 0,
+        }
+    }
+}
+
+impl MorphFeConfig {
+    /// Settings from TOML (missing fields take their defaults).
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| MorphError::config("FE settings TOML", e.to_string()))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.fe.validate()?;
+        let bad = |f: &str, m: String| Err(MorphError::config(f, m));
+        if self.n_graphs == 0 {
+            return bad("n_graphs", "should be >= 1, but is 0".into());
+        }
+        if self.n_graph_candidates < self.n_graphs {
+            return bad(
+                "n_graph_candidates",
+                format!(
+                    "should be >= n_graphs ({}), but is {}",
+                    self.n_graphs, self.n_graph_candidates
+                ),
+            );
+        }
+        if self.n_eval < 2 {
+            return bad("n_eval", format!("should be >= 2, but is {}", self.n_eval));
+        }
+        if self.ode_steps == 0 {
+            return bad("ode_steps", "should be >= 1, but is 0".into());
+        }
+        if self.sample_steps == 1 {
+            return bad(
+                "sample_steps",
+                "should be 0 (model default) or >= 2, but is 1".into(),
+            );
+        }
+        if !(self.rmsd_threshold > 0.0 && self.rmsd_threshold.is_finite()) {
+            return bad(
+                "rmsd_threshold",
+                format!("should be > 0, but is {}", self.rmsd_threshold),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Metrics of a set of conformers of one graph (rows `[n·3]`, normalised).
+#[derive(Debug, Clone, Serialize)]
+pub struct ConformerMetrics {
+    pub n_atoms: usize,
+    pub validity: f64,
+    pub coverage: f64,
+    pub vendi: f64,
+    /// Mean pairwise Kabsch RMSD (Å) of the valid conformers.
+    pub rmsd_diversity: f64,
+}
+
+fn conformer_metrics(
+    rows_n: &[Vec<f32>],
+    ok: &[f64],
+    n_atoms: usize,
+    coord_std: f64,
+    threshold: f64,
+) -> Result<ConformerMetrics> {
+    let valid: Vec<Array2<f64>> = rows_n
+        .iter()
+        .zip(ok)
+        .filter(|(_, &c)| c >= 0.5)
+        .map(|(r, _)| {
+            Array2::from_shape_fn((n_atoms, 3), |(i, d)| f64::from(r[i * 3 + d]) * coord_std)
+        })
+        .collect();
+    let mut reps: Vec<&Array2<f64>> = Vec::new();
+    for c in &valid {
+        let mut new = true;
+        for r in &reps {
+            if kabsch_rmsd(c.view(), r.view())? < threshold {
+                new = false;
+                break;
+            }
+        }
+        if new {
+            reps.push(c);
+        }
+    }
+    let feats: Vec<Vec<f64>> = valid
+        .iter()
+        .map(|c| {
+            let mut d: Vec<f64> = (0..n_atoms)
+                .flat_map(|i| (i + 1..n_atoms).map(move |j| (i, j)))
+                .map(|(i, j)| {
+                    (0..3)
+                        .map(|k| (c[[i, k]] - c[[j, k]]).powi(2))
+                        .sum::<f64>()
+                        .sqrt()
+                })
+                .collect();
+            d.sort_by(f64::total_cmp);
+            d
+        })
+        .collect();
+    let n = rows_n.len().max(1) as f64;
+    Ok(ConformerMetrics {
+        n_atoms,
+        validity: ok.iter().filter(|&&c| c >= 0.5).count() as f64 / n,
+        coverage: reps.len() as f64 / n,
+        vendi: if n_atoms >= 2 {
+            vendi_rbf(&feats, 1.0)?
+        } else {
+            valid.len().min(1) as f64
+        },
+        rmsd_diversity: rmsd_diversity(&valid)?,
+    })
+}
+
+fn mean_metrics(ms: &[ConformerMetrics]) -> ExpandMetrics {
+    let n = ms.len().max(1) as f64;
+    ExpandMetrics {
+        validity: ms.iter().map(|m| m.validity).sum::<f64>() / n,
+        coverage: ms.iter().map(|m| m.coverage).sum::<f64>() / n,
+        vendi: ms.iter().map(|m| m.vendi).sum::<f64>() / n,
+    }
+}
+
+/// Choose graphs among samples of the pre-trained model: plain-valid,
+/// connected graphs with ≥ 3 atoms first (in sample order), then any with ≥ 3
+/// atoms, then any.
+fn choose_graphs(states: &[State], meta: &ModelMeta, k: usize) -> Result<Vec<MolGraph>> {
+    let mut good = Vec::new();
+    let mut other = Vec::new();
+    let mut small = Vec::new();
+    for s in states {
+        let m = state_molecule(s, &meta.vocab, meta.stats.coord_std)?;
+        let ok =
+            molecules::plain::evaluate_molecule(&m).is_some_and(|e| e.valid && e.n_fragments == 1);
+        let g = MolGraph::from_state(s);
+        if s.n() >= 3 && ok {
+            good.push(g);
+        } else if s.n() >= 3 {
+            other.push(g);
+        } else {
+            small.push(g);
+        }
+    }
+    let all: Vec<MolGraph> = good.into_iter().chain(other).chain(small).take(k).collect();
+    if all.is_empty() {
+        return Err(MorphError::data(
+            "flow expansion",
+            "the model produced no molecules",
+        ));
+    }
+    Ok(all)
+}
+
+/// Flow Expander on the conformers of graphs sampled from the Morph model in
+/// `model_dir`; writes the adapted model (`config.json`, `model.safetensors`)
+/// to `out_dir` and returns before/after metrics.
+pub fn fe_morph(
+    model_dir: &Path,
+    verifier: &dyn molecules::Verifier,
+    cfg: &MorphFeConfig,
+    out_dir: &Path,
+    dev: &Device,
+    progress: &mut ProgressCb<'_>,
+) -> Result<MorphExpandReport> {
+    cfg.validate()?;
+    let (meta, weights) = load_weights(model_dir, dev)?;
+    let dims = meta.dims();
+    let std = meta.stats.coord_std;
+    let steps = if cfg.sample_steps == 0 {
+        meta.config.sample.steps
+    } else {
+        cfg.sample_steps
+    };
+    progress("graphs", 0, 1);
+    let pre_any = MorphFlow::from_weights(
+        dims,
+        &weights,
+        MolGraph {
+            types: vec![],
+            charges: vec![],
+            bonds: vec![],
+        },
+        false,
+        dev,
+    )?;
+    let cand = sample_states(
+        pre_any.net(),
+        &meta,
+        cfg.n_graph_candidates,
+        steps,
+        cfg.seed,
+        1.0,
+        dev,
+    )?;
+    let graphs = choose_graphs(&cand, &meta, cfg.n_graphs)?;
+    progress("graphs", 1, 1);
+    let model_any = MorphFlow::from_weights(dims, &weights, graphs[0].clone(), true, dev)?;
+    let models: Vec<MorphFlow> = graphs
+        .iter()
+        .map(|g| model_any.with_graph(g.clone()))
+        .collect::<Result<_>>()?;
+    let pres: Vec<MorphFlow> = graphs
+        .iter()
+        .map(|g| pre_any.with_graph(g.clone()))
+        .collect::<Result<_>>()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xfe);
+    // The same noise codes before and after.
+    let codes: Vec<Tensor> = models
+        .iter()
+        .map(|m| m.noise(cfg.n_eval, &mut rng))
+        .collect::<XResult<_>>()?;
+    let eval = |flows: &[MorphFlow]| -> Result<Vec<ConformerMetrics>> {
+        flows
+            .iter()
+            .zip(&codes)
+            .zip(&graphs)
+            .map(|((f, z), g)| {
+                let xs = sample_ode(f, z, cfg.ode_steps)?;
+                let xs = xs.broadcast_sub(&xs.mean_keepdim(1)?)?;
+                let ver = MolVerifier {
+                    graph: g,
+                    vocab: &meta.vocab,
+                    coord_std: std,
+                    inner: verifier,
+                };
+                let ok = verify_batch(&ver, &xs)?;
+                conformer_metrics(&rows(&xs)?, &ok, g.n(), std, cfg.rmsd_threshold)
+            })
+            .collect()
+    };
+    progress("before", 0, 1);
+    let before = eval(&pres)?;
+    progress("before", 1, 1);
+    let one = FeConfig {
+        iterations: 1,
+        ..cfg.fe.clone()
+    };
+    let total = cfg.fe.iterations * graphs.len();
+    let mut events = Vec::new();
+    for it in 0..cfg.fe.iterations {
+        for (gi, (m, p)) in models.iter().zip(&pres).enumerate() {
+            let ver = MolVerifier {
+                graph: &graphs[gi],
+                vocab: &meta.vocab,
+                coord_std: std,
+                inner: verifier,
+            };
+            flow_expander(m, p, Some(&ver), &one, &mut rng, |e| {
+                let (kind, l) = match e {
+                    FeEvent::Expand(_, _, l) => ("expand", l),
+                    FeEvent::Project(_, _, l) => ("project", l),
+                };
+                events.push(
+                    serde_json::json!({"iteration": it, "graph": gi, "step": kind, "loss": l}),
+                );
+            })?;
+            progress("fe", it * graphs.len() + gi + 1, total);
+        }
+    }
+    progress("after", 0, 1);
+    let after = eval(&models)?;
+    progress("after", 1, 1);
+    save_model(out_dir, &meta, &model_any.weights()?)?;
+    let graph_info: Vec<serde_json::Value> = graphs
+        .iter()
+        .zip(before.iter().zip(&after))
+        .map(|(g, (b, a))| {
+            let formula = g
+                .molecule(&vec![0.0; g.n() * 3], &meta.vocab, std)
+                .map(|m| m.formula())
+                .unwrap_or_default();
+            serde_json::json!({"formula": formula, "n_atoms": g.n(), "before": b, "after": a})
+        })
+        .collect();
+    Ok(MorphExpandReport {
+        method: "fe".into(),
+        verifier: verifier.name(),
+        before: mean_metrics(&before),
+        after: mean_metrics(&after),
+        details: serde_json::json!({
+            "graphs": graph_info,
+            "losses": events,
+            "config": cfg,
+            "source_model": model_dir.display().to_string(),
+        }),
+    })
+}
+
+// ------------------------------------------------------------ ActFlow ----
+
+/// ActFlow on Morph graphs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MorphActFlowConfig {
+    /// Rounds R (≥ 1).
+    pub rounds: usize,
+    /// Candidates sampled per round (≥ 2): half at temperature 1, half at `temperature`.
+    pub n_candidates: usize,
+    /// Most designs accepted per round (≥ 1).
+    pub max_accept: usize,
+    /// Prior temperature of the exploration half (≥ 1).
+    pub temperature: f64,
+    /// Continued-training steps per round (≥ 1).
+    pub train_steps: usize,
+    /// Constant learning rate of the continued training (> 0).
+    pub lr: f64,
+    /// Molecules per training batch (≥ 1).
+    pub batch_size: usize,
+    /// Samples for the before/after metrics (≥ 1).
+    pub n_eval: usize,
+    /// Sampler steps (0 = the model's).
+    pub sample_steps: usize,
+    pub seed: u64,
+}
+
+impl Default for MorphActFlowConfig {
+    fn default() -> Self {
+        Self {
+            rounds: 3,
+            n_candidates: 256,
+            max_accept: 64,
+            temperature: 1.5,
+            train_steps: 200,
+            lr: 1e-4,
+            batch_size: 32,
+            n_eval: 256,
+            sample_steps: 0,
+            seed: 0,
+        }
+    }
+}
+
+impl MorphActFlowConfig {
+    /// Settings from TOML (missing fields take their defaults).
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| MorphError::config("ActFlow settings TOML", e.to_string()))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |f: &str, m: String| Err(MorphError::config(f, m));
+        if self.rounds == 0 {
+            return bad("rounds", "should be >= 1, but is 0".into());
+        }
+        if self.n_candidates < 2 {
+            return bad(
+                "n_candidates",
+                format!("should be >= 2, but is {}", self.n_candidates),
+            );
+        }
+        if self.max_accept == 0 {
+            return bad("max_accept", "should be >= 1, but is 0".into());
+        }
+        if !(self.temperature >= 1.0 && self.temperature.is_finite()) {
+            return bad(
+                "temperature",
+                format!("should be >= 1, but is {}", self.temperature),
+            );
+        }
+        if self.train_steps == 0 {
+            return bad("train_steps", "should be >= 1, but is 0".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("lr", format!("should be > 0, but is {}", self.lr));
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "should be >= 1, but is 0".into());
+        }
+        if self.n_eval == 0 {
+            return bad("n_eval", "should be >= 1, but is 0".into());
+        }
+        if self.sample_steps == 1 {
+            return bad(
+                "sample_steps",
+                "should be 0 (model default) or >= 2, but is 1".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Graph class key of a molecule (RDKit-free SMILES class of
+/// `molecules::plain`; `None` for non-plain or invalid molecules).
+fn graph_key(m: &molecules::Molecule) -> Option<u64> {
+    molecules::plain::evaluate_molecule(m).and_then(|e| e.key)
+}
+
+fn composition(s: &State, n_types: usize, n_bonds: usize) -> Vec<f64> {
+    let mut f = vec![0.0; n_types + n_bonds];
+    for &a in &s.a {
+        f[a] += 1.0;
+    }
+    for (_, _, b) in s.bond_list() {
+        f[n_types + b.min(n_bonds - 1)] += 1.0;
+    }
+    f
+}
+
+fn graph_metrics(
+    states: &[State],
+    mols: &[molecules::Molecule],
+    ok: &[bool],
+    anchors: &HashSet<u64>,
+    n_types: usize,
+    n_bonds: usize,
+) -> Result<(ExpandMetrics, usize)> {
+    let n = states.len().max(1) as f64;
+    let mut novel = HashSet::new();
+    let mut feats = Vec::new();
+    for ((s, m), &v) in states.iter().zip(mols).zip(ok) {
+        if !v {
+            continue;
+        }
+        feats.push(composition(s, n_types, n_bonds));
+        if let Some(k) = graph_key(m) {
+            if !anchors.contains(&k) {
+                novel.insert(k);
+            }
+        }
+    }
+    Ok((
+        ExpandMetrics {
+            validity: ok.iter().filter(|&&v| v).count() as f64 / n,
+            coverage: novel.len() as f64 / n,
+            vendi: vendi_rbf(&feats, 1.0)?,
+        },
+        novel.len(),
+    ))
+}
+
+/// ActFlow on the graphs of the Morph model in `model_dir`. `data`: the
+/// training molecules (anchors of the continued training); without them the
+/// pre-trained model's verified samples serve as anchors. Writes the adapted
+/// model to `out_dir`.
+pub fn actflow_morph(
+    model_dir: &Path,
+    data: Option<&[molecules::Molecule]>,
+    verifier: &dyn molecules::Verifier,
+    cfg: &MorphActFlowConfig,
+    out_dir: &Path,
+    dev: &Device,
+    progress: &mut ProgressCb<'_>,
+) -> Result<MorphExpandReport> {
+    cfg.validate()?;
+    let (meta, weights) = load_weights(model_dir, dev)?;
+    let std = meta.stats.coord_std;
+    let (n_types, n_bonds) = (meta.vocab.n_types(), meta.vocab.n_bonds());
+    let steps = if cfg.sample_steps == 0 {
+        meta.config.sample.steps
+    } else {
+        cfg.sample_steps
+    };
+    // Continued training: constant lr, EMA off (the saved weights are the trained ones).
+    let mut tmeta = meta.clone();
+    tmeta.config.train.lr = cfg.lr;
+    tmeta.config.train.warmup_steps = 0;
+    tmeta.config.train.lr_min_frac = 1.0;
+    tmeta.config.train.steps = cfg.train_steps;
+    tmeta.config.train.ema_decay = 0.0;
+    tmeta.config.train.batch_size = cfg.batch_size;
+    tmeta.config.train.seed = cfg.seed;
+    let mut tr = Trainer::new(tmeta, dev)?;
+    tr.load_weights(&weights)?;
+    let to_mols = |states: &[State]| -> Result<Vec<molecules::Molecule>> {
+        states
+            .iter()
+            .map(|s| state_molecule(s, &meta.vocab, std))
+            .collect()
+    };
+    let verify = |mols: &[molecules::Molecule]| -> Vec<bool> {
+        use rayon::prelude::*;
+        mols.par_iter().map(|m| verifier.verify(m)).collect()
+    };
+    // Anchors.
+    let record = |s: &State| MolRecord {
+        types: s.a.clone(),
+        charges: s.c.clone(),
+        pos: Array2::from_shape_fn((s.n(), 3), |(i, d)| s.x[i][d]),
+        bonds: s.bond_list(),
+        properties: Default::default(),
+    };
+    progress("anchors", 0, 1);
+    let (mut pool, anchor_source): (Vec<MolRecord>, &str) = match data {
+        Some(mols) => {
+            let mut recs = Vec::with_capacity(mols.len());
+            for (k, m) in mols.iter().enumerate() {
+                let mut r = MolRecord::from_molecule(
+                    m,
+                    &meta.vocab,
+                    &format!("training molecule {}", k + 1),
+                )?;
+                r.centre();
+                r.pos.mapv_inplace(|v| v / std);
+                recs.push(r);
+            }
+            (recs, "training data")
+        }
+        None => {
+            let st = sample_states(
+                &tr.net,
+                &meta,
+                cfg.n_candidates,
+                steps,
+                cfg.seed ^ 0xa7,
+                1.0,
+                dev,
+            )?;
+            let mols = to_mols(&st)?;
+            let ok = verify(&mols);
+            let mut recs: Vec<MolRecord> = st
+                .iter()
+                .zip(&ok)
+                .filter(|(_, &v)| v)
+                .map(|(s, _)| record(s))
+                .collect();
+            if recs.is_empty() {
+                recs = st.iter().map(record).collect();
+            }
+            (recs, "pre-trained model samples (verified)")
+        }
+    };
+    if pool.is_empty() {
+        return Err(MorphError::data("ActFlow", "no anchor molecules"));
+    }
+    let mut known: HashSet<u64> = HashSet::new();
+    for r in &pool {
+        if let Ok(m) = r.to_molecule(&meta.vocab, std) {
+            if let Some(k) = graph_key(&m) {
+                known.insert(k);
+            }
+        }
+    }
+    let anchor_keys = known.clone();
+    let n_anchors = pool.len();
+    progress("anchors", 1, 1);
+    let eval_seed = cfg.seed ^ 0xe7a1;
+    let evaluate = |tr: &Trainer| -> Result<(ExpandMetrics, usize)> {
+        let st = sample_states(&tr.net, &meta, cfg.n_eval, steps, eval_seed, 1.0, dev)?;
+        let mols = to_mols(&st)?;
+        let ok = verify(&mols);
+        graph_metrics(&st, &mols, &ok, &anchor_keys, n_types, n_bonds)
+    };
+    progress("before", 0, 1);
+    let (before, novel_before) = evaluate(&tr)?;
+    progress("before", 1, 1);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xac7f);
+    let mut rounds = Vec::new();
+    let mut global_step = 0usize;
+    for round in 0..cfg.rounds {
+        let half = cfg.n_candidates / 2;
+        let seed = rng.next_u64();
+        let mut cand = sample_states(&tr.net, &meta, half, steps, seed, 1.0, dev)?;
+        cand.extend(sample_states(
+            &tr.net,
+            &meta,
+            cfg.n_candidates - half,
+            steps,
+            seed ^ 0x7e3,
+            cfg.temperature,
+            dev,
+        )?);
+        let mols = to_mols(&cand)?;
+        let ok = verify(&mols);
+        let mut accepted = 0;
+        for ((s, m), &v) in cand.iter().zip(&mols).zip(&ok) {
+            if accepted >= cfg.max_accept {
+                break;
+            }
+            if !v {
+                continue;
+            }
+            let Some(k) = graph_key(m) else { continue };
+            if known.insert(k) {
+                pool.push(record(s));
+                accepted += 1;
+            }
+        }
+        // Continue Morph training on anchors + accepted designs.
+        let set = MolSet::new(meta.vocab.clone(), pool.clone())?;
+        let mut order: Vec<usize> = (0..set.len()).collect();
+        let mut pos = order.len();
+        let mut loss_sum = 0.0;
+        for s in 0..cfg.train_steps {
+            if pos + cfg.batch_size > order.len() {
+                order.shuffle(&mut rng);
+                pos = 0;
+            }
+            let end = (pos + cfg.batch_size).min(order.len());
+            let log = tr.step(&set, &order[pos..end], global_step)?;
+            pos = end;
+            global_step += 1;
+            loss_sum += f64::from(log.loss);
+            progress(&format!("round {}", round + 1), s + 1, cfg.train_steps);
+        }
+        rounds.push(serde_json::json!({
+            "candidates": cand.len(),
+            "valid": ok.iter().filter(|&&v| v).count(),
+            "accepted": accepted,
+            "train_size": pool.len(),
+            "mean_loss": loss_sum / cfg.train_steps as f64,
+        }));
+    }
+    progress("after", 0, 1);
+    let (after, novel_after) = evaluate(&tr)?;
+    progress("after", 1, 1);
+    let mut new_meta = meta.clone();
+    new_meta.trained_steps = meta.trained_steps + global_step;
+    save_model(out_dir, &new_meta, tr.ema_weights())?;
+    Ok(MorphExpandReport {
+        method: "actflow".into(),
+        verifier: verifier.name(),
+        before,
+        after,
+        details: serde_json::json!({
+            "rounds": rounds,
+            "anchors": {"source": anchor_source, "n": n_anchors, "distinct_graph_classes": anchor_keys.len()},
+            "novel_valid_graph_classes": {"before": novel_before, "after": novel_after},
+            "n_eval": cfg.n_eval,
+            "config": cfg,
+            "source_model": model_dir.display().to_string(),
+        }),
+    })
+}
