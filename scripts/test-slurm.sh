@@ -84,7 +84,7 @@ wait_job() { # job id, timeout s
 
 echo "== 1. job array: 2 LCD fits"
 # quick preset with a shorter stage 2: this checks the batch mechanics, not the model
-printf '[stage2]\nsteps = 2000\n' > "$W/short.toml"
+printf '[stage1]\nsteps = 600\n[stage2]\nsteps = 2000\n' > "$W/short.toml"
 JOB=$("$CELLMOL" slurm lcd "$W/screen.h5ad" -o "$W/runs" --folds 0 --seeds 0,1 --preset quick \
   --config "$W/short.toml" --n-folds 3 --fit-args "--min-cells 20" \
   --cpus-per-task 1 --mem 2G --time 00:30:00 --submit)
@@ -98,6 +98,8 @@ echo "both array tasks finished"
 echo "== 2. preemption and resume"
 cat > "$W/long.toml" <<'TOML'
 # quick preset, longer, with frequent checkpoints so the requeue lands mid-run
+[stage1]
+steps = 600
 [stage2]
 steps = 4000
 checkpoint_every = 100

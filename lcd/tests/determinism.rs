@@ -6,6 +6,7 @@ use lcd::{LcdConfig, LcdModel};
 fn cfg() -> LcdConfig {
     let mut c = LcdConfig::quick();
     c.stage1.steps = 15;
+    c.stage1.warmup = 3;
     c.stage1.mc_samples = 96;
     c.stage1.mc_chunk = 32; // exercises the chunked two-pass gradient
     c.stage1.latent_per_env = 200;

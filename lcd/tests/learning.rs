@@ -12,6 +12,8 @@ fn tiny(noise: bool) -> LcdConfig {
     let mut c = LcdConfig::quick();
     c.noise_model = noise;
     c.stage1.steps = 200;
+    c.stage1.lr = 1e-3;
+    c.stage1.warmup = 20;
     c.stage1.latent_per_env = 500;
     c.stage2.hidden = 64;
     c.stage2.steps = 800;
