@@ -321,6 +321,21 @@ fn expansion_of_a_real_toy_run() {
         "-o",
         &s(&dir),
     ]));
+    for f in [
+        "samples_data.csv",
+        "samples_before.csv",
+        "samples_after.csv",
+    ] {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap_or_else(|_| panic!("{f} missing"));
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("x,y"), "{f} header");
+        let rows: Vec<&str> = lines.collect();
+        assert!(rows.len() >= 100, "{f}: {} rows", rows.len());
+        for r in rows.iter().take(5) {
+            let v: Vec<f64> = r.split(',').map(|x| x.parse().expect("number")).collect();
+            assert!(v.len() == 2 && v.iter().all(|x| x.is_finite()), "{f}: {r}");
+        }
+    }
     let out = tmp.path().join("real.png");
     ok(&cellmol(&[
         "-q",

@@ -362,6 +362,18 @@ fn run_toy_cmd(args: ToyArgs, global: Global) -> anyhow::Result<()> {
         task,
         &[&out.data, &out.samples_before, &out.samples_after],
     )?;
+    // The samples themselves, for `cellmol plot expansion` and other tools.
+    for (name, pts) in [
+        ("samples_data.csv", &out.data),
+        ("samples_before.csv", &out.samples_before),
+        ("samples_after.csv", &out.samples_after),
+    ] {
+        let mut text = String::from("x,y\n");
+        for r in pts.rows() {
+            text.push_str(&format!("{},{}\n", r[0], r[1]));
+        }
+        write_atomic(&args.out.join(name), text.as_bytes())?;
+    }
     let full = serde_json::json!({
         "task": task,
         "method": method,
@@ -371,6 +383,7 @@ fn run_toy_cmd(args: ToyArgs, global: Global) -> anyhow::Result<()> {
         "rounds": out.rounds,
         "config": cfg,
         "pictures": ["data.png", "before.png", "after.png", "compare.png (data | before | after)"],
+        "samples": ["samples_data.csv", "samples_before.csv", "samples_after.csv"],
     });
     write_atomic(
         &args.out.join("metrics.json"),
