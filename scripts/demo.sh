@@ -35,6 +35,8 @@ PY
 echo "== CLIPR: causal effects, graph and modules (scored against the simulator's truth)"
 $CELLMOL clipr "$OUT/lcd" -o "$OUT/clipr" --estimator published,direction-aware \
   --truth "$OUT/screen.h5ad" --json --zero-threshold 0.03
-echo "== training curves"
+echo "== pictures: training curves, predicted vs observed expression of a held-out double"
 $CELLMOL plot curves "$OUT/lcd"
-echo "done: see $OUT/ (evaluate.json, clipr/, lcd/curves.png)"
+COND=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["conditions"][0]["condition"])' "$OUT/evaluate.json")
+$CELLMOL plot expression "$OUT/lcd" "$OUT/screen.h5ad" --perturbation "$COND" -o "$OUT/expression.png"
+echo "done: see $OUT/ (evaluate.json, clipr/*/heatmap.png, lcd/curves.png, expression.png)"
