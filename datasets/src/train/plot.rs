@@ -311,10 +311,15 @@ pub struct Distributions<'a> {
     pub bins: usize,
 }
 
+/// `(rows, cols)` of a grid of `n` panels, at most `cols` per row.
+fn grid_shape(n: usize, cols: usize) -> (usize, usize) {
+    let cols = cols.clamp(1, n.max(1));
+    (n.div_ceil(cols).max(1), cols)
+}
+
 impl Distributions<'_> {
     fn grid(&self) -> (usize, usize) {
-        let cols = self.cols.clamp(1, self.panels.len().max(1));
-        (self.panels.len().div_ceil(cols).max(1), cols)
+        grid_shape(self.panels.len(), self.cols)
     }
 }
 
@@ -775,8 +780,7 @@ pub struct MoleculeGrid<'a> {
 
 impl MoleculeGrid<'_> {
     fn grid(&self) -> (usize, usize) {
-        let cols = self.cols.clamp(1, self.molecules.len().max(1));
-        (self.molecules.len().div_ceil(cols).max(1), cols)
+        grid_shape(self.molecules.len(), self.cols)
     }
 }
 
