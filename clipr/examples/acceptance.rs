@@ -98,7 +98,7 @@ fn main() -> Result<()> {
         .position(|a| a == "--steps")
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3000);
+        .unwrap_or(LcdConfig::quick().stage2.steps);
     let only_d: Option<usize> = args
         .iter()
         .position(|a| a == "--only-d")
