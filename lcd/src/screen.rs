@@ -11,11 +11,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use datasets::anndata::{Column, DenseArray, Matrix, SparseFormat};
+use datasets::anndata::{Column, DenseArray, Matrix};
 use datasets::AnnData;
-use ndarray::Array2;
 
-use crate::data::{is_control, parse_condition, Environment, TrainingData};
+use crate::data::{Environment, TrainingData};
 use crate::{LcdError, Result};
 
 /// Seed of the fold shuffle (fixed so `fit` and `evaluate` agree).
@@ -117,84 +116,6 @@ impl ScreenSpec {
         }
         Ok(())
     }
-}
-
-fn x_dense(x: &Matrix, file: &Path) -> Result<Array2<f32>> {
-    let (n, d) = x.shape2();
-    match x {
-        Matrix::Dense(a) => {
-            let v = a
-                .to_f64()
-                .ok_or_else(|| LcdError::Data(format!("{}: X holds strings", file.display())))?;
-            let v: Vec<f32> = v.iter().map(|&f| f as f32).collect();
-            Array2::from_shape_vec((n, d), v)
-                .map_err(|e| LcdError::Data(format!("{}: X: {e}", file.display())))
-        }
-        Matrix::Sparse(s) => {
-            let mut out = Array2::<f32>::zeros((n, d));
-            let outer = match s.format {
-                SparseFormat::Csr => n,
-                SparseFormat::Csc => d,
-            };
-            if s.indptr.len() != outer + 1 {
-                return Err(LcdError::Data(format!(
-                    "{}: X/indptr has {} entries, expected {}",
-                    file.display(),
-                    s.indptr.len(),
-                    outer + 1
-                )));
-            }
-            for o in 0..outer {
-                let (a, b) = (s.indptr.get(o), s.indptr.get(o + 1));
-                if a < 0 || b < a || b as usize > s.nnz() {
-                    return Err(LcdError::Data(format!(
-                        "{}: X/indptr[{o}] out of range",
-                        file.display()
-                    )));
-                }
-                for k in a as usize..b as usize {
-                    let i = s.indices.get(k);
-                    let inner = if s.format == SparseFormat::Csr { d } else { n };
-                    if i < 0 || i as usize >= inner {
-                        return Err(LcdError::Data(format!(
-                            "{}: X/indices[{k}] = {i} out of range",
-                            file.display()
-                        )));
-                    }
-                    let v = s.data.get_f64(k) as f32;
-                    match s.format {
-                        SparseFormat::Csr => out[[o, i as usize]] = v,
-                        SparseFormat::Csc => out[[i as usize, o]] = v,
-                    }
-                }
-            }
-            Ok(out)
-        }
-    }
-}
-
-fn label_column(ad: &AnnData, file: &Path) -> Result<Vec<String>> {
-    let col: &Column = ["perturbation", "condition", "guide_identity", "gene"]
-        .iter()
-        .find_map(|c| ad.obs.column(c))
-        .ok_or_else(|| {
-            LcdError::Data(format!(
-                "{}: obs has no \"perturbation\" column",
-                file.display()
-            ))
-        })?;
-    col.labels()
-        .into_iter()
-        .enumerate()
-        .map(|(i, l)| {
-            l.ok_or_else(|| {
-                LcdError::Data(format!(
-                    "{}: obs[\"perturbation\"][{i}] is missing",
-                    file.display()
-                ))
-            })
-        })
-        .collect()
 }
 
 impl ScreenData {
@@ -333,57 +254,14 @@ impl ScreenData {
         })
     }
 
+    /// Every condition and gene of `path`, no QC (`plot expression`).
     pub fn read(path: &Path) -> Result<Self> {
-        let ad = datasets::anndata::read_h5ad(path)?;
-        Self::from_anndata(&ad, path)
-    }
-
-    pub fn from_anndata(ad: &AnnData, file: &Path) -> Result<Self> {
-        let x =
-            ad.x.as_ref()
-                .ok_or_else(|| LcdError::Data(format!("{}: no X matrix", file.display())))?;
-        let x = x_dense(x, file)?;
-        let genes = ad.var_names().to_vec();
-        if x.ncols() != genes.len() || x.nrows() != ad.n_obs() {
-            return Err(LcdError::Data(format!(
-                "{}: X is {:?}, obs × var is {} × {}",
-                file.display(),
-                x.dim(),
-                ad.n_obs(),
-                genes.len()
-            )));
-        }
-        let labels = label_column(ad, file)?;
-        let mut groups: BTreeMap<(bool, String), (Vec<String>, Vec<usize>)> = BTreeMap::new();
-        for (i, l) in labels.iter().enumerate() {
-            let targets = parse_condition(l)?;
-            let ctrl = targets.is_empty() || is_control(l);
-            let key = if ctrl {
-                (false, "control".to_string())
-            } else {
-                (true, targets.join("+"))
-            };
-            groups
-                .entry(key)
-                .or_insert_with(|| (targets, Vec::new()))
-                .1
-                .push(i);
-        }
-        if !groups.contains_key(&(false, "control".to_string())) {
-            return Err(LcdError::Data(format!(
-                "{}: the screen has no control cells (obs[\"perturbation\"] = control/ctrl)",
-                file.display()
-            )));
-        }
-        let conditions = groups
-            .into_iter()
-            .map(|((_, name), (targets, rows))| Environment {
-                name,
-                targets,
-                x: x.select(ndarray::Axis(0), &rows),
-            })
-            .collect();
-        Ok(ScreenData { genes, conditions })
+        let spec = ScreenSpec {
+            n_genes: usize::MAX,
+            min_cells: 0,
+            ..Default::default()
+        };
+        Ok(Self::load(path, &spec, None)?.data)
     }
 
     /// Training data of a split (control first).
@@ -396,42 +274,6 @@ impl ScreenData {
                 .map(|&i| self.conditions[i].clone())
                 .collect(),
         }
-    }
-
-    /// Restrict/reorder the genes to `genes` (a model's gene list); error if
-    /// any is missing.
-    pub fn select_genes(&self, genes: &[String]) -> Result<Self> {
-        let pos: std::collections::HashMap<&str, usize> = self
-            .genes
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (g.as_str(), i))
-            .collect();
-        let missing: Vec<&String> = genes
-            .iter()
-            .filter(|g| !pos.contains_key(g.as_str()))
-            .collect();
-        if !missing.is_empty() {
-            return Err(LcdError::Data(format!(
-                "gene list mismatch: {} of the model's {} genes are not in the screen (first: {:?})",
-                missing.len(),
-                genes.len(),
-                missing.iter().take(5).collect::<Vec<_>>()
-            )));
-        }
-        let idx: Vec<usize> = genes.iter().map(|g| pos[g.as_str()]).collect();
-        Ok(ScreenData {
-            genes: genes.to_vec(),
-            conditions: self
-                .conditions
-                .iter()
-                .map(|c| Environment {
-                    name: c.name.clone(),
-                    targets: c.targets.clone(),
-                    x: c.x.select(ndarray::Axis(1), &idx),
-                })
-                .collect(),
-        })
     }
 }
 
