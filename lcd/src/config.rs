@@ -263,27 +263,11 @@ impl LcdConfig {
     /// Parse TOML laid over `base` (a preset): keys the file sets replace
     /// the preset's, everything else keeps the preset's value.
     pub fn from_toml_over(text: &str, path: &std::path::Path, base: &LcdConfig) -> Result<Self> {
-        let parse = |m: String| LcdError::Parse {
-            path: path.into(),
-            message: m,
-        };
-        let over: toml::Table = toml::from_str(text).map_err(|e| parse(e.to_string()))?;
-        let mut merged: toml::Table =
-            toml::from_str(&base.to_toml()).map_err(|e| parse(e.to_string()))?;
-        fn merge(dst: &mut toml::Table, src: toml::Table) {
-            for (k, v) in src {
-                match (dst.get_mut(&k), v) {
-                    (Some(toml::Value::Table(d)), toml::Value::Table(s)) => merge(d, s),
-                    (_, v) => {
-                        dst.insert(k, v);
-                    }
-                }
-            }
-        }
-        merge(&mut merged, over);
-        let cfg: LcdConfig = toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| parse(e.to_string()))?;
+        let cfg: LcdConfig =
+            datasets::train::toml_over(base, text).map_err(|message| LcdError::Parse {
+                path: path.into(),
+                message,
+            })?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -224,6 +224,12 @@ impl MorphConfig {
         toml::from_str(text).map_err(|e| MorphError::config("config TOML", e.to_string()))
     }
 
+    /// Parse TOML laid over `base` (a preset): keys the file sets replace
+    /// the preset's, everything else keeps the preset's value.
+    pub fn from_toml_over(text: &str, base: &MorphConfig) -> Result<Self> {
+        datasets::train::toml_over(base, text).map_err(|e| MorphError::config("config TOML", e))
+    }
+
     pub fn validate(&self) -> Result<()> {
         let n = &self.net;
         let chk = |ok: bool, p: &str, m: String| {
@@ -391,6 +397,19 @@ mod tests {
         c.train.ema_decay = 1.3;
         assert!(c.validate().unwrap_err().to_string().contains("1.3"));
         assert!(MorphConfig::preset("huge").is_err());
+    }
+
+    #[test]
+    fn config_file_is_laid_over_the_preset() {
+        let quick = MorphConfig::preset("quick").unwrap();
+        let c = MorphConfig::from_toml_over("[train]\nsteps = 30\n", &quick).unwrap();
+        assert_eq!(c.train.steps, 30);
+        // everything the file leaves out keeps the preset's value, not the paper default
+        assert_eq!(c.net, quick.net);
+        assert_eq!(c.train.batch_size, quick.train.batch_size);
+        assert_ne!(c.net, MorphConfig::default().net);
+        let e = MorphConfig::from_toml_over("[net]\nhiden = 3\n", &quick).unwrap_err();
+        assert!(e.to_string().contains("hiden"), "{e}");
     }
 
     #[test]

@@ -191,7 +191,8 @@ fn fit(
     if let Some(p) = config {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        cfg = MorphConfig::from_toml(&text).with_context(|| format!("in {}", p.display()))?;
+        cfg = MorphConfig::from_toml_over(&text, &cfg)
+            .with_context(|| format!("in {}", p.display()))?;
     }
     if condition.is_some() {
         cfg.condition = condition;

@@ -15,6 +15,7 @@
 //! a terminal and plain periodic lines in log files.
 mod checkpoint;
 mod metrics;
+mod overlay;
 pub mod plot;
 mod progress;
 mod rng;
@@ -22,6 +23,7 @@ mod signal;
 
 pub use checkpoint::{Checkpoint, RunDir, RunState, COMPLETE_MARKER};
 pub use metrics::{read_metrics, MetricsLog};
+pub use overlay::toml_over;
 pub use progress::Progress;
 pub use rng::RngState;
 pub use signal::StopSignal;
