@@ -5,8 +5,10 @@
 #
 #   bash scripts/build-cuda.sh [cargo build args...]
 #     default args: --release --bin cellmol --features cuda
-# Then, on the GPU machine (driver + CUDA 13 libraries present):
-#   LD_LIBRARY_PATH=<site-packages>/nvidia/cu13/lib ./target/release/cellmol lcd fit ... --device cuda:0
+# The build goes to target/cuda (CARGO_TARGET_DIR overrides), so it never
+# replaces the CPU binary in target/release. Then, on the GPU machine (driver +
+# CUDA 13 libraries present):
+#   LD_LIBRARY_PATH=<site-packages>/nvidia/cu13/lib ./target/cuda/release/cellmol lcd fit ... --device cuda:0
 # Locally (no GPU) the binary starts with LD_LIBRARY_PATH=.cuda-build/root/lib:.cuda-build/stub
 # and `--device cuda:0` fails with a clear error; CPU runs work.
 set -euo pipefail
@@ -38,6 +40,7 @@ ln -sf "$W/stub/libcuda.so.1" "$R/lib/libcuda.so"
 
 export CUDA_HOME="$R" NVCC="$R/bin/nvcc" CUDARC_CUDA_VERSION=13000 CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 export LIBRARY_PATH="$R/lib:${LIBRARY_PATH:-}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target/cuda}"
 if [ $# -eq 0 ]; then set -- --release --bin cellmol --features cuda; fi
 cargo build "$@"
 echo "built; run locally with LD_LIBRARY_PATH=$NV/lib:$W/stub"

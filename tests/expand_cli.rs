@@ -147,16 +147,52 @@ fn ok_json(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
 }
 
-/// The before/after contract: exactly validity/coverage/vendi, finite, rates
-/// in [0, 1], distinct valid designs never more than valid ones.
-fn check_contract(j: &serde_json::Value) {
+/// The before/after contract: validity/coverage/vendi plus the molecule-level
+/// distinct_valid / vendi_fp (and novel_valid exactly when a training set was
+/// given), finite, rates in [0, 1], distinct valid designs never more than
+/// valid ones.
+fn check_contract(j: &serde_json::Value, with_train: bool) {
     let top: Vec<&String> = j.as_object().expect("object").keys().collect();
     assert_eq!(top, ["after", "before"]);
     for side in ["before", "after"] {
         let o = j[side].as_object().expect("side");
         let mut keys: Vec<&str> = o.keys().map(|k| k.as_str()).collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["coverage", "validity", "vendi"]);
+        if with_train {
+            assert_eq!(
+                keys,
+                [
+                    "coverage",
+                    "distinct_valid",
+                    "novel_valid",
+                    "validity",
+                    "vendi",
+                    "vendi_fp"
+                ]
+            );
+        } else {
+            assert_eq!(
+                keys,
+                [
+                    "coverage",
+                    "distinct_valid",
+                    "validity",
+                    "vendi",
+                    "vendi_fp"
+                ]
+            );
+        }
+        let n_valid = o["validity"].as_f64().expect("validity") * 8.0;
+        let distinct = o["distinct_valid"].as_u64().expect("distinct_valid");
+        assert!(distinct as f64 <= n_valid + 1e-9, "{side}: {o:?}");
+        let vfp = o["vendi_fp"].as_f64().expect("vendi_fp");
+        assert!(
+            vfp.is_finite() && vfp >= 0.0 && vfp <= n_valid + 1e-9,
+            "{side}: {o:?}"
+        );
+        if with_train {
+            assert!(o["novel_valid"].as_u64().expect("novel_valid") <= distinct);
+        }
         let get = |k: &str| o[k].as_f64().unwrap_or_else(|| panic!("{side}.{k}"));
         let (v, c, ve) = (get("validity"), get("coverage"), get("vendi"));
         assert!(
@@ -226,7 +262,7 @@ fn morph_fe_and_actflow_contract() {
         ])
     };
     let j1 = fe("fe1");
-    check_contract(&j1);
+    check_contract(&j1, false);
     let j2 = fe("fe2");
     assert_eq!(j1, j2, "same seed must give the same numbers");
     let af = |o: &str| {
@@ -251,7 +287,7 @@ fn morph_fe_and_actflow_contract() {
         ])
     };
     let a1 = af("af1");
-    check_contract(&a1);
+    check_contract(&a1, true);
     assert_eq!(a1, af("af2"), "same seed must give the same numbers");
     let src = weights(&tmp.path().join("model"));
     for (name, j, method) in [("fe1", &j1, "fe"), ("af1", &a1, "actflow")] {
@@ -369,4 +405,101 @@ fn morph_fe_and_actflow_contract() {
         !tmp.path().join("x").exists(),
         "a failed run left its output"
     );
+}
+
+/// `expand actflow --baseline rec-nf | rec-f` end to end on a tiny model: the
+/// JSON contract (with novel_valid from --train), the report names the method
+/// and shows the filter at work, reproducible, a loadable adapted model.
+#[test]
+fn morph_baselines_contract() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let p = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
+    toy_mols::write_toy_sdf(&tmp.path().join("toy.sdf"), 24);
+    std::fs::write(p("cfg.toml"), toy_mols::tiny_config(30, 0)).expect("cfg");
+    std::fs::write(p("af.toml"), AF_SMALL).expect("af");
+    let out = cellmol(&[
+        "-q",
+        "morph",
+        "fit",
+        &p("toy.sdf"),
+        "-o",
+        &p("model"),
+        "--config",
+        &p("cfg.toml"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = |baseline: &str, o: &str| {
+        ok_json(&[
+            "-q",
+            "expand",
+            "actflow",
+            &p("model"),
+            "--verifier",
+            "validity",
+            "-o",
+            &p(o),
+            "--json",
+            "--seed",
+            "7",
+            "--config",
+            &p("af.toml"),
+            "--rounds",
+            "2",
+            "--baseline",
+            baseline,
+            "--train",
+            &p("toy.sdf"),
+        ])
+    };
+    for baseline in ["rec-nf", "rec-f"] {
+        let j = run(baseline, &format!("{baseline}1"));
+        check_contract(&j, true);
+        assert_eq!(
+            j,
+            run(baseline, &format!("{baseline}2")),
+            "{baseline}: same seed must give the same numbers"
+        );
+        let dir = tmp.path().join(format!("{baseline}1"));
+        assert!(dir.join("COMPLETE").is_file());
+        morph::io::ModelDir::load(&dir, &candle_core::Device::Cpu).expect("loadable");
+        let rep: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("expand_report.json")).expect("report"))
+                .expect("json");
+        assert_eq!(rep["method"], baseline);
+        assert_eq!(rep["details"]["config"]["mode"], baseline);
+        assert_eq!(rep["before"], j["before"]);
+        assert_eq!(rep["after"], j["after"]);
+        for r in rep["details"]["rounds"].as_array().expect("rounds") {
+            let (c, v, acc, accv) = (
+                r["candidates"].as_u64().expect("c"),
+                r["valid"].as_u64().expect("v"),
+                r["accepted"].as_u64().expect("a"),
+                r["accepted_verified"].as_u64().expect("av"),
+            );
+            assert_eq!(c, 8, "{r}");
+            if baseline == "rec-f" {
+                assert_eq!((acc, accv), (v.min(4), v.min(4)), "{r}");
+            } else {
+                assert_eq!(acc, 4, "{r}");
+            }
+        }
+    }
+    // an unknown baseline is refused before any work
+    let e = cellmol(&[
+        "expand",
+        "actflow",
+        &p("model"),
+        "--verifier",
+        "validity",
+        "-o",
+        &p("x"),
+        "--baseline",
+        "rec-x",
+    ]);
+    assert!(!e.status.success());
+    assert!(!tmp.path().join("x").exists());
 }

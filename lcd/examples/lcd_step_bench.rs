@@ -2,6 +2,8 @@
 //! same shapes as `benches/compare/lcd_jax.py` (BENCHMARKS.md). Prints one
 //! JSON line. Usage:
 //! `cargo run --release -p lcd --example lcd_step_bench -- D H BATCH CHAINS STEPS`
+//! `CELLMOL_DEVICE=cuda:0` runs it on a GPU (build with `--features cuda`,
+//! see scripts/build-cuda.sh); timings then wait for the device to finish.
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -23,7 +25,17 @@ fn main() -> anyhow::Result<()> {
         a.get(3).copied().unwrap_or(1000),
         a.get(4).copied().unwrap_or(5),
     );
-    let dev = Device::Cpu;
+    let spec = std::env::var("CELLMOL_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let dev = match spec.as_str() {
+        "cpu" => Device::Cpu,
+        s => {
+            let ordinal: usize = s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| anyhow::anyhow!("CELLMOL_DEVICE={s}: expected cpu or cuda:N"))?;
+            Device::new_cuda(ordinal)?
+        }
+    };
     let mut rng = TensorRng::new(0, &dev)?;
     let cfg = LcdConfig::paper();
     let mut net = ScoreNet::init(d, 100, cfg.sigmas(), h, &mut rng, &dev)?;
@@ -34,8 +46,10 @@ fn main() -> anyhow::Result<()> {
     s2.steps = 1;
     net.train(&states, &mh, &s2, &mut rng, None, |_, _, _, _, _| Ok(()))?; // warm-up
     s2.steps = reps;
+    dev.synchronize()?;
     let t = Instant::now();
     net.train(&states, &mh, &s2, &mut rng, None, |_, _, _, _, _| Ok(()))?;
+    dev.synchronize()?;
     let step_s = t.elapsed().as_secs_f64() / reps as f64;
     // Dense FLOPs per step: forward 2·B·(dH + H² + Hd), backward ≈ 2× forward.
     let flops = 3.0 * 2.0 * batch as f64 * (2.0 * (d * h) as f64 + (h * h) as f64);
@@ -46,11 +60,13 @@ fn main() -> anyhow::Result<()> {
     let w = net.params.detached();
     let x0 = rng.normal(&[chains, d])?;
     let e = Tensor::zeros((1, h), candle_core::DType::F32, &dev)?;
+    dev.synchronize()?;
     let t = Instant::now();
     annealed_langevin(&net, &w, &x0, &e, &sc, Some(&mut rng), |_| {})?;
+    dev.synchronize()?;
     let chain_steps = (chains * reps * cfg.stage2.n_levels) as f64 / t.elapsed().as_secs_f64();
     println!(
-        "{{\"impl\":\"candle\",\"d\":{d},\"hidden\":{h},\"batch\":{batch},\"step_s\":{step_s:.5},\"samples_per_s\":{:.1},\"gflops\":{:.2},\"chain_steps_per_s\":{chain_steps:.1}}}",
+        "{{\"impl\":\"candle\",\"device\":\"{spec}\",\"d\":{d},\"hidden\":{h},\"batch\":{batch},\"step_s\":{step_s:.5},\"samples_per_s\":{:.1},\"gflops\":{:.2},\"chain_steps_per_s\":{chain_steps:.1}}}",
         batch as f64 / step_s,
         flops / step_s / 1e9
     );

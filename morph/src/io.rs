@@ -183,10 +183,11 @@ impl ModelDir {
                 message: e.to_string(),
             })?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, dev);
-        let net = MorphNet::new(meta.dims(), vb).map_err(|e| MorphError::File {
-            path: wpath,
-            message: format!("weights do not match config.json: {e}"),
-        })?;
+        let net = MorphNet::with_backbone(meta.dims(), meta.config.net.backbone_spec(), vb)
+            .map_err(|e| MorphError::File {
+                path: wpath,
+                message: format!("weights do not match config.json: {e}"),
+            })?;
         Ok(Self {
             meta,
             net,

@@ -5,7 +5,8 @@
 //! [`expand`] (issue 7).
 //!
 //! Layout: [`config`] (hyper-parameters, schedules), [`assign`] (Hungarian
-//! unbalanced OT, Kabsch), [`egnn`] + [`model`] (network and heads),
+//! unbalanced OT, Kabsch), [`egnn`] / [`semla`] (backbones, `net.backbone`) +
+//! [`model`] (network and heads),
 //! [`interpolant`] (training targets), [`loss`], [`train`] (AdamW, EMA,
 //! checkpoints), [`sampler`] (rate integrator), [`io`] (model directories).
 pub mod assign;
@@ -18,6 +19,7 @@ pub mod io;
 pub mod loss;
 pub mod model;
 pub mod sampler;
+pub mod semla;
 pub mod train;
 
 pub use config::MorphConfig;

@@ -142,13 +142,9 @@ pub fn compute(net: &MorphNet, out: &NetOutput, batch: &Batch) -> Result<Losses>
         .add(&mx)?
         .squeeze(2)?; // [b, q]
     let l_mix = per_mol(&lse.neg()?, &batch.q_mask)?;
-    // Insertion bonds (teacher forcing on the target position and type).
-    let ib = net.insertion_bonds(out, &batch.q_spawn, &batch.q_pos, &batch.q_type)?; // [b, q, n, E]
-    let wq = batch
-        .q_mask
-        .unsqueeze(2)?
-        .broadcast_mul(&keep.unsqueeze(1)?)?; // [b, q, n]
-    let l_ibond = per_mol(&nll_classes(&ib, &batch.q_bonds)?, &wq)?;
+    // Insertion bonds (teacher forcing on the target position and type), on
+    // the real (new atom, kept atom) pairs only.
+    let l_ibond = insertion_bond_loss(net, out, batch)?;
     let terms = vec![
         ("pos", l_pos),
         ("sub_a", l_sub_a),
@@ -166,4 +162,60 @@ pub fn compute(net: &MorphNet, out: &NetOutput, batch: &Batch) -> Result<Losses>
         total = total.add(t)?;
     }
     Ok(Losses { total, terms })
+}
+
+/// CE of the insertion-bond head on every (atom still to insert, present
+/// non-deleting atom) pair, averaged per molecule then over the batch (the
+/// same value as `per_mol` over the padded `[b, q, n]` grid with weight
+/// `q_mask · keep`).
+pub fn insertion_bond_loss(net: &MorphNet, out: &NetOutput, batch: &Batch) -> Result<Tensor> {
+    let dev = batch.input.mask.device();
+    let (b, n) = batch.input.mask.dims2()?;
+    let (_, q) = batch.q_spawn.dims2()?;
+    let qm = batch.q_mask.to_vec2::<f32>()?;
+    let keep = batch.keep.to_vec2::<f32>()?;
+    let spawn = batch.q_spawn.to_vec2::<u32>()?;
+    let bonds = batch.q_bonds.to_vec3::<u32>()?;
+    let (mut q_rows, mut q_spawn) = (Vec::new(), Vec::new());
+    let (mut qi, mut dst, mut target, mut mol) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut count = vec![0f32; b];
+    for k in 0..b {
+        for r in 0..q {
+            if qm[k][r] <= 0.5 {
+                continue;
+            }
+            let row = q_rows.len() as u32;
+            q_rows.push((k * q + r) as u32);
+            q_spawn.push((k * n) as u32 + spawn[k][r]);
+            for j in 0..n {
+                if keep[k][j] > 0.5 {
+                    qi.push(row);
+                    dst.push((k * n + j) as u32);
+                    target.push(bonds[k][r][j]);
+                    mol.push(k as u32);
+                    count[k] += 1.0;
+                }
+            }
+        }
+    }
+    if qi.is_empty() {
+        return Ok(Tensor::zeros((), DType::F32, dev)?);
+    }
+    let (nq, np) = (q_rows.len(), qi.len());
+    let q_rows = Tensor::from_vec(q_rows, nq, dev)?;
+    let pos = batch.q_pos.reshape((b * q, 3))?.index_select(&q_rows, 0)?;
+    let types = batch.q_type.flatten_all()?.index_select(&q_rows, 0)?;
+    let logits = net.insertion_bond_pairs(
+        out,
+        &Tensor::from_vec(q_spawn, nq, dev)?,
+        &pos,
+        &types,
+        &Tensor::from_vec(qi, np, dev)?,
+        &Tensor::from_vec(dst, np, dev)?,
+    )?; // [P, E]
+    let nll = nll_classes(&logits, &Tensor::from_vec(target, np, dev)?)?; // [P]
+    let per =
+        Tensor::zeros(b, DType::F32, dev)?.index_add(&Tensor::from_vec(mol, np, dev)?, &nll, 0)?;
+    let cnt = Tensor::from_vec(count, b, dev)?.clamp(1.0, f64::MAX)?;
+    Ok(per.div(&cnt)?.mean_all()?)
 }

@@ -9,8 +9,9 @@
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{ops, VarBuilder};
 
-use crate::egnn::{centre, pair_geometry, pair_mask, Egnn, Lin};
+use crate::egnn::{centre, Egnn, Lin, Pairs};
 use crate::error::Result;
+use crate::semla::{BackboneSpec, Semla};
 
 /// Sizes the network is built for (vocabularies and widths).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -109,12 +110,20 @@ const N_TIME: usize = 9;
 const N_COUNT: usize = 3;
 const N_COND: usize = 2;
 
+/// The equivariant backbone (`net.backbone`); both map `(h, x, edge, mask)`
+/// to masked node features and centred positions.
+#[derive(Debug, Clone)]
+enum Backbone {
+    Egnn(Egnn),
+    Semla(Semla),
+}
+
 /// The Morph network.
 #[derive(Debug, Clone)]
 pub struct MorphNet {
     pub dims: NetDims,
     embed: Lin,
-    backbone: Egnn,
+    backbone: Backbone,
     node1: Lin,
     node_out: Lin,
     pair_a: Lin,
@@ -153,7 +162,13 @@ fn count_features(mask: &Tensor) -> Result<Tensor> {
 }
 
 impl MorphNet {
+    /// The network with the EGNN backbone.
     pub fn new(dims: NetDims, vb: VarBuilder) -> Result<Self> {
+        Self::with_backbone(dims, BackboneSpec::Egnn, vb)
+    }
+
+    /// The network with the backbone `spec` (`NetConfig::backbone_spec`).
+    pub fn with_backbone(dims: NetDims, spec: BackboneSpec, vb: VarBuilder) -> Result<Self> {
         let (h, a, c, e, k) = (
             dims.hidden,
             dims.n_types,
@@ -165,15 +180,20 @@ impl MorphNet {
         Ok(Self {
             dims,
             embed: Lin::new(a + c + N_TIME + N_COUNT + N_COND, h, true, vb.pp("embed"))?,
-            backbone: Egnn::new(
-                h,
-                dims.n_layers,
-                e,
-                dims.coords_range,
-                dims.agg_norm,
-                dims.bounded_mixture,
-                vb.pp("egnn"),
-            )?,
+            backbone: match spec {
+                BackboneSpec::Egnn => Backbone::Egnn(Egnn::new(
+                    h,
+                    dims.n_layers,
+                    e,
+                    dims.coords_range,
+                    dims.agg_norm,
+                    dims.bounded_mixture,
+                    vb.pp("egnn"),
+                )?),
+                BackboneSpec::Semla(sd) => {
+                    Backbone::Semla(Semla::new(h, dims.n_layers, e, sd, vb.pp("semla"))?)
+                }
+            },
             node1: Lin::new(h, h, true, vb.pp("node1"))?,
             node_out: Lin::new(h, n_node_out, true, vb.pp("node_out"))?,
             pair_a: Lin::new(h, h, true, vb.pp("pair_a"))?,
@@ -218,7 +238,10 @@ impl MorphNet {
             .embed
             .forward(&Tensor::cat(&[&oh_a, &oh_c, &glob.contiguous()?], 2)?)?
             .broadcast_mul(&mk)?; // [b, n, H]
-        let (h, x1) = self.backbone.forward(&h0, &inp.x, &oh_e, mask)?; // [b, n, H], [b, n, 3]
+        let (h, x1) = match &self.backbone {
+            Backbone::Egnn(g) => g.forward(&h0, &inp.x, &oh_e, mask)?,
+            Backbone::Semla(s) => s.forward(&h0, &inp.x, &oh_e, mask)?,
+        }; // [b, n, H], [b, n, 3]
         let x1 = centre(&x1, mask)?;
         // Node heads.
         let z = self
@@ -239,46 +262,59 @@ impl MorphNet {
         let mix_logstd = take(k)?.clamp(-5.0, 3.0)?;
         let mix_type = take(k * a)?.reshape((b, n, k, a))?;
         let mix_charge = take(k * c)?.reshape((b, n, k, c))?;
-        // Pair heads on the output geometry (symmetric in i, j).
-        let (diff, d2_raw) = pair_geometry(&x1)?; // [b, n, n, 3], [b, n, n, 1]
-                                                  // Heads see ln(1 + d²): bounded sensitivity keeps invariants exact in f32.
-        let d2 = if d.bounded_mixture {
-            d2_raw.affine(1.0, 1.0)?.log()?
+        // Pair heads on the output geometry (symmetric in i, j), evaluated on
+        // the real pairs only and scattered into `[b, n, n, ·]` (absent pairs
+        // and the diagonal are 0).
+        let pairs = Pairs::from_mask(mask)?;
+        let hd = d.hidden;
+        let hf = h.reshape((b * n, hd))?; // [b n, H]
+        let (bond_logits, sub_e, mix_mean) = if pairs.len == 0 {
+            (
+                Tensor::zeros((b, n, n, e), DType::F32, dev)?,
+                Tensor::zeros((b, n, n), DType::F32, dev)?,
+                x1.unsqueeze(2)?.broadcast_as((b, n, k, 3))?.contiguous()?,
+            )
         } else {
-            d2_raw.clone()
+            let (diff, d2_raw) = pairs.geometry(&x1.reshape((b * n, 3))?)?; // [P, 3], [P, 1]
+                                                                            // Heads see ln(1 + d²): bounded sensitivity keeps invariants exact in f32.
+            let d2 = if d.bounded_mixture {
+                d2_raw.affine(1.0, 1.0)?.log()?
+            } else {
+                d2_raw.clone()
+            };
+            let hi = hf.index_select(&pairs.src, 0)?; // [P, H]
+            let hj = hf.index_select(&pairs.dst, 0)?;
+            let pa = self.pair_a.forward(&hf)?; // [b n, H]
+            let pre = self
+                .pair_p
+                .forward(&hi.mul(&hj)?)?
+                .add(&pa.index_select(&pairs.src, 0)?)?
+                .add(&pa.index_select(&pairs.dst, 0)?)?
+                .add(&self.pair_d.forward(&d2)?)?
+                .add(&self.pair_e.forward(&pairs.take(&oh_e)?)?)?; // [P, H]
+            let pz = pairs.to_dense(&self.pair_out.forward(&ops::silu(&pre)?)?)?; // [b, n, n, E + 1]
+            let bond_logits = pz.narrow(3, 0, e)?;
+            let sub_e = pz.narrow(3, e, 1)?.squeeze(3)?;
+            // Equivariant mixture means: x̂1_i + Σ_j φ_k(i, j)(x̂1_i − x̂1_j)/(‖·‖ + 1).
+            let g = self
+                .mix_src
+                .forward(&hf)?
+                .index_select(&pairs.src, 0)?
+                .add(&self.mix_dst.forward(&hf)?.index_select(&pairs.dst, 0)?)?
+                .add(&self.mix_d.forward(&d2)?)?;
+            let phi = self.mix_out.forward(&ops::silu(&g)?)?; // [P, K]
+            let phi = if d.bounded_mixture { phi.tanh()? } else { phi };
+            let w = phi.broadcast_div(&(d2_raw + 1e-8)?.sqrt()?.affine(1.0, 1.0)?)?; // [P, K]
+            let contrib = w
+                .unsqueeze(2)?
+                .broadcast_mul(&diff.unsqueeze(1)?)?
+                .reshape((pairs.len, k * 3))?; // [P, K·3]
+            let mix_mean = pairs
+                .sum_to_src(&contrib)?
+                .reshape((b, n, k, 3))?
+                .broadcast_add(&x1.unsqueeze(2)?)?; // [b, n, K, 3]
+            (bond_logits, sub_e, mix_mean)
         };
-        let pa = self.pair_a.forward(&h)?; // [b, n, H]
-        let hi = h.unsqueeze(2)?; // [b, n, 1, H]
-        let hj = h.unsqueeze(1)?; // [b, 1, n, H]
-        let prod = self.pair_p.forward(&hi.broadcast_mul(&hj)?)?; // [b, n, n, H]
-        let pre = prod
-            .broadcast_add(&pa.unsqueeze(2)?)?
-            .broadcast_add(&pa.unsqueeze(1)?)?
-            .add(&self.pair_d.forward(&d2)?)?
-            .add(&self.pair_e.forward(&oh_e)?)?;
-        let pz = self.pair_out.forward(&ops::silu(&pre)?)?; // [b, n, n, E + 1]
-        let bond_logits = pz.narrow(3, 0, e)?;
-        let sub_e = pz.narrow(3, e, 1)?.squeeze(3)?;
-        // Equivariant mixture means.
-        let pm = pair_mask(mask)?; // [b, n, n, 1]
-        let g = self
-            .mix_src
-            .forward(&h)?
-            .unsqueeze(2)?
-            .broadcast_add(&self.mix_dst.forward(&h)?.unsqueeze(1)?)?
-            .add(&self.mix_d.forward(&d2)?)?;
-        let phi = self.mix_out.forward(&ops::silu(&g)?)?; // [b, n, n, K]
-        let phi = if d.bounded_mixture { phi.tanh()? } else { phi };
-        let phi = phi.broadcast_mul(&pm)?;
-        let w = phi.broadcast_div(&(d2_raw + 1e-8)?.sqrt()?.affine(1.0, 1.0)?)?; // [b, n, n, K]
-        let off = w
-            .transpose(2, 3)?
-            .contiguous()?
-            .reshape((b * n, k, n))?
-            .matmul(&diff.reshape((b * n, n, 3))?)?; // [b n, K, 3]
-        let mix_mean = off
-            .reshape((b, n, k, 3))?
-            .broadcast_add(&x1.unsqueeze(2)?)?; // [b, n, K, 3]
         Ok(NetOutput {
             x1,
             h,
@@ -328,6 +364,45 @@ impl MorphNet {
             .forward(&d2)?
             .broadcast_add(&src.unsqueeze(2)?)?
             .broadcast_add(&self.ib_dst.forward(&out.h)?.unsqueeze(1)?)?;
+        self.ib_out.forward(&ops::silu(&pre)?)
+    }
+
+    /// [`MorphNet::insertion_bonds`] on listed (new atom, present atom) pairs
+    /// only: `Q` new atoms with flat spawn index `spawn` `[Q]` u32 (`b·n + i`),
+    /// positions `pos` `[Q, 3]` and types `types` `[Q]` u32; pair `p` joins new
+    /// atom `qi[p]` to the present atom with flat index `dst[p]` → `[P, E]`.
+    pub fn insertion_bond_pairs(
+        &self,
+        out: &NetOutput,
+        spawn: &Tensor,
+        pos: &Tensor,
+        types: &Tensor,
+        qi: &Tensor,
+        dst: &Tensor,
+    ) -> Result<Tensor> {
+        let (b, n, hd) = out.h.dims3()?;
+        let hf = out.h.reshape((b * n, hd))?;
+        let xf = out.x1.reshape((b * n, 3))?;
+        let oh = one_hot(types, self.dims.n_types, out.h.device())?; // [Q, A]
+        let src = self
+            .ib_src
+            .forward(&hf.index_select(spawn, 0)?)?
+            .add(&self.ib_type.forward(&oh)?)?; // [Q, H]
+        let d2 = pos
+            .index_select(qi, 0)?
+            .sub(&xf.index_select(dst, 0)?)?
+            .sqr()?
+            .sum_keepdim(1)?; // [P, 1]
+        let d2 = if self.dims.bounded_mixture {
+            d2.affine(1.0, 1.0)?.log()?
+        } else {
+            d2
+        };
+        let pre = self
+            .ib_d
+            .forward(&d2)?
+            .add(&src.index_select(qi, 0)?)?
+            .add(&self.ib_dst.forward(&hf)?.index_select(dst, 0)?)?; // [P, H]
         self.ib_out.forward(&ops::silu(&pre)?)
     }
 }

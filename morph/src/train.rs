@@ -208,8 +208,9 @@ pub struct Trainer {
 
 /// Re-draw every parameter from `seed` with candle's default distributions
 /// for linear layers (weights: Kaiming normal, fan-in, ReLU gain; biases:
-/// U(±1/√fan_in)), in name order, so the initial weights depend on the seed
-/// only (candle's own initialisers are not seeded).
+/// U(±1/√fan_in); normalisation gains 1 and shifts 0), in name order, so the
+/// initial weights depend on the seed only (candle's own initialisers are not
+/// seeded).
 fn seeded_init(names: &[String], vars: &[Var], seed: u64) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d6f_7270_685f_696e);
     let fan_in: HashMap<&str, usize> = names
@@ -226,14 +227,26 @@ fn seeded_init(names: &[String], vars: &[Var], seed: u64) -> Result<()> {
             (0..n)
                 .map(|_| (rng.sample::<f64, _>(StandardNormal) * std) as f32)
                 .collect()
+        } else if name.ends_with("weight") {
+            // rank-1 weight: a normalisation gain
+            vec![1.0; n]
         } else {
             let w = name
                 .strip_suffix("bias")
                 .map(|p| format!("{p}weight"))
                 .unwrap_or_default();
-            let fan = fan_in.get(w.as_str()).copied().unwrap_or(n.max(1));
-            let b = 1.0 / (fan as f64).sqrt();
-            (0..n).map(|_| rng.random_range(-b..b) as f32).collect()
+            match fan_in.get(w.as_str()) {
+                Some(&fan) => {
+                    let b = 1.0 / (fan.max(1) as f64).sqrt();
+                    (0..n).map(|_| rng.random_range(-b..b) as f32).collect()
+                }
+                // the shift of a normalisation (its weight is rank 1)
+                None if names.contains(&w) => vec![0.0; n],
+                None => {
+                    let b = 1.0 / (n.max(1) as f64).sqrt();
+                    (0..n).map(|_| rng.random_range(-b..b) as f32).collect()
+                }
+            }
         };
         var.set(&Tensor::from_vec(data, dims, var.device())?)?;
     }
@@ -245,7 +258,7 @@ impl Trainer {
         meta.config.validate()?;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, dev);
-        let net = MorphNet::new(meta.dims(), vb)?;
+        let net = MorphNet::with_backbone(meta.dims(), meta.config.net.backbone_spec(), vb)?;
         let (names, vars): (Vec<String>, Vec<Var>) = {
             let data = varmap
                 .data()

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use datasets::train::RunDir;
 use indicatif::{ProgressBar, ProgressStyle};
-use morph::expand::molecular::{ExpandMetrics, MorphActFlowConfig, MorphFeConfig};
+use morph::expand::molecular::{ActFlowMode, ExpandMetrics, MorphActFlowConfig, MorphFeConfig};
 use morph::expand::plot::{density_png, panels_png};
 use morph::expand::toy::{run_toy, ToyConfig, ToyMethod, ToyMetrics, ToyTask};
 
@@ -23,7 +23,8 @@ pub enum ExpandCommand {
     /// for graphs sampled from the model, projected on the verifier.
     Fe(MorphFeArgs),
     /// ActFlow on a trained Morph model: explore, keep verified novel graphs,
-    /// continue training on anchors + accepted designs.
+    /// continue training on anchors + accepted designs (or, with --baseline,
+    /// the Rec-NF / Rec-F recursive-training baselines).
     Actflow(MorphActFlowArgs),
 }
 
@@ -55,6 +56,10 @@ pub struct MorphCommon {
     /// TOML with the method's settings (sizes, FE / ActFlow parameters); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Training molecules (SDF / XYZ) for `novel_valid`: distinct valid
+    /// molecules (canonical SMILES) not among them.
+    #[arg(long)]
+    pub train: Option<PathBuf>,
     /// Replace an existing output directory.
     #[arg(long)]
     pub force: bool,
@@ -80,9 +85,22 @@ pub struct MorphActFlowArgs {
     #[arg(long)]
     pub rounds: Option<usize>,
     /// Training molecules (SDF) kept in the continued training; without it the
-    /// pre-trained model's verified samples are the anchors.
+    /// pre-trained model's verified samples are the anchors. Also the
+    /// reference of `novel_valid` when --train is not given.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Run a baseline instead of ActFlow: recursive synthetic training on
+    /// temperature-1 samples, all kept (rec-nf) or verified ones kept (rec-f).
+    #[arg(long, value_enum)]
+    pub baseline: Option<BaselineArg>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BaselineArg {
+    /// Recursive synthetic training without the verifier filter.
+    RecNf,
+    /// Recursive synthetic training with the verifier filter.
+    RecF,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -134,7 +152,7 @@ pub fn run(cmd: ExpandCommand, global: Global) -> anyhow::Result<()> {
         ExpandCommand::Fe(args) => run_morph(&args.common, Method::Fe(args.iterations), global),
         ExpandCommand::Actflow(args) => run_morph(
             &args.common,
-            Method::ActFlow(args.rounds, args.data.clone()),
+            Method::ActFlow(args.rounds, args.data.clone(), args.baseline),
             global,
         ),
     }
@@ -142,7 +160,7 @@ pub fn run(cmd: ExpandCommand, global: Global) -> anyhow::Result<()> {
 
 enum Method {
     Fe(Option<usize>),
-    ActFlow(Option<usize>, Option<PathBuf>),
+    ActFlow(Option<usize>, Option<PathBuf>, Option<BaselineArg>),
 }
 
 enum Settings {
@@ -155,14 +173,22 @@ fn read_text(path: Option<&Path>) -> anyhow::Result<Option<String>> {
         .transpose()
 }
 
-/// The before/after object in the documented key order.
+/// The before/after object in the documented key order: validity, coverage,
+/// vendi, then the molecule-level keys (distinct_valid, novel_valid when a
+/// training set was given, vendi_fp).
 fn before_after_line(before: &ExpandMetrics, after: &ExpandMetrics) -> anyhow::Result<String> {
     let obj = |m: &ExpandMetrics| -> anyhow::Result<String> {
+        let novel = match m.novel_valid {
+            Some(k) => format!(",\"novel_valid\":{k}"),
+            None => String::new(),
+        };
         Ok(format!(
-            "{{\"validity\":{},\"coverage\":{},\"vendi\":{}}}",
+            "{{\"validity\":{},\"coverage\":{},\"vendi\":{},\"distinct_valid\":{}{novel},\"vendi_fp\":{}}}",
             serde_json::to_string(&m.validity)?,
             serde_json::to_string(&m.coverage)?,
-            serde_json::to_string(&m.vendi)?
+            serde_json::to_string(&m.vendi)?,
+            m.distinct_valid,
+            serde_json::to_string(&m.vendi_fp)?
         ))
     };
     Ok(format!(
@@ -218,7 +244,7 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
             cfg.validate().with_context(where_)?;
             Settings::Fe(cfg)
         }
-        Method::ActFlow(rounds, data) => {
+        Method::ActFlow(rounds, data, baseline) => {
             let mut cfg = match &text {
                 Some(t) => MorphActFlowConfig::from_toml(t).with_context(where_)?,
                 None => MorphActFlowConfig::default(),
@@ -226,6 +252,11 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
             cfg.seed = a.seed;
             if let Some(r) = rounds {
                 cfg.rounds = *r;
+            }
+            match baseline {
+                Some(BaselineArg::RecNf) => cfg.mode = ActFlowMode::RecNf,
+                Some(BaselineArg::RecF) => cfg.mode = ActFlowMode::RecF,
+                None => {}
             }
             cfg.validate().with_context(where_)?;
             let mols = data
@@ -238,6 +269,14 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
             Settings::ActFlow(cfg, mols)
         }
     };
+    let train = a
+        .train
+        .as_ref()
+        .map(|p| {
+            molecules::read_molecules_path(p)
+                .with_context(|| format!("reading training molecules --train {}", p.display()))
+        })
+        .transpose()?;
     let run = RunDir::new(&a.output);
     run.prepare(false, a.force)?;
     let bar = if global.quiet {
@@ -259,6 +298,7 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
     let result = match &settings {
         Settings::Fe(cfg) => morph::expand::molecular::fe_morph(
             &a.model,
+            train.as_deref(),
             verifier.as_ref(),
             &cfg,
             &a.output,
@@ -268,6 +308,7 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
         Settings::ActFlow(cfg, mols) => morph::expand::molecular::actflow_morph(
             &a.model,
             mols.as_deref(),
+            train.as_deref(),
             verifier.as_ref(),
             &cfg,
             &a.output,
@@ -294,13 +335,19 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
     } else {
         println!("{} with verifier {}", report.method, report.verifier);
         println!(
-            "{:<8} {:>9} {:>9} {:>8}",
-            "", "validity", "coverage", "vendi"
+            "{:<8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>7}",
+            "", "validity", "coverage", "vendi", "vendi_fp", "distinct", "novel"
         );
         for (name, m) in [("before", report.before), ("after", report.after)] {
             println!(
-                "{:<8} {:>9.3} {:>9.3} {:>8.2}",
-                name, m.validity, m.coverage, m.vendi
+                "{:<8} {:>9.3} {:>9.3} {:>8.2} {:>9.2} {:>9} {:>7}",
+                name,
+                m.validity,
+                m.coverage,
+                m.vendi,
+                m.vendi_fp,
+                m.distinct_valid,
+                m.novel_valid.map_or("-".to_string(), |k| k.to_string())
             );
         }
         if !global.quiet {

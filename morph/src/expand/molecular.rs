@@ -23,6 +23,10 @@
 //!   (interpolant, all losses) on anchors + accepted designs. The anchors are
 //!   the training molecules when given, otherwise the pre-trained model's own
 //!   verified samples.
+//!   The Rec-NF / Rec-F baselines ([`ActFlowMode`]) run the same round loop
+//!   with all candidates at temperature 1, keeping every sample (Rec-NF) or
+//!   every verified sample (Rec-F), no novelty requirement
+//!   ([`select_designs`]); all modes share the per-round budget `max_accept`.
 //! * [`MolVerifier`] adapts any `molecules::Verifier` (validity, stability)
 //!   to the flattened-sample [`Verifier`] of this module.
 //!
@@ -32,7 +36,14 @@
 //! and for graphs the number of distinct valid graph classes not among the
 //! anchors per sample; `vendi` is the RBF Vendi score of valid samples
 //! (conformers: sorted inter-atomic distances in Å, bandwidth 1 Å; graphs:
-//! element and bond-class counts, bandwidth 1).
+//! element and bond-class counts, bandwidth 1). Molecule-level keys on the
+//! verified samples (FE: all graphs' conformers pooled, EDM protocol, bonds
+//! inferred from the positions; ActFlow family: the model's bonds):
+//! `distinct_valid` distinct canonical SMILES ([`mol_identity`]),
+//! `novel_valid` those not in the training set (when one is given), and
+//! `vendi_fp` the Tanimoto-kernel Vendi score of Morgan-like [`fingerprint`]s
+//! (the usual molecular Vendi: Friedman & Dieng 2023 use Morgan fingerprints
+//! with Tanimoto similarity).
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -47,7 +58,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fe::{flow_expander, FeConfig, FeEvent, ProjectMode};
 use super::flow::{randn, sample_ode, Flow, TrainableFlow};
-use super::metrics::{kabsch_rmsd, rmsd_diversity, vendi, VendiKernel};
+use super::metrics::{kabsch_rmsd, rmsd_diversity, sym_eigenvalues, vendi, VendiKernel};
 use super::verifier::{rows, verify_batch, Smoothing, Verifier};
 use super::{ExpandError, Result as XResult};
 use crate::error::{MorphError, Result};
@@ -55,7 +66,9 @@ use crate::interpolant::Prior;
 use crate::io::{ModelDir, ModelMeta, WEIGHTS_FILE};
 use crate::model::{MorphNet, NetDims, NetInput};
 use crate::sampler::{sample_batch_tempered, Limits, SampleSpec, State};
+use crate::semla::BackboneSpec;
 use crate::train::Trainer;
+use molecules::metrics::Protocol;
 
 fn net_err(e: MorphError) -> ExpandError {
     ExpandError::Data {
@@ -130,6 +143,7 @@ pub fn state_molecule(s: &State, vocab: &MolVocab, coord_std: f64) -> Result<mol
 pub struct MorphFlow {
     net: MorphNet,
     dims: NetDims,
+    spec: BackboneSpec,
     /// Sorted parameter names and their `Var`s (empty when frozen).
     names: Vec<String>,
     vars: Vec<Var>,
@@ -147,6 +161,7 @@ impl MorphFlow {
     /// `Var`s holding copies of the weights.
     pub fn from_weights(
         dims: NetDims,
+        spec: BackboneSpec,
         weights: &HashMap<String, Tensor>,
         graph: MolGraph,
         trainable: bool,
@@ -154,7 +169,11 @@ impl MorphFlow {
     ) -> Result<Self> {
         let (net, names, vars, consts) = if trainable {
             let varmap = VarMap::new();
-            let net = MorphNet::new(dims, VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
+            let net = MorphNet::with_backbone(
+                dims,
+                spec,
+                VarBuilder::from_varmap(&varmap, DType::F32, dev),
+            )?;
             let mut all: Vec<(String, Var)> = varmap
                 .data()
                 .lock()
@@ -182,8 +201,9 @@ impl MorphFlow {
                 .iter()
                 .map(|(k, t)| Ok((k.clone(), t.to_device(dev)?.copy()?.detach())))
                 .collect::<Result<_>>()?;
-            let net = MorphNet::new(
+            let net = MorphNet::with_backbone(
                 dims,
+                spec,
                 VarBuilder::from_tensors(consts.clone(), DType::F32, dev),
             )?;
             (net, Vec::new(), Vec::new(), consts)
@@ -196,6 +216,7 @@ impl MorphFlow {
         Ok(Self {
             net,
             dims,
+            spec,
             names,
             vars,
             consts,
@@ -279,11 +300,27 @@ impl TrainableFlow for MorphFlow {
     }
     fn frozen_copy(&self) -> XResult<Self> {
         let w = self.weights().map_err(net_err)?;
-        Self::from_weights(self.dims, &w, self.graph.clone(), false, &self.device).map_err(net_err)
+        Self::from_weights(
+            self.dims,
+            self.spec,
+            &w,
+            self.graph.clone(),
+            false,
+            &self.device,
+        )
+        .map_err(net_err)
     }
     fn trainable_copy(&self) -> XResult<Self> {
         let w = self.weights().map_err(net_err)?;
-        Self::from_weights(self.dims, &w, self.graph.clone(), true, &self.device).map_err(net_err)
+        Self::from_weights(
+            self.dims,
+            self.spec,
+            &w,
+            self.graph.clone(),
+            true,
+            &self.device,
+        )
+        .map_err(net_err)
     }
 }
 
@@ -304,12 +341,25 @@ impl Verifier for MolVerifier<'_> {
     }
 }
 
-/// `before` / `after` numbers (the JSON contract of `cellmol expand`).
+/// `before` / `after` numbers (the JSON contract of `cellmol expand`:
+/// `validity`, `coverage`, `vendi` first, then the molecule-level keys).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ExpandMetrics {
     pub validity: f64,
     pub coverage: f64,
     pub vendi: f64,
+    /// Distinct molecules among the verified samples: distinct canonical
+    /// SMILES (RDKit, largest fragment, the verifier's protocol); without
+    /// RDKit built in, distinct class keys of `molecules::plain`.
+    pub distinct_valid: usize,
+    /// Distinct verified molecules whose identity is not in the training set
+    /// (present only when a training set is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub novel_valid: Option<usize>,
+    /// Vendi score of the verified samples with the Tanimoto kernel on
+    /// [`fingerprint`]s (a radius-2 Morgan-like fingerprint of the heavy-atom
+    /// graph, 2048 bits); 0 without verified samples.
+    pub vendi_fp: f64,
 }
 
 /// Result of [`fe_morph`] / [`actflow_morph`].
@@ -391,6 +441,187 @@ fn vendi_rbf(feats: &[Vec<f64>], bandwidth: f64) -> Result<f64> {
             let x = Array2::from_shape_fn((n, d), |(i, j)| feats[i][j]);
             Ok(vendi(x.view(), VendiKernel::Rbf { bandwidth })?)
         }
+    }
+}
+
+// ------------------------------------------------------ molecule metrics ----
+
+/// Identity of a molecule for the distinct / novel counts under `protocol`:
+/// the canonical SMILES of its largest fragment when RDKit is built into
+/// `molecules` (`true`), otherwise the RDKit-free SMILES class key of
+/// `molecules::plain` (`false`; equal SMILES imply equal keys). `None` when
+/// the molecule does not sanitise.
+pub fn mol_identity(m: &molecules::Molecule, protocol: Protocol) -> (Option<String>, bool) {
+    let e = molecules::metrics::evaluate(m, protocol);
+    if e.valid.is_some() {
+        return (e.smiles, true);
+    }
+    let view = molecules::metrics::protocol_view(m, protocol);
+    let key = molecules::plain::evaluate_molecule(&view)
+        .filter(|p| p.valid)
+        .and_then(|p| p.key);
+    (key.map(|k| format!("class-key:{k:016x}")), false)
+}
+
+/// Identities ([`mol_identity`]) of a reference set (e.g. the training
+/// molecules), molecules that do not sanitise left out.
+pub fn identity_set(mols: &[molecules::Molecule], protocol: Protocol) -> HashSet<String> {
+    use rayon::prelude::*;
+    mols.par_iter()
+        .filter_map(|m| mol_identity(m, protocol).0)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// Bits of [`fingerprint`].
+pub const FP_BITS: usize = 2048;
+
+fn mix(h: u64, x: u64) -> u64 {
+    // splitmix64 finaliser of h ^ x (stable across Rust versions)
+    let mut z = (h ^ x).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Radius-2 Morgan-like (ECFP4-style) fingerprint of the molecule's bond
+/// graph as [`FP_BITS`] bits (`FP_BITS / 64` words). Heavy atoms carry
+/// (element, heavy-atom degree, attached H count, formal charge); each of two
+/// rounds hashes an atom's identifier with the sorted (bond order, neighbour
+/// identifier) pairs; every identifier of rounds 0–2 sets one bit. A molecule
+/// of hydrogens only uses all its atoms.
+pub fn fingerprint(m: &molecules::Molecule) -> Vec<u64> {
+    let n = m.n_atoms();
+    let mut heavy: Vec<bool> = m.elements.iter().map(|e| e.0 != 1).collect();
+    if !heavy.iter().any(|&h| h) {
+        heavy = vec![true; n];
+    }
+    let mut nbr: Vec<Vec<(u64, usize)>> = vec![Vec::new(); n];
+    let mut n_h = vec![0u64; n];
+    for (a, b, o, _) in m.bond_list() {
+        match (heavy[a], heavy[b]) {
+            (true, true) => {
+                nbr[a].push((u64::from(o.mdl_code()), b));
+                nbr[b].push((u64::from(o.mdl_code()), a));
+            }
+            (true, false) => n_h[a] += 1,
+            (false, true) => n_h[b] += 1,
+            (false, false) => {}
+        }
+    }
+    let mut bits = vec![0u64; FP_BITS / 64];
+    let mut set = |id: u64| {
+        let k = (id % FP_BITS as u64) as usize;
+        bits[k / 64] |= 1 << (k % 64);
+    };
+    let mut ids: Vec<u64> = (0..n)
+        .map(|i| {
+            let mut h = mix(0, u64::from(m.elements[i].0));
+            h = mix(h, nbr[i].len() as u64);
+            h = mix(h, n_h[i]);
+            mix(
+                h,
+                (i64::from(m.charges.get(i).copied().unwrap_or(0)) + 128) as u64,
+            )
+        })
+        .collect();
+    for round in 0..=2u64 {
+        for i in (0..n).filter(|&i| heavy[i]) {
+            set(ids[i]);
+        }
+        if round == 2 {
+            break;
+        }
+        let next: Vec<u64> = (0..n)
+            .map(|i| {
+                let mut env: Vec<(u64, u64)> = nbr[i].iter().map(|&(o, j)| (o, ids[j])).collect();
+                env.sort_unstable();
+                env.iter()
+                    .fold(mix(round + 1, ids[i]), |h, &(o, x)| mix(mix(h, o), x))
+            })
+            .collect();
+        ids = next;
+    }
+    bits
+}
+
+/// Vendi score with the Tanimoto kernel `|a ∧ b| / |a ∨ b|` (1 for two empty
+/// fingerprints; positive semi-definite on bit vectors): `exp` of the Shannon
+/// entropy of the eigenvalues of `K / n`. 0 for no fingerprints.
+pub fn vendi_tanimoto(fps: &[Vec<u64>]) -> Result<f64> {
+    let n = fps.len();
+    if n <= 1 {
+        return Ok(n as f64);
+    }
+    let k = Array2::from_shape_fn((n, n), |(i, j)| {
+        let (mut and, mut or) = (0u32, 0u32);
+        for (a, b) in fps[i].iter().zip(&fps[j]) {
+            and += (a & b).count_ones();
+            or += (a | b).count_ones();
+        }
+        let t = if or == 0 {
+            1.0
+        } else {
+            f64::from(and) / f64::from(or)
+        };
+        t / n as f64
+    });
+    let h: f64 = sym_eigenvalues(&k)?
+        .iter()
+        .filter(|l| **l > 1e-15)
+        .map(|l| -l * l.ln())
+        .sum();
+    Ok(h.exp())
+}
+
+/// Molecule-level numbers of a sample set: see [`ExpandMetrics`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct MolStats {
+    distinct_valid: usize,
+    novel_valid: Option<usize>,
+    vendi_fp: f64,
+    /// Identities were canonical SMILES (RDKit).
+    rdkit: bool,
+}
+
+fn mol_stats(
+    mols: &[molecules::Molecule],
+    ok: &[bool],
+    protocol: Protocol,
+    train: Option<&HashSet<String>>,
+) -> Result<MolStats> {
+    use rayon::prelude::*;
+    let valid: Vec<&molecules::Molecule> = mols
+        .iter()
+        .zip(ok)
+        .filter(|(_, &v)| v)
+        .map(|(m, _)| m)
+        .collect();
+    let per: Vec<((Option<String>, bool), Vec<u64>)> = valid
+        .par_iter()
+        .map(|m| {
+            (
+                mol_identity(m, protocol),
+                fingerprint(&molecules::metrics::protocol_view(m, protocol)),
+            )
+        })
+        .collect();
+    let ids: HashSet<&str> = per.iter().filter_map(|((s, _), _)| s.as_deref()).collect();
+    let fps: Vec<Vec<u64>> = per.iter().map(|(_, f)| f.clone()).collect();
+    Ok(MolStats {
+        distinct_valid: ids.len(),
+        novel_valid: train.map(|t| ids.iter().filter(|s| !t.contains(**s)).count()),
+        vendi_fp: vendi_tanimoto(&fps)?,
+        rdkit: per.iter().all(|((_, r), _)| *r),
+    })
+}
+
+fn identity_name(rdkit: bool) -> &'static str {
+    if rdkit {
+        "canonical SMILES (RDKit, largest fragment)"
+    } else {
+        "SMILES class key of molecules::plain (RDKit not built in)"
     }
 }
 
@@ -564,12 +795,17 @@ fn conformer_metrics(
     })
 }
 
-fn mean_metrics(ms: &[ConformerMetrics]) -> ExpandMetrics {
+/// Per-graph means of validity, coverage and Vendi; the molecule-level
+/// numbers of the pooled conformers.
+fn mean_metrics(ms: &[ConformerMetrics], st: &MolStats) -> ExpandMetrics {
     let n = ms.len().max(1) as f64;
     ExpandMetrics {
         validity: ms.iter().map(|m| m.validity).sum::<f64>() / n,
         coverage: ms.iter().map(|m| m.coverage).sum::<f64>() / n,
         vendi: ms.iter().map(|m| m.vendi).sum::<f64>() / n,
+        distinct_valid: st.distinct_valid,
+        novel_valid: st.novel_valid,
+        vendi_fp: st.vendi_fp,
     }
 }
 
@@ -605,9 +841,13 @@ fn choose_graphs(states: &[State], meta: &ModelMeta, k: usize) -> Result<Vec<Mol
 
 /// Flow Expander on the conformers of graphs sampled from the Morph model in
 /// `model_dir`; writes the adapted model (`config.json`, `model.safetensors`)
-/// to `out_dir` and returns before/after metrics.
+/// to `out_dir` and returns before/after metrics. Molecule-level metrics use
+/// the EDM protocol (bonds inferred from the conformer) on the conformers of
+/// all graphs pooled; `train` (training molecules, same protocol) adds
+/// `novel_valid`.
 pub fn fe_morph(
     model_dir: &Path,
+    train: Option<&[molecules::Molecule]>,
     verifier: &dyn molecules::Verifier,
     cfg: &MorphFeConfig,
     out_dir: &Path,
@@ -624,8 +864,10 @@ pub fn fe_morph(
         cfg.sample_steps
     };
     progress("graphs", 0, 1);
+    let spec = meta.config.net.backbone_spec();
     let pre_any = MorphFlow::from_weights(
         dims,
+        spec,
         &weights,
         MolGraph {
             types: vec![],
@@ -646,7 +888,7 @@ pub fn fe_morph(
     )?;
     let graphs = choose_graphs(&cand, &meta, cfg.n_graphs)?;
     progress("graphs", 1, 1);
-    let model_any = MorphFlow::from_weights(dims, &weights, graphs[0].clone(), true, dev)?;
+    let model_any = MorphFlow::from_weights(dims, spec, &weights, graphs[0].clone(), true, dev)?;
     let models: Vec<MorphFlow> = graphs
         .iter()
         .map(|g| model_any.with_graph(g.clone()))
@@ -661,27 +903,34 @@ pub fn fe_morph(
         .iter()
         .map(|m| m.noise(cfg.n_eval, &mut rng))
         .collect::<XResult<_>>()?;
-    let eval = |flows: &[MorphFlow]| -> Result<Vec<ConformerMetrics>> {
-        flows
-            .iter()
-            .zip(&codes)
-            .zip(&graphs)
-            .map(|((f, z), g)| {
-                let xs = sample_ode(f, z, cfg.ode_steps)?;
-                let xs = xs.broadcast_sub(&xs.mean_keepdim(1)?)?;
-                let ver = MolVerifier {
-                    graph: g,
-                    vocab: &meta.vocab,
-                    coord_std: std,
-                    inner: verifier,
-                };
-                let ok = verify_batch(&ver, &xs)?;
-                conformer_metrics(&rows(&xs)?, &ok, g.n(), std, cfg.rmsd_threshold)
-            })
-            .collect()
+    let train_ids = train.map(|t| identity_set(t, Protocol::Edm));
+    let eval = |flows: &[MorphFlow]| -> Result<(Vec<ConformerMetrics>, MolStats)> {
+        let mut per_graph = Vec::with_capacity(flows.len());
+        let (mut mols, mut oks) = (Vec::new(), Vec::new());
+        for ((f, z), g) in flows.iter().zip(&codes).zip(&graphs) {
+            let xs = sample_ode(f, z, cfg.ode_steps)?;
+            let xs = xs.broadcast_sub(&xs.mean_keepdim(1)?)?;
+            let ver = MolVerifier {
+                graph: g,
+                vocab: &meta.vocab,
+                coord_std: std,
+                inner: verifier,
+            };
+            let ok = verify_batch(&ver, &xs)?;
+            let rs = rows(&xs)?;
+            for (r, &c) in rs.iter().zip(&ok) {
+                if let Ok(m) = g.molecule(r, &meta.vocab, std) {
+                    mols.push(m);
+                    oks.push(c >= 0.5);
+                }
+            }
+            per_graph.push(conformer_metrics(&rs, &ok, g.n(), std, cfg.rmsd_threshold)?);
+        }
+        let st = mol_stats(&mols, &oks, Protocol::Edm, train_ids.as_ref())?;
+        Ok((per_graph, st))
     };
     progress("before", 0, 1);
-    let before = eval(&pres)?;
+    let (before, st_before) = eval(&pres)?;
     progress("before", 1, 1);
     let one = FeConfig {
         iterations: 1,
@@ -710,7 +959,7 @@ pub fn fe_morph(
         }
     }
     progress("after", 0, 1);
-    let after = eval(&models)?;
+    let (after, st_after) = eval(&models)?;
     progress("after", 1, 1);
     save_model(out_dir, &meta, &model_any.weights()?)?;
     let graph_info: Vec<serde_json::Value> = graphs
@@ -727,10 +976,13 @@ pub fn fe_morph(
     Ok(MorphExpandReport {
         method: "fe".into(),
         verifier: verifier.name(),
-        before: mean_metrics(&before),
-        after: mean_metrics(&after),
+        before: mean_metrics(&before, &st_before),
+        after: mean_metrics(&after, &st_after),
         details: serde_json::json!({
             "graphs": graph_info,
+            "n_eval": cfg.n_eval * graphs.len(),
+            "identity": identity_name(st_before.rdkit && st_after.rdkit),
+            "protocol": "edm",
             "losses": events,
             "config": cfg,
             "source_model": model_dir.display().to_string(),
@@ -740,13 +992,79 @@ pub fn fe_morph(
 
 // ------------------------------------------------------------ ActFlow ----
 
-/// ActFlow on Morph graphs.
+/// Which selection rule the round loop of [`actflow_morph`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ActFlowMode {
+    /// ActFlow: candidates at temperature 1 and at the exploration
+    /// temperature; keep verified designs whose graph class is new.
+    #[default]
+    #[serde(rename = "actflow")]
+    ActFlow,
+    /// Rec-NF baseline: candidates at temperature 1; keep every sample (no
+    /// filter).
+    #[serde(rename = "rec-nf")]
+    RecNf,
+    /// Rec-F baseline: candidates at temperature 1; keep verified samples
+    /// (no novelty requirement).
+    #[serde(rename = "rec-f")]
+    RecF,
+}
+
+impl ActFlowMode {
+    /// Name in reports (`actflow`, `rec-nf`, `rec-f`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ActFlow => "actflow",
+            Self::RecNf => "rec-nf",
+            Self::RecF => "rec-f",
+        }
+    }
+}
+
+/// Indices of the candidates one round keeps, in sample order, at most
+/// `max_accept` (the same budget for every mode): ActFlow keeps verified
+/// candidates whose graph class key is new with respect to `known` (and adds
+/// it there), Rec-F every verified candidate, Rec-NF every candidate.
+pub fn select_designs(
+    mode: ActFlowMode,
+    verified: &[bool],
+    keys: &[Option<u64>],
+    known: &mut HashSet<u64>,
+    max_accept: usize,
+) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, &v) in verified.iter().enumerate() {
+        if out.len() >= max_accept {
+            break;
+        }
+        let keep = match mode {
+            ActFlowMode::RecNf => true,
+            ActFlowMode::RecF => v,
+            ActFlowMode::ActFlow => {
+                v && keys
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|k| known.insert(k))
+            }
+        };
+        if keep {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// ActFlow on Morph graphs (and the Rec-NF / Rec-F baselines, `mode`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MorphActFlowConfig {
+    /// Selection rule: `actflow`, `rec-nf` or `rec-f`.
+    pub mode: ActFlowMode,
     /// Rounds R (≥ 1).
     pub rounds: usize,
-    /// Candidates sampled per round (≥ 2): half at temperature 1, half at `temperature`.
+    /// Candidates sampled per round (≥ 2). ActFlow: half at temperature 1,
+    /// half at `temperature`; Rec-NF / Rec-F: all at temperature 1.
     pub n_candidates: usize,
     /// Most designs accepted per round (≥ 1).
     pub max_accept: usize,
@@ -768,6 +1086,7 @@ pub struct MorphActFlowConfig {
 impl Default for MorphActFlowConfig {
     fn default() -> Self {
         Self {
+            mode: ActFlowMode::ActFlow,
             rounds: 3,
             n_candidates: 256,
             max_accept: 64,
@@ -847,14 +1166,16 @@ fn composition(s: &State, n_types: usize, n_bonds: usize) -> Vec<f64> {
     f
 }
 
+#[allow(clippy::too_many_arguments)]
 fn graph_metrics(
     states: &[State],
     mols: &[molecules::Molecule],
     ok: &[bool],
     anchors: &HashSet<u64>,
+    train: Option<&HashSet<String>>,
     n_types: usize,
     n_bonds: usize,
-) -> Result<(ExpandMetrics, usize)> {
+) -> Result<(ExpandMetrics, usize, bool)> {
     let n = states.len().max(1) as f64;
     let mut novel = HashSet::new();
     let mut feats = Vec::new();
@@ -869,23 +1190,32 @@ fn graph_metrics(
             }
         }
     }
+    let st = mol_stats(mols, ok, Protocol::Bonds, train)?;
     Ok((
         ExpandMetrics {
             validity: ok.iter().filter(|&&v| v).count() as f64 / n,
             coverage: novel.len() as f64 / n,
             vendi: vendi_rbf(&feats, 1.0)?,
+            distinct_valid: st.distinct_valid,
+            novel_valid: st.novel_valid,
+            vendi_fp: st.vendi_fp,
         },
         novel.len(),
+        st.rdkit,
     ))
 }
 
-/// ActFlow on the graphs of the Morph model in `model_dir`. `data`: the
-/// training molecules (anchors of the continued training); without them the
-/// pre-trained model's verified samples serve as anchors. Writes the adapted
-/// model to `out_dir`.
+/// ActFlow (or, by `cfg.mode`, Rec-NF / Rec-F: one round loop) on the graphs
+/// of the Morph model in `model_dir`. `data`: the training molecules (anchors
+/// of the continued training); without them the pre-trained model's verified
+/// samples serve as anchors. `train`: reference set of `novel_valid` (model
+/// bonds protocol); `data` when `None`. Writes the adapted model to
+/// `out_dir`.
+#[allow(clippy::too_many_arguments)]
 pub fn actflow_morph(
     model_dir: &Path,
     data: Option<&[molecules::Molecule]>,
+    train: Option<&[molecules::Molecule]>,
     verifier: &dyn molecules::Verifier,
     cfg: &MorphActFlowConfig,
     out_dir: &Path,
@@ -985,47 +1315,54 @@ pub fn actflow_morph(
     let n_anchors = pool.len();
     progress("anchors", 1, 1);
     let eval_seed = cfg.seed ^ 0xe7a1;
-    let evaluate = |tr: &Trainer| -> Result<(ExpandMetrics, usize)> {
+    let train_ids = train.or(data).map(|t| identity_set(t, Protocol::Bonds));
+    let evaluate = |tr: &Trainer| -> Result<(ExpandMetrics, usize, bool)> {
         let st = sample_states(&tr.net, &meta, cfg.n_eval, steps, eval_seed, 1.0, dev)?;
         let mols = to_mols(&st)?;
         let ok = verify(&mols);
-        graph_metrics(&st, &mols, &ok, &anchor_keys, n_types, n_bonds)
+        graph_metrics(
+            &st,
+            &mols,
+            &ok,
+            &anchor_keys,
+            train_ids.as_ref(),
+            n_types,
+            n_bonds,
+        )
     };
     progress("before", 0, 1);
-    let (before, novel_before) = evaluate(&tr)?;
+    let (before, novel_before, rdkit_before) = evaluate(&tr)?;
     progress("before", 1, 1);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xac7f);
     let mut rounds = Vec::new();
     let mut global_step = 0usize;
     for round in 0..cfg.rounds {
-        let half = cfg.n_candidates / 2;
+        // ActFlow explores with half of the candidates at a higher prior
+        // temperature; the baselines sample the model as it is.
+        let half = match cfg.mode {
+            ActFlowMode::ActFlow => cfg.n_candidates / 2,
+            ActFlowMode::RecNf | ActFlowMode::RecF => cfg.n_candidates,
+        };
         let seed = rng.next_u64();
         let mut cand = sample_states(&tr.net, &meta, half, steps, seed, 1.0, dev)?;
-        cand.extend(sample_states(
-            &tr.net,
-            &meta,
-            cfg.n_candidates - half,
-            steps,
-            seed ^ 0x7e3,
-            cfg.temperature,
-            dev,
-        )?);
+        if half < cfg.n_candidates {
+            cand.extend(sample_states(
+                &tr.net,
+                &meta,
+                cfg.n_candidates - half,
+                steps,
+                seed ^ 0x7e3,
+                cfg.temperature,
+                dev,
+            )?);
+        }
         let mols = to_mols(&cand)?;
         let ok = verify(&mols);
-        let mut accepted = 0;
-        for ((s, m), &v) in cand.iter().zip(&mols).zip(&ok) {
-            if accepted >= cfg.max_accept {
-                break;
-            }
-            if !v {
-                continue;
-            }
-            let Some(k) = graph_key(m) else { continue };
-            if known.insert(k) {
-                pool.push(record(s));
-                accepted += 1;
-            }
-        }
+        let keys: Vec<Option<u64>> = mols.iter().map(graph_key).collect();
+        let picked = select_designs(cfg.mode, &ok, &keys, &mut known, cfg.max_accept);
+        let accepted = picked.len();
+        let accepted_verified = picked.iter().filter(|&&i| ok[i]).count();
+        pool.extend(picked.iter().map(|&i| record(&cand[i])));
         // Continue Morph training on anchors + accepted designs.
         let set = MolSet::new(meta.vocab.clone(), pool.clone())?;
         let mut order: Vec<usize> = (0..set.len()).collect();
@@ -1047,22 +1384,30 @@ pub fn actflow_morph(
             "candidates": cand.len(),
             "valid": ok.iter().filter(|&&v| v).count(),
             "accepted": accepted,
+            "accepted_verified": accepted_verified,
             "train_size": pool.len(),
             "mean_loss": loss_sum / cfg.train_steps as f64,
         }));
     }
     progress("after", 0, 1);
-    let (after, novel_after) = evaluate(&tr)?;
+    let (after, novel_after, rdkit_after) = evaluate(&tr)?;
     progress("after", 1, 1);
     let mut new_meta = meta.clone();
     new_meta.trained_steps = meta.trained_steps + global_step;
     save_model(out_dir, &new_meta, tr.ema_weights())?;
     Ok(MorphExpandReport {
-        method: "actflow".into(),
+        method: cfg.mode.name().into(),
         verifier: verifier.name(),
         before,
         after,
         details: serde_json::json!({
+            "identity": identity_name(rdkit_before && rdkit_after),
+            "protocol": "bonds",
+            "novel_reference": match (train, data) {
+                (Some(_), _) => "training set (--train)",
+                (None, Some(_)) => "anchors (training data)",
+                (None, None) => "none",
+            },
             "rounds": rounds,
             "anchors": {"source": anchor_source, "n": n_anchors, "distinct_graph_classes": anchor_keys.len()},
             "novel_valid_graph_classes": {"before": novel_before, "after": novel_after},
