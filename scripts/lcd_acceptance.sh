@@ -3,13 +3,20 @@
 # fold, evaluate held-out doubles against the baselines, print a table.
 #   scripts/lcd_acceptance.sh [OUTDIR] [FOLDS...]      (default folds: 0 1 2)
 # Env: LCD_BIN (default target/release/cellmol, else target/debug/cellmol),
-#      LCD_ONLY=linear|nonlinear to run one experiment, LCD_NFOLDS (default 5).
+#      LCD_ONLY=linear|nonlinear to run one experiment, LCD_NFOLDS (default 5),
+#      LCD_CONFIG=x.toml laid over the quick preset (e.g. a file holding
+#      `[stage2]` / `condition_path = "shift_only"`).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${1:-/tmp/lcd_acceptance}"; shift || true
 FOLDS=("${@:-0 1 2}"); FOLDS=(${FOLDS[@]})
 NFOLDS="${LCD_NFOLDS:-5}"
 BIN="${LCD_BIN:-}"
+CFG=()
+if [[ -n "${LCD_CONFIG:-}" ]]; then
+  [[ -f "$LCD_CONFIG" ]] || { echo "LCD_CONFIG=$LCD_CONFIG: no such file" >&2; exit 2; }
+  CFG=(--config "$LCD_CONFIG")
+fi
 if [[ -z "$BIN" ]]; then
   if [[ -x "$ROOT/target/release/cellmol" ]]; then BIN="$ROOT/target/release/cellmol"; else BIN="$ROOT/target/debug/cellmol"; fi
 fi
@@ -27,7 +34,7 @@ run() { # name, fit flags, simulate flags
     local m="$OUT/$name.fold$k"
     local t0=$(date +%s)
     if [[ ! -f "$m/model.json" ]]; then
-      "$BIN" -q lcd fit "$screen" -o "$m" --preset quick --fold "$k" --folds "$NFOLDS" --seed "$k" $fitflags --force
+      "$BIN" -q lcd fit "$screen" -o "$m" --preset quick "${CFG[@]}" --fold "$k" --folds "$NFOLDS" --seed "$k" $fitflags --force
     fi
     local t1=$(date +%s)
     "$BIN" -q lcd evaluate "$m" "$screen" --json > "$OUT/$name.fold$k.json"

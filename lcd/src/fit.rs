@@ -458,11 +458,12 @@ impl LcdModel {
                 Ok(Tensor::from_vec(v, (1, vocabulary.len().max(1)), dev)?)
             })
             .collect::<Result<_>>()?;
-        let mut net = ScoreNet::init(
+        let mut net = ScoreNet::init_with(
             d,
             vocabulary.len(),
             cfg.sigmas(),
             cfg.stage2.hidden,
+            cfg.stage2.condition_path,
             &mut rng,
             dev,
         )?;

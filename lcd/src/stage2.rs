@@ -8,9 +8,14 @@
 //!   condition adds `Dense_l(Σ_{j∈S} e_j)` to each hidden pre-activation.
 //! - Drift `f(x, σ, e) = (D(x) − x)/σ²`; loss `mean ½ ‖σ f(x̃) + ε‖²` with
 //!   `x̃ = x + σε` (= ½σ²‖f + (x̃−x)/σ²‖², summed over genes).
+//! - Optional (not in the paper, [`ConditionPath`]): a zero-initialised
+//!   linear path from `e` — an input translation `x − e·W_shift` (parameter
+//!   `cshift.w`) or an output term `F += e·W_out` (`cout.w`). Which one a
+//!   network has is read from its parameters, so old model directories load
+//!   as the paper network.
 use candle_core::{Device, Tensor};
 
-use crate::config::Stage2Config;
+use crate::config::{ConditionPath, Stage2Config};
 use crate::optim::{warmup_cosine, Adam, AdamParams, OptState};
 use crate::params::{Params, Weights};
 use crate::rng::TensorRng;
@@ -29,6 +34,23 @@ pub struct ScoreNet {
     sin_table: Tensor,
 }
 
+/// Parameter names of the optional linear condition paths.
+const SHIFT_W: &str = "cshift.w";
+const OUT_W: &str = "cout.w";
+
+/// The condition's contribution to the network, computed once per
+/// embedding: `Dense_0(e)`, `Dense_1(e)` (each `[N|1, H]`) and the optional
+/// linear paths (`[N|1, d]`).
+pub struct CondTerms {
+    /// `None` for [`ConditionPath::ShiftOnly`] (no per-layer injection).
+    pub l0: Option<Tensor>,
+    pub l1: Option<Tensor>,
+    /// Input translation `m(e)` ([`ConditionPath::Shift`]).
+    pub shift: Option<Tensor>,
+    /// Output term added to `F` ([`ConditionPath::Output`]).
+    pub out: Option<Tensor>,
+}
+
 /// Sinusoidal embedding (Vaswani et al. 2017) of integer levels `0..l` in `h` dims.
 pub fn sinusoidal(l: usize, h: usize, dev: &Device) -> Result<Tensor> {
     let half = h / 2;
@@ -44,11 +66,27 @@ pub fn sinusoidal(l: usize, h: usize, dev: &Device) -> Result<Tensor> {
 }
 
 impl ScoreNet {
+    /// The paper network ([`ConditionPath::None`]).
     pub fn init(
         d: usize,
         n_vocab: usize,
         sigmas: Vec<f64>,
         hidden: usize,
+        rng: &mut TensorRng,
+        dev: &Device,
+    ) -> Result<Self> {
+        Self::init_with(d, n_vocab, sigmas, hidden, ConditionPath::None, rng, dev)
+    }
+
+    /// A network with the given condition path. The extra weights are zeros
+    /// and draw nothing from `rng`, so every other weight equals the paper
+    /// network's for the same seed and the outputs at initialisation agree.
+    pub fn init_with(
+        d: usize,
+        n_vocab: usize,
+        sigmas: Vec<f64>,
+        hidden: usize,
+        path: ConditionPath,
         rng: &mut TensorRng,
         dev: &Device,
     ) -> Result<Self> {
@@ -75,9 +113,16 @@ impl ScoreNet {
         lin(&mut p, "out", h, d, r)?;
         lin(&mut p, "temb0", h, h, r)?;
         lin(&mut p, "temb1", h, h, r)?;
-        lin(&mut p, "pert0", h, h, r)?;
-        lin(&mut p, "pert1", h, h, r)?;
+        if path != ConditionPath::ShiftOnly {
+            lin(&mut p, "pert0", h, h, r)?;
+            lin(&mut p, "pert1", h, h, r)?;
+        }
         p.normal("emb", &[n_vocab.max(1), h], 0.01, r, dev)?;
+        match path {
+            ConditionPath::None => {}
+            ConditionPath::Shift | ConditionPath::ShiftOnly => p.zeros(SHIFT_W, &[h, d], dev)?,
+            ConditionPath::Output => p.zeros(OUT_W, &[h, d], dev)?,
+        }
         let l = sigmas.len();
         Ok(ScoreNet {
             params: p,
@@ -108,6 +153,29 @@ impl ScoreNet {
         })
     }
 
+    /// The condition path this network's parameters implement.
+    pub fn condition_path(&self) -> Result<ConditionPath> {
+        let names = self.params.names();
+        let has = |n: &str| names.iter().any(|k| k == n);
+        match (has(SHIFT_W), has(OUT_W), has("pert0.w")) {
+            (false, false, true) => Ok(ConditionPath::None),
+            (true, false, true) => Ok(ConditionPath::Shift),
+            (true, false, false) => Ok(ConditionPath::ShiftOnly),
+            (false, true, true) => Ok(ConditionPath::Output),
+            (s, o, pl) => Err(LcdError::Data(format!(
+                "score network parameters do not form a known condition path \
+                 ({SHIFT_W:?}: {s}, {OUT_W:?}: {o}, \"pert0.w\": {pl})"
+            ))),
+        }
+    }
+
+    /// Parameters that are not weight-decayed: the embedding table (decay
+    /// would pull rows of targets absent from a batch to 0 and bias the mean
+    /// embedding) and the linear condition paths.
+    pub fn undecayed(name: &str) -> bool {
+        name == "emb" || name == SHIFT_W || name == OUT_W
+    }
+
     /// Condition embeddings from multi-hot rows `[C, V]` → `[C, H]` (`Σ_{j∈S} e_j`).
     pub fn condition_embedding(&self, w: &Weights, multi_hot: &Tensor) -> Result<Tensor> {
         Ok(multi_hot.matmul(w.get("emb")?)?)
@@ -123,9 +191,26 @@ impl ScoreNet {
         w.dense("temb1", &w.dense("temb0", &self.sin_table)?.tanh()?)
     }
 
-    /// Per-layer condition terms `(Dense_0(e), Dense_1(e))`, each `[N|1, H]`.
-    pub fn condition_terms(&self, w: &Weights, e: &Tensor) -> Result<(Tensor, Tensor)> {
-        Ok((w.dense("pert0", e)?, w.dense("pert1", e)?))
+    /// Condition terms of embeddings `e` (`[N|1, H]`).
+    pub fn condition_terms(&self, w: &Weights, e: &Tensor) -> Result<CondTerms> {
+        let lin = |name: &str| -> Result<Option<Tensor>> {
+            match w.0.get(name) {
+                Some(m) => Ok(Some(e.matmul(m)?)),
+                None => Ok(None),
+            }
+        };
+        let layer = |name: &str| -> Result<Option<Tensor>> {
+            match w.0.contains_key(&format!("{name}.w")) {
+                true => Ok(Some(w.dense(name, e)?)),
+                false => Ok(None),
+            }
+        };
+        Ok(CondTerms {
+            l0: layer("pert0")?,
+            l1: layer("pert1")?,
+            shift: lin(SHIFT_W)?,
+            out: lin(OUT_W)?,
+        })
     }
 
     /// Drift `f(x, σ_t, e)`. `x`: `[N, d]`; `levels`: `[N]` u32 level indices;
@@ -151,17 +236,33 @@ impl ScoreNet {
         x: &Tensor,
         temb: &Tensor,
         sigma: &Tensor,
-        cond: &(Tensor, Tensor),
+        cond: &CondTerms,
     ) -> Result<Tensor> {
+        // Shift path: f(x, σ, e) = f_net(x − m(e), σ, e).
+        let shifted;
+        let x = match &cond.shift {
+            Some(m) => {
+                shifted = x.broadcast_sub(m)?;
+                &shifted
+            }
+            None => x,
+        };
         let scale = (sigma.sqr()? + 1.0)?.sqrt()?.recip()?; // [N|1, 1]
         let xh = x.broadcast_mul(&scale)?; // [N, d]
-        let h0 = w
-            .dense("l0", &xh)?
-            .broadcast_add(temb)?
-            .broadcast_add(&cond.0)?
-            .tanh()?; // [N, H]
-        let h1 = w.dense("l1", &h0)?.broadcast_add(&cond.1)?.tanh()?; // [N, H]
-        let f_out = w.dense("out", &h1)?; // [N, d]
+        let mut a0 = w.dense("l0", &xh)?.broadcast_add(temb)?;
+        if let Some(c) = &cond.l0 {
+            a0 = a0.broadcast_add(c)?;
+        }
+        let h0 = a0.tanh()?; // [N, H]
+        let mut a1 = w.dense("l1", &h0)?;
+        if let Some(c) = &cond.l1 {
+            a1 = a1.broadcast_add(c)?;
+        }
+        let h1 = a1.tanh()?; // [N, H]
+        let mut f_out = w.dense("out", &h1)?; // [N, d]
+        if let Some(o) = &cond.out {
+            f_out = f_out.broadcast_add(o)?;
+        }
         let den = (xh - f_out.broadcast_mul(sigma)?)?; // D(x)
         Ok((den - x)?.broadcast_div(&sigma.sqr()?)?)
     }
@@ -221,15 +322,21 @@ impl ScoreNet {
             clip: None,
         };
         let mut opt = Adam::new(vars.clone(), hp)?;
-        // The embedding table is not decayed (decay would pull unused rows to 0 and bias the mean embedding).
+        // The embedding table and the linear condition paths are not decayed
+        // (see [`ScoreNet::undecayed`]); their gradients go to `opt_emb`.
         let mut opt_emb = None;
-        let emb_pos = names.iter().position(|n| n == "emb");
-        if let Some(i) = emb_pos {
+        let free: Vec<usize> = (0..names.len())
+            .filter(|&i| Self::undecayed(&names[i]))
+            .collect();
+        if !free.is_empty() {
             let hp0 = AdamParams {
                 weight_decay: 0.0,
                 ..hp
             };
-            opt_emb = Some(Adam::new(vec![vars[i].clone()], hp0)?);
+            opt_emb = Some(Adam::new(
+                free.iter().map(|&i| vars[i].clone()).collect(),
+                hp0,
+            )?);
         }
         let dev = states
             .first()
@@ -266,8 +373,9 @@ impl ScoreNet {
             let mut grads: Vec<Option<Tensor>> =
                 vars.iter().map(|v| g.get(v.as_tensor()).cloned()).collect();
             let lr = warmup_cosine(step, 0, cfg.steps, cfg.lr);
-            if let (Some(i), Some(o)) = (emb_pos, opt_emb.as_mut()) {
-                o.step(&[grads[i].take()], lr)?;
+            if let Some(o) = opt_emb.as_mut() {
+                let g0: Vec<Option<Tensor>> = free.iter().map(|&i| grads[i].take()).collect();
+                o.step(&g0, lr)?;
             }
             opt.step(&grads, lr)?;
             match &opt_emb {

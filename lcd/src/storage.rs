@@ -176,6 +176,18 @@ impl LcdModel {
             meta.sigmas.clone(),
             dev,
         )?;
+        // Directories written before `stage2.condition_path` existed have
+        // neither the field (serde default: the paper network) nor the weights.
+        let path = net.condition_path().map_err(|e| mdir(dir, e.to_string()))?;
+        if path != cfg.stage2.condition_path {
+            return Err(mdir(
+                dir,
+                format!(
+                    "{CONFIG} says stage2.condition_path = {:?} but {WEIGHTS} holds a {:?} network",
+                    cfg.stage2.condition_path, path
+                ),
+            ));
+        }
         let curves = std::fs::read_to_string(dir.join(CURVES))
             .map(|t| {
                 t.lines()

@@ -6,7 +6,7 @@
 //! reads the batch this program writes with `--dump`.
 //!
 //! `egnn_step_bench [--data SDF] [--batch 64] [--hidden 256] [--layers 9]
-//!  [--reps 5] [--dump batch.json]` prints one JSON line with the median
+//!  [--reps 5] [--dump batch.json] [--device cpu|cuda:N]` prints one JSON line with the median
 //! step time and molecules/s.
 //!
 //! `egnn_step_bench --train quick|paper [--data SDF] [--reps 5]` times the
@@ -34,6 +34,7 @@ struct Args {
     reps: usize,
     dump: Option<PathBuf>,
     train: Option<String>,
+    device: Device,
 }
 
 fn args() -> Result<Args> {
@@ -45,6 +46,7 @@ fn args() -> Result<Args> {
         reps: 5,
         dump: None,
         train: None,
+        device: Device::Cpu,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -60,6 +62,16 @@ fn args() -> Result<Args> {
             "--reps" => a.reps = val.parse().context("--reps")?,
             "--dump" => a.dump = Some(PathBuf::from(val)),
             "--train" => a.train = Some(val.clone()),
+            "--device" => {
+                a.device = match val.as_str() {
+                    "cpu" => Device::Cpu,
+                    s => Device::new_cuda(
+                        s.strip_prefix("cuda:")
+                            .and_then(|n| n.parse().ok())
+                            .with_context(|| format!("--device {s}: expected cpu or cuda:N"))?,
+                    )?,
+                }
+            }
             o => bail!("unknown argument {o}"),
         }
         i += 2;
@@ -121,9 +133,9 @@ fn main() -> Result<()> {
         );
     }
     if let Some(preset) = &a.train {
-        return train_bench(&set, &stats, preset, a.reps);
+        return train_bench(&set, &stats, preset, a.reps, &a.device);
     }
-    let dev = Device::Cpu;
+    let dev = a.device.clone();
     let recs = &set.records[..a.batch];
     let n = recs.iter().map(|r| r.n_atoms()).max().unwrap_or(1);
     let (b, na, ne) = (a.batch, set.vocab.n_types(), set.vocab.n_bonds());
@@ -207,7 +219,7 @@ fn main() -> Result<()> {
     }
     let med = median(times.clone());
     let j = serde_json::json!({
-        "impl": "candle", "batch": b, "n_pad": n, "hidden": a.hidden, "layers": a.layers,
+        "impl": "candle", "device": if dev.is_cpu() { "cpu" } else { "cuda" }, "batch": b, "n_pad": n, "hidden": a.hidden, "layers": a.layers,
         "threads": threads(), "ms_step": med * 1e3, "mol_per_s": b as f64 / med,
         "times_ms": times.iter().map(|t| t * 1e3).collect::<Vec<_>>(), "loss": last,
     });
@@ -220,6 +232,7 @@ fn train_bench(
     stats: &datasets::molbatch::MolStats,
     preset: &str,
     reps: usize,
+    dev: &Device,
 ) -> Result<()> {
     let cfg = MorphConfig::preset(preset)?;
     let bs = cfg.train.batch_size;
@@ -231,7 +244,7 @@ fn train_bench(
         );
     }
     let meta = ModelMeta::new(cfg, set, stats)?;
-    let mut tr = Trainer::new(meta, &Device::Cpu)?;
+    let mut tr = Trainer::new(meta, dev)?;
     let mut times = Vec::new();
     let mut losses = Vec::new();
     for step in 0..reps + 1 {
@@ -255,13 +268,14 @@ fn train_bench(
         let t0 = Instant::now();
         let samples = make_batch(&recs, &props, &prior, &cfg.flow, 0.1, step as u64);
         let t1 = Instant::now();
-        let batch = collate(&samples, &Device::Cpu)?;
+        let batch = collate(&samples, dev)?;
         let t2 = Instant::now();
         let out = tr.net.forward(&batch.input)?;
         let t3 = Instant::now();
         let l = morph::loss::compute(&tr.net, &out, &batch)?;
         let t4 = Instant::now();
         let _g = l.total.backward()?;
+        dev.synchronize()?;
         let t5 = Instant::now();
         for (p, d) in parts
             .iter_mut()
