@@ -200,7 +200,7 @@ fn before_after_line(before: &ExpandMetrics, after: &ExpandMetrics) -> anyhow::R
 
 fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<()> {
     use molecules::metrics::Protocol;
-    use molecules::verify::{Stability, Validity};
+    use molecules::verify::Stability;
     let dev = device::select(&a.device)?;
     // FE moves positions (bonds inferred from distances); ActFlow makes graphs
     // (the model's bonds).
@@ -209,10 +209,15 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
         Method::ActFlow(..) => Protocol::Bonds,
     };
     let verifier: Box<dyn molecules::Verifier> = match a.verifier {
-        VerifierArg::Validity => Box::new(Validity {
+        #[cfg(feature = "rdkit")]
+        VerifierArg::Validity => Box::new(molecules::verify::Validity {
             protocol,
             single_fragment: true,
         }),
+        #[cfg(not(feature = "rdkit"))]
+        VerifierArg::Validity => anyhow::bail!(
+            "--verifier validity needs RDKit sanitisation: this cellmol was built without the `rdkit` feature (use --verifier stability)"
+        ),
         VerifierArg::Stability => Box::new(Stability { protocol }),
     };
     // Check the source model and the output before any work.
