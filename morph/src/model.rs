@@ -162,6 +162,16 @@ fn count_features(mask: &Tensor) -> Result<Tensor> {
 }
 
 impl MorphNet {
+    /// The distance feature the heads see: ln(1 + d²) with bounded mixtures
+    /// (bounded sensitivity keeps the invariants exact in f32), else d².
+    fn head_distance(&self, d2: &Tensor) -> Result<Tensor> {
+        Ok(if self.dims.bounded_mixture {
+            d2.affine(1.0, 1.0)?.log()?
+        } else {
+            d2.clone()
+        })
+    }
+
     /// The network with the EGNN backbone.
     pub fn new(dims: NetDims, vb: VarBuilder) -> Result<Self> {
         Self::with_backbone(dims, BackboneSpec::Egnn, vb)
@@ -276,12 +286,7 @@ impl MorphNet {
             )
         } else {
             let (diff, d2_raw) = pairs.geometry(&x1.reshape((b * n, 3))?)?; // [P, 3], [P, 1]
-                                                                            // Heads see ln(1 + d²): bounded sensitivity keeps invariants exact in f32.
-            let d2 = if d.bounded_mixture {
-                d2_raw.affine(1.0, 1.0)?.log()?
-            } else {
-                d2_raw.clone()
-            };
+            let d2 = self.head_distance(&d2_raw)?;
             let hi = hf.index_select(&pairs.src, 0)?; // [P, H]
             let hj = hf.index_select(&pairs.dst, 0)?;
             let pa = self.pair_a.forward(&hf)?; // [b n, H]
@@ -354,11 +359,7 @@ impl MorphNet {
             .broadcast_sub(&out.x1.unsqueeze(1)?)?
             .sqr()?
             .sum_keepdim(3)?; // [b, q, n, 1]
-        let d2 = if self.dims.bounded_mixture {
-            d2.affine(1.0, 1.0)?.log()?
-        } else {
-            d2
-        };
+        let d2 = self.head_distance(&d2)?;
         let pre = self
             .ib_d
             .forward(&d2)?
@@ -393,11 +394,7 @@ impl MorphNet {
             .sub(&xf.index_select(dst, 0)?)?
             .sqr()?
             .sum_keepdim(1)?; // [P, 1]
-        let d2 = if self.dims.bounded_mixture {
-            d2.affine(1.0, 1.0)?.log()?
-        } else {
-            d2
-        };
+        let d2 = self.head_distance(&d2)?;
         let pre = self
             .ib_d
             .forward(&d2)?
