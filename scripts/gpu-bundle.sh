@@ -22,18 +22,20 @@ B=$(mktemp -d)
 trap 'rm -rf "$B"' EXIT
 mkdir -p "$B/gpu/bin" "$B/gpu/lib" out
 
-bash scripts/build-cuda.sh --release --no-default-features --features cuda --bin cellmol
-bash scripts/build-cuda.sh --release -p lcd --features cuda --example lcd_step_bench
-bash scripts/build-cuda.sh --release -p morph --features cuda --example egnn_step_bench
-# the test binary's path comes from cargo's JSON messages
-DEV_TEST=$(bash scripts/build-cuda.sh --release --no-default-features --features cuda \
-  --test devices --message-format=json 2>/dev/null \
-  | python3 -c 'import json,sys
-for l in sys.stdin:
+# One cargo invocation for every target: one feature resolution, so candle's
+# CUDA kernels (most of the build time) compile once. Separate `-p lcd` /
+# `-p morph` builds resolve features differently and rebuild the kernels.
+MSG="$B/cargo-messages.json"
+bash scripts/build-cuda.sh --release --no-default-features \
+  -p cellmol -p lcd -p morph --features cellmol/cuda,lcd/cuda,morph/cuda \
+  --bin cellmol --test devices --example lcd_step_bench --example egnn_step_bench \
+  --message-format=json-render-diagnostics > "$MSG"
+DEV_TEST=$(python3 -c 'import json,sys
+for l in open(sys.argv[1]):
     try: m = json.loads(l)
     except ValueError: continue
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "devices" and m.get("executable"):
-        print(m["executable"])' | tail -1)
+        print(m["executable"])' "$MSG" | tail -1)
 [ -x "$DEV_TEST" ] || { echo "gpu-bundle: the devices test binary was not built" >&2; exit 1; }
 
 cp "$T/release/cellmol" "$B/gpu/bin/cellmol"
