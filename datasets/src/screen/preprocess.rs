@@ -122,7 +122,12 @@ pub fn seurat_dispersion(sum: &[f64], sumsq: &[f64], n: usize) -> Vec<f64> {
             let z = if !disp[i].is_finite() {
                 f64::NAN
             } else if acc[b].1 < 2 {
-                disp[i] / disp[i] // scanpy: dev = avg, avg = 0
+                // scanpy: dev = avg, avg = 0, so z = disp / disp (NaN for 0)
+                if disp[i] == 0.0 {
+                    f64::NAN
+                } else {
+                    1.0
+                }
             } else {
                 let sd = (ss[b] / (acc[b].1 as f64 - 1.0)).sqrt();
                 (disp[i] - avg[b]) / sd
