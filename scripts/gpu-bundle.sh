@@ -54,7 +54,7 @@ for f in "$B"/gpu/bin/*; do
   ldd "$f" | awk '$3 ~ /^\// {print $1, $3}'
 done | sort -u | while read -r name path; do
   case "$name" in
-    libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libstdc++.so*|libgcc_s.so*) ;;
+    libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|libresolv.so*|libutil.so*|libanl.so*|libnss_*|ld-linux*|libstdc++.so*|libgcc_s.so*) ;;
     libcuda.so*|libcudart.so*|libcublas*|libcurand.so*|libnvrtc*) ;;
     *) cp -L "$path" "$B/gpu/lib/$name" ;;
   esac
