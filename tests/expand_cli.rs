@@ -216,17 +216,12 @@ fn weights(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     vec![("all".into(), bytes)]
 }
 
-/// `expand fe` and `expand actflow` on a tiny trained Morph model: JSON
-/// contract, adapted model directory (finished, loadable, samples, changed
-/// weights, report equal to stdout), reproducible from the seed, clear errors.
-#[test]
-fn morph_fe_and_actflow_contract() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let p = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
-    toy_mols::write_toy_sdf(&tmp.path().join("toy.sdf"), 24);
+/// A tiny Morph model trained for 30 steps on 24 toy molecules: writes
+/// `toy.sdf`, `cfg.toml` and the model directory `model` into `dir`.
+fn fit_tiny_model(dir: &std::path::Path) {
+    let p = |n: &str| dir.join(n).to_string_lossy().into_owned();
+    toy_mols::write_toy_sdf(&dir.join("toy.sdf"), 24);
     std::fs::write(p("cfg.toml"), toy_mols::tiny_config(30, 0)).expect("cfg");
-    std::fs::write(p("fe.toml"), FE_SMALL).expect("fe");
-    std::fs::write(p("af.toml"), AF_SMALL).expect("af");
     let out = cellmol(&[
         "-q",
         "morph",
@@ -242,6 +237,18 @@ fn morph_fe_and_actflow_contract() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `expand fe` and `expand actflow` on a tiny trained Morph model: JSON
+/// contract, adapted model directory (finished, loadable, samples, changed
+/// weights, report equal to stdout), reproducible from the seed, clear errors.
+#[test]
+fn morph_fe_and_actflow_contract() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let p = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
+    fit_tiny_model(tmp.path());
+    std::fs::write(p("fe.toml"), FE_SMALL).expect("fe");
+    std::fs::write(p("af.toml"), AF_SMALL).expect("af");
     let fe = |o: &str| {
         ok_json(&[
             "-q",
@@ -414,24 +421,8 @@ fn morph_fe_and_actflow_contract() {
 fn morph_baselines_contract() {
     let tmp = tempfile::tempdir().expect("tmp");
     let p = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
-    toy_mols::write_toy_sdf(&tmp.path().join("toy.sdf"), 24);
-    std::fs::write(p("cfg.toml"), toy_mols::tiny_config(30, 0)).expect("cfg");
+    fit_tiny_model(tmp.path());
     std::fs::write(p("af.toml"), AF_SMALL).expect("af");
-    let out = cellmol(&[
-        "-q",
-        "morph",
-        "fit",
-        &p("toy.sdf"),
-        "-o",
-        &p("model"),
-        "--config",
-        &p("cfg.toml"),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let run = |baseline: &str, o: &str| {
         ok_json(&[
             "-q",
