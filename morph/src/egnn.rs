@@ -62,7 +62,6 @@ pub struct NodeNorm {
 }
 
 impl NodeNorm {
-    const EPS: f64 = 1e-5;
     pub fn new(size: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             weight: vb.get_with_hints(size, "weight", Init::Const(1.0))?,
@@ -70,15 +69,19 @@ impl NodeNorm {
         })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-        let inv = (xc.sqr()?.mean_keepdim(D::Minus1)? + Self::EPS)?
-            .sqrt()?
-            .recip()?;
-        Ok(xc
-            .broadcast_mul(&inv)?
+        Ok(layer_norm(x)?
             .broadcast_mul(&self.weight)?
             .broadcast_add(&self.bias)?)
     }
+}
+
+/// Layer norm over the last axis without affine parameters (ε = 1e-5).
+pub fn layer_norm(x: &Tensor) -> Result<Tensor> {
+    let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+    let inv = (xc.sqr()?.mean_keepdim(D::Minus1)? + 1e-5)?
+        .sqrt()?
+        .recip()?;
+    Ok(xc.broadcast_mul(&inv)?)
 }
 
 /// Masked mean over atoms: `x` `[b, n, d]`, `mask` `[b, n]` → `[b, 1, d]`.

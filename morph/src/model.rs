@@ -248,8 +248,10 @@ impl MorphNet {
             .embed
             .forward(&Tensor::cat(&[&oh_a, &oh_c, &glob.contiguous()?], 2)?)?
             .broadcast_mul(&mk)?; // [b, n, H]
+                                  // The real atom pairs, shared by the EGNN and the pair heads.
+        let pairs = Pairs::from_mask(mask)?;
         let (h, x1) = match &self.backbone {
-            Backbone::Egnn(g) => g.forward(&h0, &inp.x, &oh_e, mask)?,
+            Backbone::Egnn(g) => g.forward_pairs(&h0, &inp.x, &oh_e, mask, &pairs)?,
             Backbone::Semla(s) => s.forward(&h0, &inp.x, &oh_e, mask)?,
         }; // [b, n, H], [b, n, 3]
         let x1 = centre(&x1, mask)?;
@@ -275,7 +277,6 @@ impl MorphNet {
         // Pair heads on the output geometry (symmetric in i, j), evaluated on
         // the real pairs only and scattered into `[b, n, n, ·]` (absent pairs
         // and the diagonal are 0).
-        let pairs = Pairs::from_mask(mask)?;
         let hd = d.hidden;
         let hf = h.reshape((b * n, hd))?; // [b n, H]
         let (bond_logits, sub_e, mix_mean) = if pairs.len == 0 {
@@ -349,23 +350,31 @@ impl MorphNet {
         types: &Tensor,
     ) -> Result<Tensor> {
         let (b, q) = spawn.dims2()?;
-        let hd = self.dims.hidden;
-        let idx = spawn.unsqueeze(2)?.broadcast_as((b, q, hd))?.contiguous()?;
-        let hs = out.h.gather(&idx, 1)?; // [b, q, H]
-        let oh = one_hot(types, self.dims.n_types, out.h.device())?; // [b, q, A]
-        let src = self.ib_src.forward(&hs)?.add(&self.ib_type.forward(&oh)?)?; // [b, q, H]
-        let d2 = pos
-            .unsqueeze(2)?
-            .broadcast_sub(&out.x1.unsqueeze(1)?)?
-            .sqr()?
-            .sum_keepdim(3)?; // [b, q, n, 1]
-        let d2 = self.head_distance(&d2)?;
-        let pre = self
-            .ib_d
-            .forward(&d2)?
-            .broadcast_add(&src.unsqueeze(2)?)?
-            .broadcast_add(&self.ib_dst.forward(&out.h)?.unsqueeze(1)?)?;
-        self.ib_out.forward(&ops::silu(&pre)?)
+        let n = out.h.dim(1)?;
+        let (dev, e) = (out.h.device(), self.dims.n_bonds);
+        if b * q * n == 0 {
+            return Ok(Tensor::zeros((b, q, n, e), DType::F32, dev)?);
+        }
+        // Every (new atom, atom) pair of the padded grid, in [b, q, n] order.
+        let flat_spawn: Vec<u32> = spawn
+            .to_vec2::<u32>()?
+            .iter()
+            .enumerate()
+            .flat_map(|(k, row)| row.iter().map(move |&s| (k * n) as u32 + s))
+            .collect();
+        let qi: Vec<u32> = (0..b * q * n).map(|p| (p / n) as u32).collect();
+        let dst: Vec<u32> = (0..b * q * n)
+            .map(|p| ((p / (q * n)) * n + p % n) as u32)
+            .collect();
+        let logits = self.insertion_bond_pairs(
+            out,
+            &Tensor::from_vec(flat_spawn, b * q, dev)?,
+            &pos.reshape((b * q, 3))?,
+            &types.flatten_all()?,
+            &Tensor::from_vec(qi, b * q * n, dev)?,
+            &Tensor::from_vec(dst, b * q * n, dev)?,
+        )?; // [b q n, E]
+        Ok(logits.reshape((b, q, n, e))?)
     }
 
     /// [`MorphNet::insertion_bonds`] on listed (new atom, present atom) pairs

@@ -60,7 +60,7 @@
 use candle_core::{Tensor, D};
 use candle_nn::{ops, VarBuilder};
 
-use crate::egnn::{centre, pair_geometry, Lin};
+use crate::egnn::{centre, layer_norm, pair_geometry, Lin};
 use crate::error::{MorphError, Result};
 
 /// Semla-specific sizes (`net.n_heads`, `net.n_vec`).
@@ -84,14 +84,6 @@ const NEG: f64 = 1e9;
 /// Guards square roots of (near-)zero norms.
 const EPS: f64 = 1e-6;
 
-/// Layer norm over the last axis, no affine parameters.
-fn layer_norm(h: &Tensor) -> Result<Tensor> {
-    let mu = h.mean_keepdim(D::Minus1)?;
-    let c = h.broadcast_sub(&mu)?;
-    let var = c.sqr()?.mean_keepdim(D::Minus1)?;
-    Ok(c.broadcast_div(&(var + 1e-5)?.sqrt()?)?)
-}
-
 /// Equivariant norm: `v` `[b, n, 3, C]` divided by the masked RMS of its
 /// channel norms over each molecule.
 fn equi_norm(v: &Tensor, mask: &Tensor) -> Result<Tensor> {
@@ -109,12 +101,9 @@ fn channel_norms(v: &Tensor) -> Result<Tensor> {
 }
 
 /// Softmax over the last axis after adding `key_bias` (0 for real atoms,
-/// −10⁹ for padding). Built from differentiable primitives.
+/// −10⁹ for padding); candle's composed `softmax` has a backward pass.
 fn masked_softmax(logits: &Tensor, key_bias: &Tensor) -> Result<Tensor> {
-    let z = logits.broadcast_add(key_bias)?;
-    let m = z.max_keepdim(D::Minus1)?.detach();
-    let e = z.broadcast_sub(&m)?.exp()?;
-    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+    Ok(ops::softmax(&logits.broadcast_add(key_bias)?, D::Minus1)?)
 }
 
 /// One Semla layer: attention (a, b) then feed-forward (c).

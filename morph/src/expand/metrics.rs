@@ -100,7 +100,9 @@ pub enum VendiKernel {
     Linear,
 }
 
-fn entropy_exp(eigs: &[f64]) -> f64 {
+/// `exp` of the Shannon entropy of eigenvalues of `K / n` (the Vendi score
+/// of a normalised kernel matrix); eigenvalues ≤ 1e-15 are skipped.
+pub(crate) fn entropy_exp(eigs: &[f64]) -> f64 {
     let h: f64 = eigs
         .iter()
         .filter(|l| **l > 1e-15)

@@ -58,7 +58,9 @@ use serde::{Deserialize, Serialize};
 
 use super::fe::{flow_expander, FeConfig, FeEvent, ProjectMode};
 use super::flow::{randn, sample_ode, Flow, TrainableFlow};
-use super::metrics::{kabsch_rmsd, rmsd_diversity, sym_eigenvalues, vendi, VendiKernel};
+use super::metrics::{
+    entropy_exp, kabsch_rmsd, rmsd_diversity, sym_eigenvalues, vendi, VendiKernel,
+};
 use super::verifier::{rows, verify_batch, Smoothing, Verifier};
 use super::{ExpandError, Result as XResult};
 use crate::error::{MorphError, Result};
@@ -567,12 +569,7 @@ pub fn vendi_tanimoto(fps: &[Vec<u64>]) -> Result<f64> {
         };
         t / n as f64
     });
-    let h: f64 = sym_eigenvalues(&k)?
-        .iter()
-        .filter(|l| **l > 1e-15)
-        .map(|l| -l * l.ln())
-        .sum();
-    Ok(h.exp())
+    Ok(entropy_exp(&sym_eigenvalues(&k)?))
 }
 
 /// Molecule-level numbers of a sample set: see [`ExpandMetrics`].
