@@ -217,11 +217,13 @@ fn weights(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
 }
 
 /// A tiny Morph model trained for 30 steps on 24 toy molecules: writes
-/// `toy.sdf`, `cfg.toml` and the model directory `model` into `dir`.
-fn fit_tiny_model(dir: &std::path::Path) {
+/// `toy.sdf`, `cfg.toml` and the model directory `model` into `dir`;
+/// `net_extra` adds `[net]` keys (e.g. the backbone).
+fn fit_tiny_model(dir: &std::path::Path, net_extra: &str) {
     let p = |n: &str| dir.join(n).to_string_lossy().into_owned();
     toy_mols::write_toy_sdf(&dir.join("toy.sdf"), 24);
-    std::fs::write(p("cfg.toml"), toy_mols::tiny_config(30, 0)).expect("cfg");
+    let cfg = toy_mols::tiny_config(30, 0).replacen("[net]\n", &format!("[net]\n{net_extra}"), 1);
+    std::fs::write(p("cfg.toml"), cfg).expect("cfg");
     let out = cellmol(&[
         "-q",
         "morph",
@@ -246,7 +248,7 @@ fn fit_tiny_model(dir: &std::path::Path) {
 fn morph_fe_and_actflow_contract() {
     let tmp = tempfile::tempdir().expect("tmp");
     let p = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
-    fit_tiny_model(tmp.path());
+    fit_tiny_model(tmp.path(), "");
     std::fs::write(p("fe.toml"), FE_SMALL).expect("fe");
     std::fs::write(p("af.toml"), AF_SMALL).expect("af");
     let fe = |o: &str| {
@@ -421,7 +423,7 @@ fn morph_fe_and_actflow_contract() {
 fn morph_baselines_contract() {
     let tmp = tempfile::tempdir().expect("tmp");
     let p = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
-    fit_tiny_model(tmp.path());
+    fit_tiny_model(tmp.path(), "");
     std::fs::write(p("af.toml"), AF_SMALL).expect("af");
     let run = |baseline: &str, o: &str| {
         ok_json(&[
@@ -493,4 +495,38 @@ fn morph_baselines_contract() {
     ]);
     assert!(!e.status.success());
     assert!(!tmp.path().join("x").exists());
+}
+
+/// A model with the Semla backbone expands too (the flow is rebuilt with the
+/// backbone of the model's config, not the EGNN).
+#[test]
+fn morph_fe_and_actflow_on_a_semla_model() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let p = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
+    fit_tiny_model(tmp.path(), "backbone = \"semla\"\nn_heads = 4\nn_vec = 4\n");
+    std::fs::write(p("fe.toml"), FE_SMALL).expect("fe");
+    std::fs::write(p("af.toml"), AF_SMALL).expect("af");
+    for (method, cfg) in [("fe", "fe.toml"), ("actflow", "af.toml")] {
+        let out = cellmol(&[
+            "-q",
+            "expand",
+            method,
+            &p("model"),
+            "--verifier",
+            "stability",
+            "-o",
+            &p(method),
+            "--config",
+            &p(cfg),
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{method}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+        check_contract(&j, false);
+        assert!(tmp.path().join(method).join("COMPLETE").is_file());
+    }
 }
