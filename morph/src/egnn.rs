@@ -20,6 +20,7 @@ use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{ops, Init, Linear, VarBuilder};
 
 use crate::error::Result;
+use crate::fused;
 
 /// Linear layer that flattens all leading dimensions into one GEMM.
 #[derive(Debug, Clone)]
@@ -41,6 +42,22 @@ impl Lin {
         let d_in = dims[dims.len() - 1];
         let lead: usize = dims[..dims.len() - 1].iter().product();
         let y = self.inner.forward(&x.reshape((lead, d_in))?)?; // [lead, d_out]
+        let mut out = dims.clone();
+        let last = out.len() - 1;
+        out[last] = y.dim(1)?;
+        Ok(y.reshape(out)?)
+    }
+    /// `silu(forward(x))`, with the bias add and the SiLU as one fused pass
+    /// on the CPU ([`fused::bias_silu`]).
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let d_in = dims[dims.len() - 1];
+        let lead: usize = dims[..dims.len() - 1].iter().product();
+        let z = x.reshape((lead, d_in))?.matmul(&self.inner.weight().t()?)?; // [lead, d_out]
+        let y = match self.inner.bias() {
+            Some(b) => fused::bias_silu(&z, b)?,
+            None => fused::silu(&z)?,
+        };
         let mut out = dims.clone();
         let last = out.len() - 1;
         out[last] = y.dim(1)?;
@@ -272,21 +289,21 @@ impl EgnnLayer {
                 .matmul(&w_ed.t()?)?
                 .add(&self.src.forward(&hn)?.index_select(&pairs.src, 0)?)?
                 .add(&self.dst.forward(&hn)?.index_select(&pairs.dst, 0)?)?; // [P, H]
-            let m = ops::silu(&self.msg.forward(&ops::silu(&pre)?)?)?; // [P, H]
+            let m = self.msg.forward_silu(&fused::silu(&pre)?)?; // [P, H]
             let gate = ops::sigmoid(&self.att.forward(&m)?)?; // [P, 1]
             let agg = (pairs.sum_to_src(&m.broadcast_mul(&gate)?)? / self.agg_norm)?; // [b n, H]
             let phi = (self
                 .coord2
-                .forward(&ops::silu(&self.coord1.forward(&m)?)?)?
+                .forward(&self.coord1.forward_silu(&m)?)?
                 .tanh()?
                 * self.coords_range)?; // [P, 1]
             let w = phi.div(&(d2 + 1e-8)?.sqrt()?.affine(1.0, 1.0)?)?; // [P, 1]
             let dx = (pairs.sum_to_src(&diff.broadcast_mul(&w)?)? / self.agg_norm)?; // [b n, 3]
             (agg, dx)
         };
-        let dh = self.node2.forward(&ops::silu(
-            &self.node1.forward(&Tensor::cat(&[&hn, &agg], 1)?)?,
-        )?)?;
+        let dh = self
+            .node2
+            .forward(&self.node1.forward_silu(&Tensor::cat(&[&hn, &agg], 1)?)?)?;
         let h = h.add(&dh)?.broadcast_mul(mk)?;
         let x = centre(&xf.add(&dx)?.reshape(x.dims())?, mask)?;
         Ok((h, x))

@@ -14,6 +14,7 @@ pub mod config;
 pub mod egnn;
 pub mod error;
 pub mod expand;
+pub mod fused;
 pub mod interpolant;
 pub mod io;
 pub mod loss;

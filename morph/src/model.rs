@@ -7,10 +7,11 @@
 //! distances; the mixture means are x̂1_i + Σ_j φ_k(i, j)(x̂1_i − x̂1_j), so
 //! they rotate with the input.
 use candle_core::{DType, Device, Tensor, D};
-use candle_nn::{ops, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::egnn::{centre, Egnn, Lin, Pairs};
 use crate::error::Result;
+use crate::fused;
 use crate::semla::{BackboneSpec, Semla};
 
 /// Sizes the network is built for (vocabularies and widths).
@@ -256,9 +257,7 @@ impl MorphNet {
         }; // [b, n, H], [b, n, 3]
         let x1 = centre(&x1, mask)?;
         // Node heads.
-        let z = self
-            .node_out
-            .forward(&ops::silu(&self.node1.forward(&h)?)?)?; // [b, n, F]
+        let z = self.node_out.forward(&self.node1.forward_silu(&h)?)?; // [b, n, F]
         let mut off = 0;
         let mut take = |w: usize| -> Result<Tensor> {
             let t = z.narrow(2, off, w)?;
@@ -298,7 +297,7 @@ impl MorphNet {
                 .add(&pa.index_select(&pairs.dst, 0)?)?
                 .add(&self.pair_d.forward(&d2)?)?
                 .add(&self.pair_e.forward(&pairs.take(&oh_e)?)?)?; // [P, H]
-            let pz = pairs.to_dense(&self.pair_out.forward(&ops::silu(&pre)?)?)?; // [b, n, n, E + 1]
+            let pz = pairs.to_dense(&self.pair_out.forward(&fused::silu(&pre)?)?)?; // [b, n, n, E + 1]
             let bond_logits = pz.narrow(3, 0, e)?;
             let sub_e = pz.narrow(3, e, 1)?.squeeze(3)?;
             // Equivariant mixture means: x̂1_i + Σ_j φ_k(i, j)(x̂1_i − x̂1_j)/(‖·‖ + 1).
@@ -308,7 +307,7 @@ impl MorphNet {
                 .index_select(&pairs.src, 0)?
                 .add(&self.mix_dst.forward(&hf)?.index_select(&pairs.dst, 0)?)?
                 .add(&self.mix_d.forward(&d2)?)?;
-            let phi = self.mix_out.forward(&ops::silu(&g)?)?; // [P, K]
+            let phi = self.mix_out.forward(&fused::silu(&g)?)?; // [P, K]
             let phi = if d.bounded_mixture { phi.tanh()? } else { phi };
             let w = phi.broadcast_div(&(d2_raw + 1e-8)?.sqrt()?.affine(1.0, 1.0)?)?; // [P, K]
             let contrib = w
@@ -409,7 +408,7 @@ impl MorphNet {
             .forward(&d2)?
             .add(&src.index_select(qi, 0)?)?
             .add(&self.ib_dst.forward(&hf)?.index_select(dst, 0)?)?; // [P, H]
-        self.ib_out.forward(&ops::silu(&pre)?)
+        self.ib_out.forward(&fused::silu(&pre)?)
     }
 }
 

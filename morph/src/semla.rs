@@ -199,7 +199,7 @@ impl SemlaLayer {
         let pf = Tensor::cat(&[dx2, &d2v, edge], 3)?; // [b, n, n, 1 + C + E]
         let pb = self
             .pair2
-            .forward(&ops::silu(&self.pair1.forward(&pf)?)?)?
+            .forward(&self.pair1.forward_silu(&pf)?)?
             .permute((0, 3, 1, 2))?; // [b, K + C, n, n]
         let bias_h = pb.narrow(1, 0, k)?;
         let bias_v = pb.narrow(1, k, c)?;
@@ -245,11 +245,11 @@ impl SemlaLayer {
         // (c) invariant and equivariant feed-forward.
         let hn = layer_norm(&h)?;
         let vn = equi_norm(&v, mask)?;
-        let z = self.ff2.forward(&ops::silu(
+        let z = self.ff2.forward(
             &self
                 .ff1
-                .forward(&Tensor::cat(&[&hn, &channel_norms(&vn)?], 2)?)?,
-        )?)?; // [b, n, H + C]
+                .forward_silu(&Tensor::cat(&[&hn, &channel_norms(&vn)?], 2)?)?,
+        )?; // [b, n, H + C]
         let h = h.add(&z.narrow(2, 0, hd)?)?.broadcast_mul(&mk)?;
         let gate = ops::sigmoid(&z.narrow(2, hd, c)?)?.unsqueeze(2)?; // [b, n, 1, C]
         let fv = self

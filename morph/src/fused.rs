@@ -1,0 +1,344 @@
+//! Fused element-wise kernels for the CPU training step.
+//!
+//! candle differentiates `silu(x·Wᵀ + b)` as a chain of tensor ops: the bias
+//! add, the SiLU, and in the backward pass about ten full passes for the SiLU
+//! derivative (`neg`, `exp`, `+1`, `recip`, products, sums) plus a strided
+//! column reduction for the bias gradient. On the EGNN's `[pairs, H]`
+//! message tensors those passes were a quarter of a training step
+//! (issue 6 profile). Here each is one pass over the data:
+//!
+//! * [`silu`]: `x σ(x)`; backward `g σ(x) (1 + x (1 − σ(x)))`.
+//! * [`bias_silu`]: `silu(z + b)` for `z` `[R, C]`, `b` `[C]`; backward gives
+//!   `g_z = g silu'(z + b)` and `g_b = Σ_rows g_z` (fixed row blocks summed in
+//!   order, so the result does not depend on the thread count).
+//!
+//! Other devices and dtypes (CUDA, f64) take candle's own ops, so results
+//! there are unchanged; on the CPU the values agree with candle's to float
+//! rounding (tests in `morph/tests/fused.rs`).
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+};
+use rayon::prelude::*;
+
+/// Elements per parallel block (below this, one thread).
+const BLOCK: usize = 1 << 14;
+/// Rows per block of the bias-gradient column sum.
+const ROW_BLOCK: usize = 64;
+
+fn fast_path(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        _ => candle_core::bail!("{op}: expected f32 storage"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{op}: expected a contiguous tensor"),
+    }
+}
+
+/// `exp(x)` for f32 without a libm call, so that the loops below vectorise:
+/// `x = n ln 2 + r`, `|r| ≤ ln 2 / 2`, degree-6 Taylor polynomial of `e^r`
+/// (truncation ≤ 1.2e-7 relative), `2^n` from the exponent bits. Inputs are
+/// clamped to [−87.3, 88] (so 2^n stays a normal float); below that the
+/// result is ≈ 1e-38 instead of a denormal, which σ and SiLU do not notice.
+#[inline(always)]
+fn exp_f32(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
+    let x = x.clamp(-87.3, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp_f32(-x))
+}
+
+#[inline(always)]
+fn silu_grad(x: f32, g: f32) -> f32 {
+    let s = sigmoid(x);
+    g * s * (1.0 + x * (1.0 - s))
+}
+
+/// The element loops, written over slices so that LLVM vectorises them; each
+/// is compiled twice, for the baseline target and for AVX2 + FMA (chosen at
+/// run time).
+macro_rules! kernels {
+    ($($name:ident ( $($a:ident : $t:ty),* ) $body:block)*) => {
+        mod base {
+            #[allow(unused_imports)]
+            use super::*;
+            $(#[inline(never)] pub fn $name($($a: $t),*) $body)*
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        mod avx2 {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                /// # Safety
+                /// The CPU must support AVX2 and FMA.
+                #[target_feature(enable = "avx2,fma")]
+                pub unsafe fn $name($($a: $t),*) $body
+            )*
+        }
+        $(
+            #[allow(unsafe_code)]
+            fn $name($($a: $t),*) {
+                #[cfg(target_arch = "x86_64")]
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // SAFETY: the features were detected on this CPU.
+                    return unsafe { avx2::$name($($a),*) };
+                }
+                base::$name($($a),*)
+            }
+        )*
+    };
+}
+
+kernels! {
+    k_silu(x: &[f32], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = v * sigmoid(v);
+        }
+    }
+    k_silu_grad(x: &[f32], g: &[f32], out: &mut [f32]) {
+        for ((o, &v), &d) in out.iter_mut().zip(x).zip(g) {
+            *o = silu_grad(v, d);
+        }
+    }
+    k_bias_silu(z: &[f32], b: &[f32], out: &mut [f32]) {
+        for (zr, or) in z.chunks_exact(b.len()).zip(out.chunks_exact_mut(b.len())) {
+            for ((o, &v), &c) in or.iter_mut().zip(zr).zip(b) {
+                let u = v + c;
+                *o = u * sigmoid(u);
+            }
+        }
+    }
+    k_bias_silu_grad(z: &[f32], b: &[f32], g: &[f32], out: &mut [f32]) {
+        let c = b.len();
+        for ((zr, gr), or) in z.chunks_exact(c).zip(g.chunks_exact(c)).zip(out.chunks_exact_mut(c)) {
+            for (((o, &v), &d), &bb) in or.iter_mut().zip(zr).zip(gr).zip(b) {
+                *o = silu_grad(v + bb, d);
+            }
+        }
+    }
+    k_add_rows(x: &[f32], acc: &mut [f32]) {
+        for r in x.chunks_exact(acc.len()) {
+            for (a, &v) in acc.iter_mut().zip(r) {
+                *a += v;
+            }
+        }
+    }
+}
+
+/// Runs `f(block_input_range, block_output)` over blocks of whole rows of
+/// width `c` (about [`BLOCK`] elements each), in parallel when large.
+fn map_blocks(
+    n: usize,
+    c: usize,
+    f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0f32; n];
+    let c = c.max(1);
+    let block = (BLOCK / c).max(1) * c;
+    if n < 2 * BLOCK {
+        f(0..n, &mut out);
+    } else {
+        out.par_chunks_mut(block).enumerate().for_each(|(k, ch)| {
+            let a = k * block;
+            f(a..a + ch.len(), ch);
+        });
+    }
+    out
+}
+
+struct Silu;
+
+impl CustomOp1 for Silu {
+    fn name(&self) -> &'static str {
+        "fused-silu"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        let y = map_blocks(x.len(), 1, |r, o| k_silu(&x[r], o));
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let g = grad.contiguous()?;
+        Ok(Some(arg.apply_op2_no_bwd(&g, &SiluGrad)?))
+    }
+}
+
+struct SiluGrad;
+
+impl CustomOp2 for SiluGrad {
+    fn name(&self) -> &'static str {
+        "fused-silu-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (
+            f32_slice(s1, l1, self.name())?,
+            f32_slice(s2, l2, self.name())?,
+        );
+        if x.len() != g.len() {
+            candle_core::bail!(
+                "{}: {} values vs {} gradients",
+                self.name(),
+                x.len(),
+                g.len()
+            );
+        }
+        let out = map_blocks(x.len(), 1, |r, o| k_silu_grad(&x[r.clone()], &g[r], o));
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// `silu(x) = x σ(x)`, one pass forward and one backward on the CPU (f32).
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    if fast_path(x) {
+        x.contiguous()?.apply_op1(Silu)
+    } else {
+        x.silu()
+    }
+}
+
+struct BiasSilu;
+
+fn rows_cols(l: &Layout, b: &Layout, op: &'static str) -> Result<(usize, usize)> {
+    let (r, c) = l.shape().dims2()?;
+    if b.shape().dims() != [c] {
+        candle_core::bail!("{op}: bias shape {:?} for {c} columns", b.shape().dims());
+    }
+    Ok((r, c))
+}
+
+impl CustomOp2 for BiasSilu {
+    fn name(&self) -> &'static str {
+        "fused-bias-silu"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c) = rows_cols(l1, l2, self.name())?;
+        let (z, b) = (
+            f32_slice(s1, l1, self.name())?,
+            f32_slice(s2, l2, self.name())?,
+        );
+        let y = map_blocks(z.len(), c, |r, o| k_bias_silu(&z[r], b, o));
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        z: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = grad.contiguous()?;
+        let gz = z.apply_op3_no_bwd(b, &g, &BiasSiluGrad)?;
+        let gb = gz.apply_op1_no_bwd(&ColSum)?;
+        Ok((Some(gz), Some(gb)))
+    }
+}
+
+struct BiasSiluGrad;
+
+impl CustomOp3 for BiasSiluGrad {
+    fn name(&self) -> &'static str {
+        "fused-bias-silu-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c) = rows_cols(l1, l2, self.name())?;
+        let z = f32_slice(s1, l1, self.name())?;
+        let b = f32_slice(s2, l2, self.name())?;
+        let g = f32_slice(s3, l3, self.name())?;
+        if g.len() != z.len() {
+            candle_core::bail!(
+                "{}: {} values vs {} gradients",
+                self.name(),
+                z.len(),
+                g.len()
+            );
+        }
+        let out = map_blocks(z.len(), c, |r, o| {
+            k_bias_silu_grad(&z[r.clone()], b, &g[r], o)
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Column sums of a contiguous `[R, C]` f32 tensor → `[C]`.
+struct ColSum;
+
+impl CustomOp1 for ColSum {
+    fn name(&self) -> &'static str {
+        "fused-col-sum"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (r, c) = l.shape().dims2()?;
+        let x = f32_slice(s, l, self.name())?;
+        let partial = |rows: std::ops::Range<usize>| {
+            let mut acc = vec![0f32; c];
+            k_add_rows(&x[rows.start * c..rows.end * c], &mut acc);
+            acc
+        };
+        let n_blocks = r.div_ceil(ROW_BLOCK).max(1);
+        let parts: Vec<Vec<f32>> = if r * c < 2 * BLOCK {
+            (0..n_blocks)
+                .map(|k| partial(k * ROW_BLOCK..((k + 1) * ROW_BLOCK).min(r)))
+                .collect()
+        } else {
+            (0..n_blocks)
+                .into_par_iter()
+                .map(|k| partial(k * ROW_BLOCK..((k + 1) * ROW_BLOCK).min(r)))
+                .collect()
+        };
+        let mut out = vec![0f32; c];
+        for p in &parts {
+            for (o, v) in out.iter_mut().zip(p) {
+                *o += v;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(c)))
+    }
+}
+
+/// `silu(z + b)` for `z` `[R, C]` and `b` `[C]` in one pass (CPU, f32);
+/// elsewhere candle's `broadcast_add` then `silu`.
+pub fn bias_silu(z: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if fast_path(z) && fast_path(b) && z.rank() == 2 {
+        z.contiguous()?.apply_op2(&b.contiguous()?, BiasSilu)
+    } else {
+        z.broadcast_add(b)?.silu()
+    }
+}
