@@ -530,3 +530,153 @@ fn morph_fe_and_actflow_on_a_semla_model() {
         assert!(tmp.path().join(method).join("COMPLETE").is_file());
     }
 }
+
+/// `expand fe --graphs FILE`: the fixed graphs are molecules of the file
+/// (index, atom count, formula recorded in the report), the JSON contract
+/// holds, `--verifier graph-match` accepts the file's own conformers, and bad
+/// input (missing file, no usable molecule, graph-match for actflow) fails
+/// with a clear message and no output directory.
+#[test]
+fn morph_fe_graphs_from_file() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let p = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
+    fit_tiny_model(tmp.path(), "");
+    std::fs::write(p("fe.toml"), FE_SMALL).expect("fe");
+    let file = molecules::read_molecules_path(&tmp.path().join("toy.sdf")).expect("toy.sdf");
+    let fe = |o: &str, verifier: &str| {
+        ok_json(&[
+            "-q",
+            "expand",
+            "fe",
+            &p("model"),
+            "--verifier",
+            verifier,
+            "-o",
+            &p(o),
+            "--json",
+            "--seed",
+            "4",
+            "--config",
+            &p("fe.toml"),
+            "--graphs",
+            &p("toy.sdf"),
+            "--train",
+            &p("toy.sdf"),
+        ])
+    };
+    for (o, verifier) in [("g1", "stability"), ("g2", "graph-match")] {
+        let j = fe(o, verifier);
+        check_contract(&j, true);
+        let dir = tmp.path().join(o);
+        assert!(dir.join("COMPLETE").is_file(), "{o}: not finished");
+        let rep: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("expand_report.json")).expect("report"))
+                .expect("json");
+        assert_eq!(rep["before"], j["before"]);
+        assert_eq!(rep["after"], j["after"]);
+        let d = &rep["details"];
+        assert_eq!(d["graph_source"]["kind"], "file");
+        assert_eq!(d["graph_source"]["path"], p("toy.sdf"));
+        assert_eq!(d["graph_source"]["n_molecules"], 24);
+        let graphs = d["graphs"].as_array().expect("graphs");
+        assert_eq!(graphs.len(), 2, "n_graphs = 2 of the file");
+        for g in graphs {
+            let i = g["index"].as_u64().expect("index") as usize;
+            assert!((1..=24).contains(&i), "{g}");
+            let m = &file[i - 1];
+            assert_eq!(g["n_atoms"].as_u64(), Some(m.n_atoms() as u64), "{g}");
+            assert_eq!(g["formula"].as_str(), Some(m.formula().as_str()), "{g}");
+            assert!(m.n_atoms() >= 3 && g["smiles"].is_string(), "{g}");
+            if verifier == "graph-match" {
+                assert_eq!(g["reference_verified"], true, "{g}");
+            }
+        }
+        if verifier == "graph-match" {
+            assert!(rep["verifier"]
+                .as_str()
+                .expect("verifier")
+                .starts_with("graph-match"));
+        }
+    }
+    // the same seed picks the same graphs
+    let graphs_of = |o: &str| -> serde_json::Value {
+        let rep: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(tmp.path().join(o).join("expand_report.json")).expect("report"),
+        )
+        .expect("json");
+        rep["details"]["graphs"]
+            .as_array()
+            .expect("graphs")
+            .iter()
+            .map(|g| g["index"].clone())
+            .collect()
+    };
+    assert_eq!(graphs_of("g1"), graphs_of("g2"));
+    // --help documents the flag and the verifier
+    let h = cellmol(&["expand", "fe", "--help"]);
+    let help = String::from_utf8_lossy(&h.stdout);
+    assert!(
+        help.contains("--graphs") && help.contains("graph-match"),
+        "{help}"
+    );
+    // errors: missing file, no usable molecule, graph-match outside FE
+    let fails = |args: &[&str], needles: &[&str]| {
+        let e = cellmol(args);
+        assert!(!e.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&e.stderr);
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: `{n}` not in {err}");
+        }
+        assert!(
+            !tmp.path().join("x").exists(),
+            "a failed run left its output"
+        );
+    };
+    let base = |verifier: &'static str, graphs: String| -> Vec<String> {
+        [
+            "expand",
+            "fe",
+            &p("model"),
+            "--verifier",
+            verifier,
+            "-o",
+            &p("x"),
+            "--graphs",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([graphs])
+        .collect()
+    };
+    let args = base("stability", p("missing.sdf"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails(&args, &["missing.sdf"]);
+    // hydrogen sulfide: S is not in the toy model's vocabulary
+    let mut h2s = molecules::Molecule::new(
+        ["S", "H", "H"]
+            .iter()
+            .map(|s| molecules::Element::from_symbol(s).expect("el"))
+            .collect(),
+        ndarray::array![[0.0, 0.0, 0.0], [1.34, 0.0, 0.0], [-0.03, 1.34, 0.0]],
+    )
+    .expect("h2s");
+    h2s.add_bond(0, 1, molecules::BondOrder::Single).expect("b");
+    h2s.add_bond(0, 2, molecules::BondOrder::Single).expect("b");
+    molecules::write_molecules_path(&tmp.path().join("h2s.sdf"), &[h2s.clone(), h2s])
+        .expect("write");
+    let args = base("stability", p("h2s.sdf"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails(&args, &["h2s.sdf", "element S", "no usable molecule"]);
+    fails(
+        &[
+            "expand",
+            "actflow",
+            &p("model"),
+            "--verifier",
+            "graph-match",
+            "-o",
+            &p("x"),
+        ],
+        &["graph-match", "expand fe"],
+    );
+}

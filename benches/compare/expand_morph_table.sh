@@ -6,22 +6,26 @@
 # Usage: benches/compare/expand_morph_table.sh MODEL_DIR TRAIN.sdf OUT_DIR [SEED]
 #
 #   MODEL_DIR  trained Morph model (`cellmol morph fit`)
-#   TRAIN.sdf  its training molecules: ActFlow / Rec-* anchors (--data) and
-#              the reference of `novel valid` (--train) for every method
+#   TRAIN.sdf  its training molecules: ActFlow / Rec-* anchors (--data), the
+#              fixed graphs of FE (--graphs: real molecules whose conformers
+#              FE expands) and the reference of `novel valid` (--train) for
+#              every method
 #   OUT_DIR    created; holds fe/ actflow/ rec-nf/ rec-f/ (adapted models with
 #              expand_report.json), <method>.json (stdout), <method>.log,
 #              fe.toml / actflow.toml (the settings used) and table.md
 #   SEED       default 0
 #
 # Environment: CELLMOL (binary; default target/release/cellmol), FE_TOML /
-# AF_TOML (settings files replacing the defaults below), PY (python3 with the
-# standard library; default .venv/bin/python3).
+# AF_TOML (settings files replacing the defaults below), FE_VERIFIER (FE's
+# verifier: validity, the default, or graph-match = EDM-inferred bonds
+# reproduce the fixed graph), PY (python3 with the standard library; default
+# .venv/bin/python3).
 #
 # Defaults are sized for a `quick`-preset model on 2 CPU cores (whole table
 # ≲ 15 min): ActFlow family 3 rounds × 64 candidates (≤ 32 kept), 100
 # training steps per round at batch 16, 256 evaluation samples, 50 sampler
-# steps; FE 2 graphs × 32 conformers, 2 iterations, 20 integration steps. Verifier: validity (RDKit sanitisation, one
-# fragment). Columns: validity = verifier pass rate; Vendi (fp) = Tanimoto
+# steps; FE 2 graphs of TRAIN.sdf × 32 conformers, 2 iterations, 20
+# integration steps. Verifier: validity (RDKit sanitisation, one fragment). Columns: validity = verifier pass rate; Vendi (fp) = Tanimoto
 # Vendi of Morgan-like fingerprints of the valid samples; Vendi = the method's
 # own `vendi` (ActFlow family: element/bond-class counts; FE: sorted
 # inter-atomic distances); distinct / novel valid = distinct canonical SMILES
@@ -30,7 +34,7 @@
 # anchors per sample; FE: distinct valid conformers at 0.5 Å RMSD per sample).
 set -euo pipefail
 if [ $# -lt 3 ] || [ $# -gt 4 ]; then
-    sed -n '2,12p' "$0" >&2
+    sed -n '2,16p' "$0" >&2
     exit 2
 fi
 MODEL="$1"
@@ -98,15 +102,18 @@ run() { # name, command...
     echo "$name: $(cat "$OUT/$name.seconds") s" >&2
 }
 
-common=(--verifier validity --json --seed "$SEED" --train "$TRAIN" --force -q)
-run fe "$BIN" expand fe "$MODEL" -o "$OUT/fe" --config "$OUT/fe.toml" "${common[@]}"
+FE_VERIFIER="${FE_VERIFIER:-validity}"
+case "$FE_VERIFIER" in validity | graph-match) ;; *) echo "error: FE_VERIFIER must be validity or graph-match, got '$FE_VERIFIER'" >&2; exit 2 ;; esac
+common=(--json --seed "$SEED" --train "$TRAIN" --force -q)
+run fe "$BIN" expand fe "$MODEL" -o "$OUT/fe" --config "$OUT/fe.toml" --graphs "$TRAIN" --verifier "$FE_VERIFIER" "${common[@]}"
+common+=(--verifier validity)
 run actflow "$BIN" expand actflow "$MODEL" -o "$OUT/actflow" --config "$OUT/actflow.toml" --data "$TRAIN" "${common[@]}"
 run rec-nf "$BIN" expand actflow "$MODEL" -o "$OUT/rec-nf" --config "$OUT/actflow.toml" --data "$TRAIN" --baseline rec-nf "${common[@]}"
 run rec-f "$BIN" expand actflow "$MODEL" -o "$OUT/rec-f" --config "$OUT/actflow.toml" --data "$TRAIN" --baseline rec-f "${common[@]}"
 
-"$PY" - "$OUT" "$SEED" "$MODEL" <<'PYEOF' | tee "$OUT/table.md"
+"$PY" - "$OUT" "$SEED" "$MODEL" "$FE_VERIFIER" <<'PYEOF' | tee "$OUT/table.md"
 import json, sys
-out, seed, model = sys.argv[1:4]
+out, seed, model, fe_verifier = sys.argv[1:5]
 rows = [("fe", "FE (conformers)"), ("actflow", "ActFlow"), ("rec-nf", "Rec-NF"), ("rec-f", "Rec-F")]
 def arrow(b, a, fmt):
     return f"{fmt(b)} → {fmt(a)}"
@@ -114,7 +121,7 @@ pct = lambda v: f"{100 * v:.1f} %"
 f2 = lambda v: f"{v:.2f}"
 f3 = lambda v: f"{v:.3f}"
 i = lambda v: "–" if v is None else str(v)
-print(f"Flow expansion of `{model}` (seed {seed}, verifier validity)\n")
+print(f"Flow expansion of `{model}` (seed {seed}, verifier validity; FE: {fe_verifier})\n")
 print("| method | n eval | validity before → after | Vendi (fp) before → after | Vendi before → after "
       "| distinct valid | novel valid | coverage | time (s) |")
 print("|---|---|---|---|---|---|---|---|---|")
@@ -133,4 +140,15 @@ for key, label in rows:
 ident = json.load(open(f"{out}/actflow/expand_report.json"))["details"].get("identity", "")
 print(f"\nDistinct / novel valid: {ident}. FE keeps each graph and moves positions "
       "(EDM protocol: bonds inferred from the conformer); the ActFlow family uses the model's bonds.")
+fe = json.load(open(f"{out}/fe/expand_report.json"))["details"]
+src = fe.get("graph_source", {})
+print(f"\nFE graphs ({src.get('kind', 'model samples')} {src.get('path', '')}): " + "; ".join(
+    f"#{g.get('index', '?')} {g.get('smiles') or g['formula']} ({g['n_atoms']} atoms"
+    + (", own conformer verified" if g.get("reference_verified") else "") + ")"
+    for g in fe["graphs"]))
+if "rmsd_diversity" in fe:
+    print(f"FE mean pairwise RMSD of valid conformers (Å): {arrow(fe['rmsd_diversity']['before'], fe['rmsd_diversity']['after'], f2)}; "
+          f"conformers whose EDM bonds reproduce the graph: {arrow(fe['graph_match']['before'], fe['graph_match']['after'], pct)}"
+          + (f"; mean bond recovery (Jaccard of inferred and graph bonded pairs): "
+             f"{arrow(fe['bond_recovery']['before'], fe['bond_recovery']['after'], f3)}" if "bond_recovery" in fe else ""))
 PYEOF

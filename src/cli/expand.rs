@@ -8,7 +8,10 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use datasets::train::RunDir;
 use indicatif::{ProgressBar, ProgressStyle};
-use morph::expand::molecular::{ActFlowMode, ExpandMetrics, MorphActFlowConfig, MorphFeConfig};
+use morph::expand::molecular::{
+    select_graphs, ActFlowMode, ExpandMetrics, GraphMatch, GraphSource, MorphActFlowConfig,
+    MorphFeConfig,
+};
 use morph::expand::plot::{density_png, panels_png};
 use morph::expand::toy::{run_toy, ToyConfig, ToyMethod, ToyMetrics, ToyTask};
 
@@ -20,7 +23,8 @@ pub enum ExpandCommand {
     /// expand it with a verifier of the whole region, write density pictures.
     Toy(ToyArgs),
     /// Flow Expander on a trained Morph model: conformer (position) expansion
-    /// for graphs sampled from the model, projected on the verifier.
+    /// for fixed graphs (sampled from the model, or real molecules with
+    /// --graphs), projected on the verifier.
     Fe(MorphFeArgs),
     /// ActFlow on a trained Morph model: explore, keep verified novel graphs,
     /// continue training on anchors + accepted designs (or, with --baseline,
@@ -35,6 +39,11 @@ pub enum VerifierArg {
     Validity,
     /// Every atom has an allowed valence (same protocols as `validity`).
     Stability,
+    /// `expand fe` only: the conformer is a geometry of its fixed graph, i.e.
+    /// the bonds inferred from distances (EDM protocol) are exactly the
+    /// graph's bonds, orders included (a valid molecule of THIS graph, not
+    /// just some valid molecule).
+    GraphMatch,
 }
 
 /// Options shared by `expand fe` and `expand actflow`.
@@ -75,6 +84,17 @@ pub struct MorphFeArgs {
     /// Mirror-descent iterations K.
     #[arg(long)]
     pub iterations: Option<usize>,
+    /// Molecule file (SDF / XYZ with bonds) to take the fixed graphs from
+    /// instead of the model's own samples: `n_graphs` molecules, in a shuffle
+    /// seeded by --seed, the first that are plain-valid (neutral, no aromatic
+    /// bonds, allowed valences), one fragment, ≥ 3 atoms, with elements and
+    /// charges in the model's vocabulary and at most the model's sampler cap
+    /// of atoms. The report lists them (file index, SMILES). The settings
+    /// TOML key `project_score = "bond-recovery"` makes the projection step
+    /// steer towards the graded recovery of each graph's bonds instead of the
+    /// 0/1 verifier (the metrics keep the verifier).
+    #[arg(long)]
+    pub graphs: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -149,7 +169,11 @@ pub struct ToyArgs {
 pub fn run(cmd: ExpandCommand, global: Global) -> anyhow::Result<()> {
     match cmd {
         ExpandCommand::Toy(args) => run_toy_cmd(args, global),
-        ExpandCommand::Fe(args) => run_morph(&args.common, Method::Fe(args.iterations), global),
+        ExpandCommand::Fe(args) => run_morph(
+            &args.common,
+            Method::Fe(args.iterations, args.graphs.clone()),
+            global,
+        ),
         ExpandCommand::Actflow(args) => run_morph(
             &args.common,
             Method::ActFlow(args.rounds, args.data.clone(), args.baseline),
@@ -159,12 +183,13 @@ pub fn run(cmd: ExpandCommand, global: Global) -> anyhow::Result<()> {
 }
 
 enum Method {
-    Fe(Option<usize>),
+    Fe(Option<usize>, Option<PathBuf>),
     ActFlow(Option<usize>, Option<PathBuf>, Option<BaselineArg>),
 }
 
 enum Settings {
-    Fe(MorphFeConfig),
+    /// Settings, the --graphs molecules and the file's name.
+    Fe(MorphFeConfig, Option<(Vec<molecules::Molecule>, String)>),
     ActFlow(MorphActFlowConfig, Option<Vec<molecules::Molecule>>),
 }
 
@@ -205,7 +230,7 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
     // FE moves positions (bonds inferred from distances); ActFlow makes graphs
     // (the model's bonds).
     let protocol = match method {
-        Method::Fe(_) => Protocol::Edm,
+        Method::Fe(..) => Protocol::Edm,
         Method::ActFlow(..) => Protocol::Bonds,
     };
     let verifier: Box<dyn molecules::Verifier> = match a.verifier {
@@ -219,9 +244,15 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
             "--verifier validity needs RDKit sanitisation: this cellmol was built without the `rdkit` feature (use --verifier stability)"
         ),
         VerifierArg::Stability => Box::new(Stability { protocol }),
+        VerifierArg::GraphMatch => match method {
+            Method::Fe(..) => Box::new(GraphMatch { orders: true }),
+            Method::ActFlow(..) => anyhow::bail!(
+                "--verifier graph-match checks conformers of fixed graphs: it is for `expand fe` only"
+            ),
+        },
     };
     // Check the source model and the output before any work.
-    morph::io::ModelDir::load(&a.model, &dev)
+    let source = morph::io::ModelDir::load(&a.model, &dev)
         .with_context(|| format!("loading the Morph model {}", a.model.display()))?;
     if a.output.exists() && std::fs::canonicalize(&a.output)? == std::fs::canonicalize(&a.model)? {
         anyhow::bail!(
@@ -237,7 +268,7 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
     };
     let text = read_text(a.config.as_deref())?;
     let settings = match &method {
-        Method::Fe(iterations) => {
+        Method::Fe(iterations, graphs) => {
             let mut cfg = match &text {
                 Some(t) => MorphFeConfig::from_toml(t).with_context(where_)?,
                 None => MorphFeConfig::default(),
@@ -247,7 +278,20 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
                 cfg.fe.iterations = *k;
             }
             cfg.validate().with_context(where_)?;
-            Settings::Fe(cfg)
+            let graphs = match graphs {
+                Some(p) => {
+                    let mols = molecules::read_molecules_path(p).with_context(|| {
+                        format!("reading the fixed-graph molecules --graphs {}", p.display())
+                    })?;
+                    let name = p.display().to_string();
+                    // Refuse unusable files before the output directory exists.
+                    select_graphs(&mols, &name, &source.meta, cfg.n_graphs, cfg.seed)
+                        .context("--graphs")?;
+                    Some((mols, name))
+                }
+                None => None,
+            };
+            Settings::Fe(cfg, graphs)
         }
         Method::ActFlow(rounds, data, baseline) => {
             let mut cfg = match &text {
@@ -301,8 +345,12 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
         bar.set_position(step as u64);
     };
     let result = match &settings {
-        Settings::Fe(cfg) => morph::expand::molecular::fe_morph(
+        Settings::Fe(cfg, graphs) => morph::expand::molecular::fe_morph_with(
             &a.model,
+            match graphs {
+                Some((mols, name)) => GraphSource::Molecules { mols, name },
+                None => GraphSource::Model,
+            },
             train.as_deref(),
             verifier.as_ref(),
             &cfg,

@@ -9,9 +9,20 @@
 //!   sampler's position update, under the linear interpolant of
 //!   [`super::flow`] (Morph's training interpolant adds a small extra
 //!   position noise, 0.2 in normalised units, which this view ignores).
+//!   The view is closest to training late in time: at small `t` Morph
+//!   trains on prior atom types and bonds and on molecules whose atoms are
+//!   not all inserted yet, so a fixed clean graph from `t = 0` is outside its
+//!   training distribution; on a weak model the ODE conformers then miss most
+//!   of the graph's bonds (the ignored `diag_conformers_of_file_graphs` test
+//!   in `morph/tests/expand_graphs.rs` prints this).
 //!   Graphs come from the pre-trained model itself (its first samples whose
 //!   model-bond graph is plain-valid and connected), so no training data is
-//!   needed. The mirror-descent iterations are interleaved over the graphs
+//!   needed, or from real molecules ([`GraphSource::Molecules`],
+//!   [`select_graphs`]: conformer expansion of known graphs). The verifier
+//!   sees each conformer as a molecule with the graph's bonds; the EDM
+//!   validity verifier re-infers bonds from distances (a conformer may pass
+//!   as a *different* valid molecule), [`GraphMatch`] asks that the inferred
+//!   bonds reproduce the graph. The mirror-descent iterations are interleaved over the graphs
 //!   (iteration k runs one FE iteration on every graph); all graphs share the
 //!   network weights, which are what the new model directory stores.
 //! * **ActFlow on graphs** ([`actflow_morph`]): each round samples candidate
@@ -343,6 +354,53 @@ impl Verifier for MolVerifier<'_> {
     }
 }
 
+/// Graded score of a conformer of a fixed graph: the Jaccard index of the
+/// bonded atom pairs inferred from the positions (EDM protocol) and the
+/// graph's bonded pairs, `|I ∩ G| / |I ∪ G|` (1 exactly when the inferred
+/// connectivity is the graph's). A weak verifier (design/expand.md) that
+/// gives the projection a signal where the 0/1 verifier passes nothing.
+pub struct BondRecovery<'a> {
+    pub graph: &'a MolGraph,
+    pub vocab: &'a MolVocab,
+    pub coord_std: f64,
+}
+
+impl Verifier for BondRecovery<'_> {
+    fn verify(&self, x: &[f32]) -> f64 {
+        let Ok(m) = self.graph.molecule(x, self.vocab, self.coord_std) else {
+            return 0.0;
+        };
+        let given: HashSet<(usize, usize)> = self
+            .graph
+            .bond_list()
+            .into_iter()
+            .map(|(i, j, _)| (i, j))
+            .collect();
+        let inferred: HashSet<(usize, usize)> =
+            molecules::bonds::infer_bond_list(&m.elements, &m.positions)
+                .into_iter()
+                .map(|(i, j, _)| (i, j))
+                .collect();
+        let union = given.union(&inferred).count();
+        if union == 0 {
+            return 1.0;
+        }
+        given.intersection(&inferred).count() as f64 / union as f64
+    }
+}
+
+/// What FE's projection step steers towards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProjectScore {
+    /// The run's verifier (0/1), as in the metrics.
+    #[default]
+    Verifier,
+    /// [`BondRecovery`]: graded bond-pair recovery of the fixed graph (the
+    /// metrics still use the run's verifier).
+    BondRecovery,
+}
+
 /// `before` / `after` numbers (the JSON contract of `cellmol expand`:
 /// `validity`, `coverage`, `vendi` first, then the molecule-level keys).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -642,6 +700,9 @@ pub struct MorphFeConfig {
     pub sample_steps: usize,
     /// Distinct-conformer threshold (Å, Kabsch RMSD) for coverage.
     pub rmsd_threshold: f64,
+    /// Score of the projection step: `verifier` (default) or
+    /// `bond-recovery` ([`ProjectScore`]).
+    pub project_score: ProjectScore,
     pub seed: u64,
 }
 
@@ -675,6 +736,7 @@ impl Default for MorphFeConfig {
             ode_steps: 50,
             sample_steps: 0,
             rmsd_threshold: 0.5,
+            project_score: ProjectScore::Verifier,
             seed: 0,
         }
     }
@@ -732,11 +794,18 @@ pub struct ConformerMetrics {
     pub vendi: f64,
     /// Mean pairwise Kabsch RMSD (Å) of the valid conformers.
     pub rmsd_diversity: f64,
+    /// Fraction of all conformers whose EDM-inferred bonds reproduce the
+    /// graph, bond orders included ([`GraphMatch`]), whatever the verifier.
+    pub graph_match: f64,
+    /// Mean [`BondRecovery`] score of all conformers (graded: Jaccard index
+    /// of inferred and graph bonded pairs).
+    pub bond_recovery: f64,
 }
 
 fn conformer_metrics(
     rows_n: &[Vec<f32>],
     ok: &[f64],
+    (graph_match, bond_recovery): (f64, f64),
     n_atoms: usize,
     coord_std: f64,
     threshold: f64,
@@ -789,6 +858,8 @@ fn conformer_metrics(
             valid.len().min(1) as f64
         },
         rmsd_diversity: rmsd_diversity(&valid)?,
+        graph_match,
+        bond_recovery,
     })
 }
 
@@ -836,14 +907,255 @@ fn choose_graphs(states: &[State], meta: &ModelMeta, k: usize) -> Result<Vec<Mol
     Ok(all)
 }
 
+/// Where [`fe_morph_with`] takes its fixed graphs from.
+#[derive(Debug, Clone, Copy)]
+pub enum GraphSource<'a> {
+    /// Samples of the pre-trained model: `n_graph_candidates` samples, the
+    /// first plain-valid connected ones with ≥ 3 atoms (then any).
+    Model,
+    /// Real molecules (e.g. a data file): see [`select_graphs`]. `name` (the
+    /// file) appears in errors and in the report.
+    Molecules {
+        mols: &'a [molecules::Molecule],
+        name: &'a str,
+    },
+}
+
+/// A graph chosen from molecules by [`select_graphs`].
+#[derive(Debug, Clone)]
+pub struct SourceGraph {
+    pub graph: MolGraph,
+    /// Position of the molecule in the input (1-based, file order).
+    pub index: usize,
+    /// Canonical SMILES of the molecule's own bonds (RDKit) or, without
+    /// RDKit, the `molecules::plain` class key.
+    pub smiles: Option<String>,
+    /// The molecule's own conformer, centred, normalised units (`[n·3]`).
+    pub reference: Vec<f32>,
+}
+
+/// Why a molecule was not usable as a fixed graph (counts and the first case).
+#[derive(Default)]
+struct Rejections {
+    counts: [usize; 4],
+    first: [Option<String>; 4],
+}
+
+impl Rejections {
+    const WHAT: [&'static str; 4] = [
+        "with an element or charge outside the model vocabulary",
+        "with fewer atoms than allowed",
+        "with more atoms than allowed",
+        "not plain-valid or not one fragment",
+    ];
+    fn add(&mut self, k: usize, msg: String) {
+        self.counts[k] += 1;
+        self.first[k].get_or_insert(msg);
+    }
+    fn summary(&self) -> String {
+        (0..4)
+            .filter(|&k| self.counts[k] > 0)
+            .map(|k| {
+                format!(
+                    "{} {} (first: {})",
+                    self.counts[k],
+                    Self::WHAT[k],
+                    self.first[k].as_deref().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Atom-count limits of fixed graphs for a model: at least 3 and the
+/// sampler's `min_atoms`, at most the sampler's cap (largest training
+/// molecule + `sample.max_extra`).
+pub fn graph_size_limits(meta: &ModelMeta) -> (usize, usize) {
+    let s = &meta.config.sample;
+    (s.min_atoms.max(3), meta.stats.n_max + s.max_extra)
+}
+
+/// Choose up to `k` fixed graphs among `mols` (named `name` in errors): the
+/// molecules in a seeded shuffle (`seed`), keeping the first that are
+/// plain-valid (`molecules::plain`: neutral, no aromatic bonds, valences
+/// allowed) with one fragment, whose elements and charges are in the model's
+/// vocabulary and whose atom count is within [`graph_size_limits`]. Fewer
+/// than `k` usable molecules give fewer graphs; none is an error naming
+/// `name` and the reasons.
+pub fn select_graphs(
+    mols: &[molecules::Molecule],
+    name: &str,
+    meta: &ModelMeta,
+    k: usize,
+    seed: u64,
+) -> Result<Vec<SourceGraph>> {
+    let err = |message: String| MorphError::File {
+        path: name.into(),
+        message,
+    };
+    if mols.is_empty() {
+        return Err(err("no molecules to take fixed graphs from".into()));
+    }
+    let vocab = &meta.vocab;
+    let std = meta.stats.coord_std;
+    let (lo, hi) = graph_size_limits(meta);
+    let mut order: Vec<usize> = (0..mols.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x6a7f));
+    let mut rej = Rejections::default();
+    let mut out = Vec::new();
+    for i in order {
+        if out.len() >= k {
+            break;
+        }
+        let m = &mols[i];
+        let n = m.n_atoms();
+        let label = format!("molecule {} ({})", i + 1, m.formula());
+        if let Some(e) = m
+            .elements
+            .iter()
+            .find(|e| vocab.element_index(e.symbol()).is_none())
+        {
+            rej.add(
+                0,
+                format!(
+                    "{label}: element {} not in {:?}",
+                    e.symbol(),
+                    vocab.elements
+                ),
+            );
+            continue;
+        }
+        if let Some(c) = m
+            .charges
+            .iter()
+            .find(|&&c| vocab.charge_index(i32::from(c)).is_none())
+        {
+            rej.add(0, format!("{label}: charge {c} not in {:?}", vocab.charges));
+            continue;
+        }
+        if n < lo {
+            rej.add(1, format!("{label}: {n} atoms, at least {lo} needed"));
+            continue;
+        }
+        if n > hi {
+            rej.add(
+                2,
+                format!("{label}: {n} atoms, the model allows at most {hi}"),
+            );
+            continue;
+        }
+        let plain = molecules::plain::evaluate_molecule(m);
+        if !plain.is_some_and(|e| e.valid && e.n_fragments == 1) {
+            rej.add(3, label);
+            continue;
+        }
+        let mut rec = MolRecord::from_molecule(m, vocab, &format!("{name}: molecule {}", i + 1))?;
+        rec.centre();
+        let reference = rec
+            .pos
+            .iter()
+            .map(|&v| (v / std) as f32)
+            .collect::<Vec<f32>>();
+        let bm = rec.bond_matrix();
+        out.push(SourceGraph {
+            graph: MolGraph {
+                types: rec.types,
+                charges: rec.charges,
+                bonds: bm.iter().copied().collect(),
+            },
+            index: i + 1,
+            smiles: mol_identity(m, Protocol::Bonds).0,
+            reference,
+        });
+    }
+    if out.is_empty() {
+        return Err(err(format!(
+            "no usable molecule for fixed graphs among {} (needed: plain-valid, one fragment, \
+             {lo}..={hi} atoms, elements {:?}, charges {:?}): {}",
+            mols.len(),
+            vocab.elements,
+            vocab.charges,
+            rej.summary()
+        )));
+    }
+    Ok(out)
+}
+
+/// Verifier for conformers of a fixed graph: the bonds inferred from the
+/// positions (EDM protocol, `molecules::bonds`) are exactly the molecule's
+/// own bonds, the same atom pairs and, with `orders`, the same bond orders
+/// (aromatic bonds never match an inferred order). With `orders` a passing
+/// conformer of a valid graph is an EDM-valid molecule *of that graph*.
+#[derive(Debug, Clone, Copy)]
+pub struct GraphMatch {
+    pub orders: bool,
+}
+
+impl molecules::Verifier for GraphMatch {
+    fn name(&self) -> String {
+        format!(
+            "graph-match(edm bonds = given graph, {})",
+            if self.orders {
+                "orders"
+            } else {
+                "connectivity"
+            }
+        )
+    }
+    fn verify(&self, m: &molecules::Molecule) -> bool {
+        let inferred = molecules::bonds::infer_bond_list(&m.elements, &m.positions);
+        let mut given: Vec<(usize, usize, molecules::BondOrder)> = m
+            .bond_list()
+            .map(|(i, j, o, _)| (i.min(j), i.max(j), o))
+            .collect();
+        if given.len() != inferred.len() {
+            return false;
+        }
+        given.sort_by_key(|&(i, j, _)| (i, j));
+        given
+            .iter()
+            .zip(&inferred)
+            .all(|(g, f)| g.0 == f.0 && g.1 == f.1 && (!self.orders || g.2 == f.2))
+    }
+}
+
 /// Flow Expander on the conformers of graphs sampled from the Morph model in
-/// `model_dir`; writes the adapted model (`config.json`, `model.safetensors`)
-/// to `out_dir` and returns before/after metrics. Molecule-level metrics use
-/// the EDM protocol (bonds inferred from the conformer) on the conformers of
-/// all graphs pooled; `train` (training molecules, same protocol) adds
-/// `novel_valid`.
+/// `model_dir` ([`fe_morph_with`] with [`GraphSource::Model`]).
 pub fn fe_morph(
     model_dir: &Path,
+    train: Option<&[molecules::Molecule]>,
+    verifier: &dyn molecules::Verifier,
+    cfg: &MorphFeConfig,
+    out_dir: &Path,
+    dev: &Device,
+    progress: &mut ProgressCb<'_>,
+) -> Result<MorphExpandReport> {
+    fe_morph_with(
+        model_dir,
+        GraphSource::Model,
+        train,
+        verifier,
+        cfg,
+        out_dir,
+        dev,
+        progress,
+    )
+}
+
+/// Flow Expander on the conformers of fixed graphs (`source`: samples of the
+/// Morph model in `model_dir`, or real molecules, [`select_graphs`]); writes
+/// the adapted model (`config.json`, `model.safetensors`) to `out_dir` and
+/// returns before/after metrics. Molecule-level metrics use the EDM protocol
+/// (bonds inferred from the conformer) on the conformers of all graphs
+/// pooled; `train` (training molecules, same protocol) adds `novel_valid`.
+/// The report's `details.graphs` names each graph (formula, SMILES and file
+/// index for molecules, whether the verifier accepts the molecule's own
+/// conformer) with its per-graph metrics.
+#[allow(clippy::too_many_arguments)]
+pub fn fe_morph_with(
+    model_dir: &Path,
+    source: GraphSource<'_>,
     train: Option<&[molecules::Molecule]>,
     verifier: &dyn molecules::Verifier,
     cfg: &MorphFeConfig,
@@ -874,16 +1186,57 @@ pub fn fe_morph(
         false,
         dev,
     )?;
-    let cand = sample_states(
-        pre_any.net(),
-        &meta,
-        cfg.n_graph_candidates,
-        steps,
-        cfg.seed,
-        1.0,
-        dev,
-    )?;
-    let graphs = choose_graphs(&cand, &meta, cfg.n_graphs)?;
+    let (graphs, origins, source_info): (Vec<MolGraph>, Vec<serde_json::Value>, _) = match source {
+        GraphSource::Model => {
+            let cand = sample_states(
+                pre_any.net(),
+                &meta,
+                cfg.n_graph_candidates,
+                steps,
+                cfg.seed,
+                1.0,
+                dev,
+            )?;
+            let graphs = choose_graphs(&cand, &meta, cfg.n_graphs)?;
+            let origins = vec![serde_json::json!({"source": "model sample"}); graphs.len()];
+            let info = serde_json::json!({
+                "kind": "model samples",
+                "n_candidates": cfg.n_graph_candidates,
+            });
+            (graphs, origins, info)
+        }
+        GraphSource::Molecules { mols, name } => {
+            let chosen = select_graphs(mols, name, &meta, cfg.n_graphs, cfg.seed)?;
+            let origins = chosen
+                .iter()
+                .map(|c| {
+                    let ver = MolVerifier {
+                        graph: &c.graph,
+                        vocab: &meta.vocab,
+                        coord_std: std,
+                        inner: verifier,
+                    };
+                    serde_json::json!({
+                        "source": "file",
+                        "index": c.index,
+                        "smiles": c.smiles,
+                        "reference_verified": ver.verify(&c.reference) >= 0.5,
+                    })
+                })
+                .collect();
+            let (lo, hi) = graph_size_limits(&meta);
+            let info = serde_json::json!({
+                "kind": "file",
+                "path": name,
+                "n_molecules": mols.len(),
+                "n_requested": cfg.n_graphs,
+                "n_used": chosen.len(),
+                "size_limits": [lo, hi],
+                "selection": "seeded shuffle (run seed), first plain-valid single-fragment molecules inside the model vocabulary and size limits",
+            });
+            (chosen.into_iter().map(|c| c.graph).collect(), origins, info)
+        }
+    };
     progress("graphs", 1, 1);
     let model_any = MorphFlow::from_weights(dims, spec, &weights, graphs[0].clone(), true, dev)?;
     let models: Vec<MorphFlow> = graphs
@@ -915,13 +1268,31 @@ pub fn fe_morph(
             };
             let ok = verify_batch(&ver, &xs)?;
             let rs = rows(&xs)?;
+            let mut matched = 0usize;
             for (r, &c) in rs.iter().zip(&ok) {
                 if let Ok(m) = g.molecule(r, &meta.vocab, std) {
+                    if molecules::Verifier::verify(&GraphMatch { orders: true }, &m) {
+                        matched += 1;
+                    }
                     mols.push(m);
                     oks.push(c >= 0.5);
                 }
             }
-            per_graph.push(conformer_metrics(&rs, &ok, g.n(), std, cfg.rmsd_threshold)?);
+            let gm = matched as f64 / rs.len().max(1) as f64;
+            let rec = BondRecovery {
+                graph: g,
+                vocab: &meta.vocab,
+                coord_std: std,
+            };
+            let br = rs.iter().map(|r| rec.verify(r)).sum::<f64>() / rs.len().max(1) as f64;
+            per_graph.push(conformer_metrics(
+                &rs,
+                &ok,
+                (gm, br),
+                g.n(),
+                std,
+                cfg.rmsd_threshold,
+            )?);
         }
         let st = mol_stats(&mols, &oks, Protocol::Edm, train_ids.as_ref())?;
         Ok((per_graph, st))
@@ -943,7 +1314,16 @@ pub fn fe_morph(
                 coord_std: std,
                 inner: verifier,
             };
-            flow_expander(m, p, Some(&ver), &one, &mut rng, |e| {
+            let rec = BondRecovery {
+                graph: &graphs[gi],
+                vocab: &meta.vocab,
+                coord_std: std,
+            };
+            let score: &dyn Verifier = match cfg.project_score {
+                ProjectScore::Verifier => &ver,
+                ProjectScore::BondRecovery => &rec,
+            };
+            flow_expander(m, p, Some(score), &one, &mut rng, |e| {
                 let (kind, l) = match e {
                     FeEvent::Expand(_, _, l) => ("expand", l),
                     FeEvent::Project(_, _, l) => ("project", l),
@@ -962,14 +1342,22 @@ pub fn fe_morph(
     let graph_info: Vec<serde_json::Value> = graphs
         .iter()
         .zip(before.iter().zip(&after))
-        .map(|(g, (b, a))| {
+        .zip(origins)
+        .map(|((g, (b, a)), mut o)| {
             let formula = g
                 .molecule(&vec![0.0; g.n() * 3], &meta.vocab, std)
                 .map(|m| m.formula())
                 .unwrap_or_default();
-            serde_json::json!({"formula": formula, "n_atoms": g.n(), "before": b, "after": a})
+            o["formula"] = formula.into();
+            o["n_atoms"] = g.n().into();
+            o["before"] = serde_json::to_value(b).unwrap_or_default();
+            o["after"] = serde_json::to_value(a).unwrap_or_default();
+            o
         })
         .collect();
+    let mean = |ms: &[ConformerMetrics], f: fn(&ConformerMetrics) -> f64| {
+        ms.iter().map(f).sum::<f64>() / ms.len().max(1) as f64
+    };
     Ok(MorphExpandReport {
         method: "fe".into(),
         verifier: verifier.name(),
@@ -977,6 +1365,19 @@ pub fn fe_morph(
         after: mean_metrics(&after, &st_after),
         details: serde_json::json!({
             "graphs": graph_info,
+            "graph_source": source_info,
+            "rmsd_diversity": {
+                "before": mean(&before, |m| m.rmsd_diversity),
+                "after": mean(&after, |m| m.rmsd_diversity),
+            },
+            "graph_match": {
+                "before": mean(&before, |m| m.graph_match),
+                "after": mean(&after, |m| m.graph_match),
+            },
+            "bond_recovery": {
+                "before": mean(&before, |m| m.bond_recovery),
+                "after": mean(&after, |m| m.bond_recovery),
+            },
             "n_eval": cfg.n_eval * graphs.len(),
             "identity": identity_name(st_before.rdkit && st_after.rdkit),
             "protocol": "edm",
