@@ -145,6 +145,8 @@ pub struct Pairs {
     pub dst: Tensor,
     /// `[P]` u32 flat index of the pair in a `[b, n, n]` tensor.
     pub pair: Tensor,
+    /// Host copies of `src` / `dst` for the fused CPU kernels.
+    pub host: fused::PairIndex,
 }
 
 impl Pairs {
@@ -166,6 +168,10 @@ impl Pairs {
         }
         let len = src.len();
         let dev = mask.device();
+        let host = fused::PairIndex {
+            src: std::sync::Arc::new(src.clone()),
+            dst: std::sync::Arc::new(dst.clone()),
+        };
         Ok(Self {
             batch: b,
             n,
@@ -173,6 +179,7 @@ impl Pairs {
             src: Tensor::from_vec(src, len, dev)?,
             dst: Tensor::from_vec(dst, len, dev)?,
             pair: Tensor::from_vec(pair, len, dev)?,
+            host,
         })
     }
 
@@ -285,11 +292,16 @@ impl EgnnLayer {
             };
             // edge(e) + dist(df) as one GEMM on [e, df].
             let w_ed = Tensor::cat(&[self.edge.weight(), self.dist.weight()], 1)?; // [H, E + 1]
-            let pre = Tensor::cat(&[edge, &df], 1)?
-                .matmul(&w_ed.t()?)?
-                .add(&self.src.forward(&hn)?.index_select(&pairs.src, 0)?)?
-                .add(&self.dst.forward(&hn)?.index_select(&pairs.dst, 0)?)?; // [P, H]
-            let m = self.msg.forward_silu(&fused::silu(&pre)?)?; // [P, H]
+            let pre = Tensor::cat(&[edge, &df], 1)?.matmul(&w_ed.t()?)?; // [P, H]
+            let m1 = fused::gather_add_silu(
+                &pre,
+                &self.src.forward(&hn)?,
+                &self.dst.forward(&hn)?,
+                &pairs.host,
+                &pairs.src,
+                &pairs.dst,
+            )?; // silu(pre + s_i + d_j) [P, H]
+            let m = self.msg.forward_silu(&m1)?; // [P, H]
             let gate = ops::sigmoid(&self.att.forward(&m)?)?; // [P, 1]
             let agg = (pairs.sum_to_src(&m.broadcast_mul(&gate)?)? / self.agg_norm)?; // [b n, H]
             let phi = (self

@@ -141,6 +141,33 @@ kernels! {
             }
         }
     }
+    k_gather_add_silu(a: &[f32], s: &[f32], d: &[f32], src: &[u32], dst: &[u32], h: usize, out: &mut [f32]) {
+        for (k, (ar, or)) in a.chunks_exact(h).zip(out.chunks_exact_mut(h)).enumerate() {
+            let (i, j) = (src[k] as usize * h, dst[k] as usize * h);
+            let (sr, dr) = (&s[i..i + h], &d[j..j + h]);
+            for (((o, &x), &y), &z) in or.iter_mut().zip(ar).zip(sr).zip(dr) {
+                let u = x + y + z;
+                *o = u * sigmoid(u);
+            }
+        }
+    }
+    k_gather_add_silu_grad(a: &[f32], s: &[f32], d: &[f32], g: &[f32], src: &[u32], dst: &[u32], h: usize, out: &mut [f32]) {
+        for (k, ((ar, gr), or)) in a.chunks_exact(h).zip(g.chunks_exact(h)).zip(out.chunks_exact_mut(h)).enumerate() {
+            let (i, j) = (src[k] as usize * h, dst[k] as usize * h);
+            let (sr, dr) = (&s[i..i + h], &d[j..j + h]);
+            for ((((o, &x), &y), &z), &gg) in or.iter_mut().zip(ar).zip(sr).zip(dr).zip(gr) {
+                *o = silu_grad(x + y + z, gg);
+            }
+        }
+    }
+    k_scatter_rows(v: &[f32], idx: &[u32], h: usize, out: &mut [f32]) {
+        for (k, vr) in v.chunks_exact(h).enumerate() {
+            let i = idx[k] as usize * h;
+            for (o, &x) in out[i..i + h].iter_mut().zip(vr) {
+                *o += x;
+            }
+        }
+    }
 }
 
 /// Runs `f(block_input_range, block_output)` over blocks of whole rows of
@@ -340,5 +367,208 @@ pub fn bias_silu(z: &Tensor, b: &Tensor) -> Result<Tensor> {
         z.contiguous()?.apply_op2(&b.contiguous()?, BiasSilu)
     } else {
         z.broadcast_add(b)?.silu()
+    }
+}
+
+/// `silu(a_p + s_{src[p]} + d_{dst[p]})` for the pair rows `p` of a message
+/// pre-activation: the two gathers, both adds and the SiLU in one pass.
+/// `a` `[P, H]`, `s`, `d` `[N, H]`; the backward pass gives `g_a` and
+/// scatters it into `g_s` / `g_d` (rows summed in pair order).
+struct GatherAddSilu {
+    src: std::sync::Arc<Vec<u32>>,
+    dst: std::sync::Arc<Vec<u32>>,
+}
+
+fn check_gather(
+    op: &'static str,
+    la: &Layout,
+    ls: &Layout,
+    ld: &Layout,
+    src: &[u32],
+    dst: &[u32],
+) -> Result<(usize, usize, usize)> {
+    let (p, h) = la.shape().dims2()?;
+    let (n, hs) = ls.shape().dims2()?;
+    let (nd, hd) = ld.shape().dims2()?;
+    if hs != h || hd != h || nd != n {
+        candle_core::bail!(
+            "{op}: shapes {:?}, {:?}, {:?} do not match",
+            la.shape().dims(),
+            ls.shape().dims(),
+            ld.shape().dims()
+        );
+    }
+    if src.len() != p || dst.len() != p {
+        candle_core::bail!(
+            "{op}: {p} rows but {} / {} pair indices",
+            src.len(),
+            dst.len()
+        );
+    }
+    if let Some(&bad) = src.iter().chain(dst).find(|&&i| i as usize >= n) {
+        candle_core::bail!("{op}: pair index {bad} out of range for {n} atoms");
+    }
+    Ok((p, h, n))
+}
+
+impl CustomOp3 for GatherAddSilu {
+    fn name(&self) -> &'static str {
+        "fused-gather-add-silu"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, h, _) = check_gather(self.name(), l1, l2, l3, &self.src, &self.dst)?;
+        let a = f32_slice(s1, l1, self.name())?;
+        let s = f32_slice(s2, l2, self.name())?;
+        let d = f32_slice(s3, l3, self.name())?;
+        let out = map_blocks(a.len(), h, |r, o| {
+            let rows = r.start / h..r.end / h;
+            k_gather_add_silu(&a[r], s, d, &self.src[rows.clone()], &self.dst[rows], h, o)
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        a: &Tensor,
+        s: &Tensor,
+        d: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = grad.contiguous()?;
+        // the per-atom terms side by side (N ≪ P rows, so this copy is small)
+        let sd = Tensor::cat(&[s, d], 1)?;
+        let ga = a.apply_op3_no_bwd(
+            &g,
+            &sd,
+            &GatherAddSiluGrad {
+                src: self.src.clone(),
+                dst: self.dst.clone(),
+            },
+        )?;
+        let n = s.dim(0)?;
+        let gs = ga.apply_op1_no_bwd(&ScatterRows {
+            idx: self.src.clone(),
+            n,
+        })?;
+        let gd = ga.apply_op1_no_bwd(&ScatterRows {
+            idx: self.dst.clone(),
+            n,
+        })?;
+        Ok((Some(ga), Some(gs), Some(gd)))
+    }
+}
+
+/// Backward of [`GatherAddSilu`]: `a` `[P, H]`, the output gradient `g`
+/// `[P, H]` and `[s | d]` `[N, 2H]` (a custom op takes at most three
+/// tensors) → `g_a` `[P, H]`.
+struct GatherAddSiluGrad {
+    src: std::sync::Arc<Vec<u32>>,
+    dst: std::sync::Arc<Vec<u32>>,
+}
+
+impl CustomOp3 for GatherAddSiluGrad {
+    fn name(&self) -> &'static str {
+        "fused-gather-add-silu-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (p, h) = l1.shape().dims2()?;
+        let (n, h2) = l3.shape().dims2()?;
+        if l2.shape().dims2()? != (p, h) || h2 != 2 * h {
+            candle_core::bail!("{}: shapes do not match", self.name());
+        }
+        let a = f32_slice(s1, l1, self.name())?;
+        let g = f32_slice(s2, l2, self.name())?;
+        let sd = f32_slice(s3, l3, self.name())?;
+        let (mut s, mut d) = (Vec::with_capacity(n * h), Vec::with_capacity(n * h));
+        for row in sd.chunks_exact(h2) {
+            s.extend_from_slice(&row[..h]);
+            d.extend_from_slice(&row[h..]);
+        }
+        let out = map_blocks(p * h, h, |r, o| {
+            let rows = r.start / h..r.end / h;
+            k_gather_add_silu_grad(
+                &a[r.clone()],
+                &s,
+                &d,
+                &g[r],
+                &self.src[rows.clone()],
+                &self.dst[rows],
+                h,
+                o,
+            )
+        });
+        Ok((CpuStorage::F32(out), Shape::from((p, h))))
+    }
+}
+
+/// `out[idx[p]] += v[p]` over the rows of `v` `[P, H]` → `[n, H]`.
+struct ScatterRows {
+    idx: std::sync::Arc<Vec<u32>>,
+    n: usize,
+}
+
+impl CustomOp1 for ScatterRows {
+    fn name(&self) -> &'static str {
+        "fused-scatter-rows"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (p, h) = l.shape().dims2()?;
+        if self.idx.len() != p {
+            candle_core::bail!("{}: {p} rows but {} indices", self.name(), self.idx.len());
+        }
+        let v = f32_slice(s, l, self.name())?;
+        let mut out = vec![0f32; self.n * h];
+        k_scatter_rows(v, &self.idx, h, &mut out);
+        Ok((CpuStorage::F32(out), Shape::from((self.n, h))))
+    }
+}
+
+/// Host copies of pair indices for [`gather_add_silu`].
+#[derive(Debug, Clone)]
+pub struct PairIndex {
+    pub src: std::sync::Arc<Vec<u32>>,
+    pub dst: std::sync::Arc<Vec<u32>>,
+}
+
+/// `silu(a + s[src] + d[dst])` (rows of `a` `[P, H]` are pairs, `s`, `d`
+/// `[N, H]` per-atom terms): one fused pass forward and backward on the CPU
+/// (f32); elsewhere `index_select`, `add` and `silu` with candle's ops.
+pub fn gather_add_silu(
+    a: &Tensor,
+    s: &Tensor,
+    d: &Tensor,
+    idx: &PairIndex,
+    src: &Tensor,
+    dst: &Tensor,
+) -> Result<Tensor> {
+    if fast_path(a) && fast_path(s) && fast_path(d) && a.rank() == 2 {
+        a.contiguous()?.apply_op3(
+            &s.contiguous()?,
+            &d.contiguous()?,
+            GatherAddSilu {
+                src: idx.src.clone(),
+                dst: idx.dst.clone(),
+            },
+        )
+    } else {
+        a.add(&s.index_select(src, 0)?)?
+            .add(&d.index_select(dst, 0)?)?
+            .silu()
     }
 }

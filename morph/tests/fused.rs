@@ -117,3 +117,67 @@ fn bias_shape_mismatch_is_an_error() {
     let e = bias_silu(&z, &b).unwrap_err().to_string();
     assert!(e.contains("bias shape"), "{e}");
 }
+
+#[test]
+fn gather_add_silu_matches_candle_values_and_gradients() {
+    use morph::fused::{gather_add_silu, PairIndex};
+    use std::sync::Arc;
+    // 3 molecules' worth of atoms, pairs in (i, j) order with repeats
+    let (n, h) = (11usize, 40usize);
+    let mut src = Vec::new();
+    let mut dst = Vec::new();
+    for i in 0..n as u32 {
+        for j in 0..n as u32 {
+            if i != j && (i + j) % 3 != 0 {
+                src.push(i);
+                dst.push(j);
+            }
+        }
+    }
+    // enough pairs for several parallel blocks
+    let reps = 12;
+    let src: Vec<u32> = src.iter().cycle().take(src.len() * reps).cloned().collect();
+    let dst: Vec<u32> = dst.iter().cycle().take(dst.len() * reps).cloned().collect();
+    let p = src.len();
+    let st = Tensor::from_vec(src.clone(), p, &Device::Cpu).unwrap();
+    let dt = Tensor::from_vec(dst.clone(), p, &Device::Cpu).unwrap();
+    let idx = PairIndex {
+        src: Arc::new(src),
+        dst: Arc::new(dst),
+    };
+    let a = Var::from_tensor(&data(p, h, 11)).unwrap();
+    let s = Var::from_tensor(&(data(n, h, 12) * 0.3).unwrap()).unwrap();
+    let d = Var::from_tensor(&(data(n, h, 13) * 0.3).unwrap()).unwrap();
+    let w = data(p, h, 14);
+    let ours =
+        gather_add_silu(a.as_tensor(), s.as_tensor(), d.as_tensor(), &idx, &st, &dt).unwrap();
+    let theirs = a
+        .as_tensor()
+        .add(&s.as_tensor().index_select(&st, 0).unwrap())
+        .unwrap()
+        .add(&d.as_tensor().index_select(&dt, 0).unwrap())
+        .unwrap()
+        .silu()
+        .unwrap();
+    assert!(max_rel(&ours, &theirs) < 1e-6);
+    let g1 = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (theirs * &w)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (name, v) in [("a", &a), ("s", &s), ("d", &d)] {
+        let (x, y) = (g1.get(v).unwrap(), g2.get(v).unwrap());
+        assert!(max_rel(x, y) < 1e-4, "{name} gradient: {}", max_rel(x, y));
+    }
+    // an index out of range is an error, not a panic
+    let bad = PairIndex {
+        src: Arc::new(vec![n as u32; p]),
+        dst: idx.dst.clone(),
+    };
+    let e = gather_add_silu(a.as_tensor(), s.as_tensor(), d.as_tensor(), &bad, &st, &dt)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("out of range"), "{e}");
+}
