@@ -1,15 +1,13 @@
 //! Flow Expander on fixed graphs taken from real molecules
 //! (`GraphSource::Molecules`, `select_graphs`) and the `GraphMatch` verifier
 //! (EDM-inferred bonds reproduce the given graph), on a tiny trained model.
-use std::collections::BTreeMap;
+mod common;
 
 use candle_core::Device;
-use datasets::molbatch::{MolRecord, MolSet, MolVocab};
 use molecules::{BondOrder, Element, Molecule, Verifier};
 use morph::expand::molecular::{
     fe_morph_with, graph_size_limits, select_graphs, GraphMatch, GraphSource, MorphFeConfig,
 };
-use morph::MorphConfig;
 
 type Atom = (&'static str, [f64; 3]);
 
@@ -136,45 +134,6 @@ fn unusable(hi: usize) -> Vec<Molecule> {
     vec![two, small, five, big]
 }
 
-fn toy_set() -> MolSet {
-    let vocab = MolVocab::new(vec!["H".into(), "C".into(), "O".into()], vec![0]);
-    let mk = |n: usize| {
-        let mut pos = ndarray::Array2::zeros((n, 3));
-        let mut types = vec![1; n];
-        let mut bonds = Vec::new();
-        for i in 0..n {
-            pos[[i, 0]] = 1.4 * (i as f64 * 0.8).cos() * (1.0 + i as f64 * 0.3);
-            pos[[i, 1]] = 1.4 * (i as f64 * 0.8).sin();
-            if i % 3 == 2 {
-                types[i] = 0;
-            }
-            if i > 0 {
-                bonds.push((i - 1, i, 1));
-            }
-        }
-        types[0] = 2;
-        MolRecord {
-            types,
-            charges: vec![0; n],
-            pos,
-            bonds,
-            properties: BTreeMap::new(),
-        }
-    };
-    MolSet::new(vocab, (0..12).map(|k| mk(3 + k % 4)).collect()).expect("set")
-}
-
-fn trained(dir: &std::path::Path) -> morph::io::ModelDir {
-    let mut set = toy_set();
-    let stats = set.stats().expect("stats");
-    set.normalise(stats.coord_std);
-    let mut cfg = MorphConfig::preset("tiny").expect("tiny");
-    cfg.train.steps = 3;
-    cfg.sample.steps = 6;
-    morph::train::fit(&set, &stats, &cfg, &Device::Cpu, dir, &mut |_| {}).expect("fit");
-    morph::io::ModelDir::load(dir, &Device::Cpu).expect("load")
-}
-
 #[test]
 fn graph_match_verifier() {
     let strict = GraphMatch { orders: true };
@@ -220,7 +179,7 @@ fn bond_recovery_score() {
     use morph::expand::molecular::{BondRecovery, ProjectScore};
     use morph::expand::verifier::Verifier as _;
     let tmp = tempfile::tempdir().expect("tmp");
-    let model = trained(tmp.path());
+    let model = common::trained(tmp.path(), 3);
     let meta = &model.meta;
     let g = &select_graphs(&[methanol()], "m.sdf", meta, 1, 0).expect("select")[0];
     let rec = BondRecovery {
@@ -249,7 +208,7 @@ fn bond_recovery_score() {
 #[test]
 fn select_graphs_from_molecules() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let model = trained(tmp.path());
+    let model = common::trained(tmp.path(), 3);
     let meta = &model.meta;
     let (lo, hi) = graph_size_limits(meta);
     assert!(lo >= 3 && hi >= meta.stats.n_max, "{lo} {hi}");
@@ -335,7 +294,7 @@ fn select_graphs_from_molecules() {
 fn fe_on_graphs_from_molecules() {
     let tmp = tempfile::tempdir().expect("tmp");
     let src = tmp.path().join("model");
-    trained(&src);
+    common::trained(&src, 3);
     let dev = Device::Cpu;
     let mols = vec![
         methanol(),

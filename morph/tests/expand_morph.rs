@@ -2,10 +2,9 @@
 //! `MorphFlow` as a `TrainableFlow` (copies independent, graphs share
 //! weights, centred noise), `fe_morph` / `actflow_morph` reproducible from the
 //! seed with finite, consistent metrics and a loadable adapted model.
-use std::collections::BTreeMap;
+mod common;
 
 use candle_core::{Device, Tensor};
-use datasets::molbatch::{MolRecord, MolSet, MolVocab};
 use molecules::metrics::Protocol;
 use molecules::verify::Stability;
 use morph::expand::flow::{Flow, TrainableFlow};
@@ -13,46 +12,7 @@ use morph::expand::molecular::{
     actflow_morph, fe_morph, fingerprint, select_designs, vendi_tanimoto, ActFlowMode,
     ExpandMetrics, MolGraph, MorphActFlowConfig, MorphFeConfig, MorphFlow,
 };
-use morph::MorphConfig;
 use rand::SeedableRng;
-
-fn toy_set() -> MolSet {
-    let vocab = MolVocab::new(vec!["H".into(), "C".into(), "O".into()], vec![0]);
-    let mk = |n: usize| {
-        let mut pos = ndarray::Array2::zeros((n, 3));
-        let mut types = vec![1; n];
-        let mut bonds = Vec::new();
-        for i in 0..n {
-            pos[[i, 0]] = 1.4 * (i as f64 * 0.8).cos() * (1.0 + i as f64 * 0.3);
-            pos[[i, 1]] = 1.4 * (i as f64 * 0.8).sin();
-            if i % 3 == 2 {
-                types[i] = 0;
-            }
-            if i > 0 {
-                bonds.push((i - 1, i, 1));
-            }
-        }
-        types[0] = 2;
-        MolRecord {
-            types,
-            charges: vec![0; n],
-            pos,
-            bonds,
-            properties: BTreeMap::new(),
-        }
-    };
-    MolSet::new(vocab, (0..12).map(|k| mk(3 + k % 4)).collect()).expect("set")
-}
-
-fn trained(dir: &std::path::Path) {
-    let mut set = toy_set();
-    let stats = set.stats().expect("stats");
-    set.normalise(stats.coord_std);
-    let mut cfg = MorphConfig::preset("tiny").expect("tiny");
-    cfg.train.steps = 5;
-    cfg.sample.steps = 6;
-    morph::train::fit(&set, &stats, &cfg, &Device::Cpu, dir, &mut |_| {}).expect("fit");
-}
 
 fn in_range(m: &ExpandMetrics) {
     assert!((0.0..=1.0).contains(&m.validity), "{m:?}");
@@ -74,7 +34,7 @@ fn in_range(m: &ExpandMetrics) {
 #[test]
 fn morph_flow_copies_and_shared_graphs() {
     let tmp = tempfile::tempdir().expect("tmp");
-    trained(tmp.path());
+    common::trained(tmp.path(), 5);
     let dev = Device::Cpu;
     let model = morph::io::ModelDir::load(tmp.path(), &dev).expect("load");
     let w = candle_core::safetensors::load(tmp.path().join("model.safetensors"), &dev).expect("w");
@@ -156,7 +116,7 @@ fn morph_flow_copies_and_shared_graphs() {
 fn fe_and_actflow_on_a_tiny_model() {
     let tmp = tempfile::tempdir().expect("tmp");
     let src = tmp.path().join("model");
-    trained(&src);
+    common::trained(&src, 5);
     let dev = Device::Cpu;
     let ver = Stability {
         protocol: Protocol::Edm,
@@ -275,7 +235,7 @@ fn baselines_select_by_the_filter() {
 fn baselines_through_the_round_loop() {
     let tmp = tempfile::tempdir().expect("tmp");
     let src = tmp.path().join("model");
-    trained(&src);
+    common::trained(&src, 5);
     let dev = Device::Cpu;
     let ver = Stability {
         protocol: Protocol::Bonds,
