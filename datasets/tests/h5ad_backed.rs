@@ -259,6 +259,154 @@ fn read_subset_is_consistent() {
     assert_eq!(read_h5ad(&out).unwrap().n_obs(), rows.len());
 }
 
+/// `open_lazy` leaves the obs names on disk but otherwise reads as `open`:
+/// same columns, and names, frame, partial reads, chunks and subsets equal.
+#[test]
+fn lazy_open_matches_eager_open() {
+    let d = tempfile::tempdir().unwrap();
+    let (p, ad) = fixture(d.path());
+    let eager = H5adReader::open(&p).unwrap();
+    let lazy = H5adReader::open_lazy(&p).unwrap();
+    assert_eq!((lazy.n_obs(), lazy.n_vars()), (300, 40));
+    assert_eq!(lazy.obs.n_rows(), 300);
+    assert_eq!(lazy.obs.index_name(), "_index");
+    assert_eq!(lazy.obs.columns(), &ad.obs.columns[..]);
+    assert_eq!(
+        lazy.obs.column("perturbation"),
+        ad.obs.column("perturbation")
+    );
+    assert!(lazy.obs.column("nope").is_none());
+    assert_eq!(lazy.var, ad.var);
+    assert!(
+        format!("{:?}", lazy.obs).contains("names_read: false"),
+        "names not read at open"
+    );
+    let rows = lazy
+        .obs
+        .column("perturbation")
+        .unwrap()
+        .rows_with_labels(&["P2", "P5"]);
+    assert!(!rows.is_empty());
+    let cols: Vec<usize> = (0..20).collect();
+    for elem in ["X", "layers/csc", "layers/dense"] {
+        assert_eq!(
+            lazy.read_submatrix(elem, Some(&rows), Some(&cols)).unwrap(),
+            eager
+                .read_submatrix(elem, Some(&rows), Some(&cols))
+                .unwrap(),
+            "{elem}"
+        );
+    }
+    let chunks = |r: ChunkIter<'_, LazyObs>| r.map(|c| c.unwrap()).collect::<Vec<_>>();
+    let chunks_eager = |r: ChunkIter<'_>| r.map(|c| c.unwrap()).collect::<Vec<_>>();
+    assert_eq!(
+        chunks(lazy.iter_chunks("layers/csc", 64).unwrap()),
+        chunks_eager(eager.iter_chunks("layers/csc", 64).unwrap())
+    );
+    assert_eq!(lazy.obs.names().unwrap(), &ad.obs.index[..]);
+    assert!(format!("{:?}", lazy.obs).contains("names_read: true"));
+    assert_eq!(lazy.obs.to_frame().unwrap(), ad.obs);
+    let (sl, se) = (
+        lazy.read_subset(Some(&rows), Some(&cols)).unwrap(),
+        eager.read_subset(Some(&rows), Some(&cols)).unwrap(),
+    );
+    assert_eq!(sl, se);
+    assert_eq!(sl.obs.index[0], ad.obs.index[rows[0]]);
+    // A fresh lazy reader gives the names to read_subset too.
+    let fresh = H5adReader::open_lazy(&p).unwrap();
+    assert_eq!(fresh.read_subset(None, None).unwrap().obs, ad.obs);
+}
+
+/// Many cells (the fast vlen path of the name decoder) and an index that is
+/// not a string array (read at open even when lazy).
+#[test]
+fn lazy_open_large_and_numeric_index() {
+    let d = tempfile::tempdir().unwrap();
+    let n = 5000;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let labels: Vec<Option<String>> = (0..n).map(|i| Some(format!("P{}", i % 11))).collect();
+    let mut obs = DataFrame::new((0..n).map(|i| format!("cell_{i}")).collect());
+    obs.set_column("perturbation", Column::categorical_from_labels(&labels));
+    let ad = AnnData {
+        x: Some(Matrix::Sparse(random_csr(&mut rng, n, 6, 0.3))),
+        obs,
+        var: DataFrame::new((0..6).map(|j| format!("G{j}")).collect()),
+        ..Default::default()
+    };
+    let p = d.path().join("large.h5ad");
+    write_h5ad(&ad, &p).unwrap();
+    let r = H5adReader::open_lazy(&p).unwrap();
+    assert_eq!(r.n_obs(), n);
+    assert_eq!(r.obs.names().unwrap(), &ad.obs.index[..]);
+    drop(r);
+
+    // An integer index: anndata reads it as strings; read at open.
+    {
+        let f = hdf5::File::open_rw(&p).unwrap();
+        let g = f.group("obs").unwrap();
+        g.unlink("_index").unwrap();
+        let ds = g
+            .new_dataset_builder()
+            .with_data(&(0..n as i64).map(|i| i * 10).collect::<Vec<_>>())
+            .create("_index")
+            .unwrap();
+        let a = ds
+            .new_attr::<hdf5::types::VarLenUnicode>()
+            .create("encoding-type")
+            .unwrap();
+        a.write_scalar(&"array".parse::<hdf5::types::VarLenUnicode>().unwrap())
+            .unwrap();
+    }
+    let eager = H5adReader::open(&p).unwrap();
+    let lazy = H5adReader::open_lazy(&p).unwrap();
+    assert!(format!("{:?}", lazy.obs).contains("names_read: true"));
+    assert_eq!(lazy.obs.names().unwrap(), &eager.obs.index[..]);
+    assert_eq!(eager.obs.index[3], "30");
+}
+
+/// Minor-axis selection (columns of CSR, rows of CSC) against the dense
+/// selection, for sorted, unsorted, repeated and empty index lists and
+/// both index widths.
+#[test]
+fn minor_selection_matches_dense_selection() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let csr = random_csr(&mut rng, 60, 25, 0.2);
+    let csc = to_csc(&csr);
+    let full = csr.to_dense_f32();
+    let sets: Vec<Vec<usize>> = vec![
+        vec![],
+        (0..25).collect(),
+        vec![0, 3, 4, 10, 24],
+        vec![24, 0, 7, 7, 3],
+        vec![5],
+    ];
+    // A repeated index keeps its entries at its first position only (the
+    // documented rule of `select_minor`): later repeats are empty.
+    let first_only = |mut a: Array2<f32>, idx: &[usize], axis: usize| {
+        for (k, i) in idx.iter().enumerate() {
+            if idx[..k].contains(i) {
+                a.index_axis_mut(ndarray::Axis(axis), k).fill(0.0);
+            }
+        }
+        a
+    };
+    for idx in &sets {
+        let want_cols = first_only(full.select(ndarray::Axis(1), idx), idx, 1);
+        let got = Matrix::Sparse(csr.clone()).select_cols(idx);
+        assert_eq!(dense(&got), want_cols, "csr cols {idx:?}");
+        let row_idx: Vec<usize> = idx.iter().map(|&i| (i * 2) % 60).collect();
+        let want_rows = first_only(full.select(ndarray::Axis(0), &row_idx), &row_idx, 0);
+        let got = csc.select_minor(&row_idx);
+        assert_eq!(got.to_dense_f32(), want_rows, "csc rows {row_idx:?}");
+        assert!(matches!(got.indices, SparseIndex::I64(_)), "width kept");
+        let ptr = got.indptr.to_usize();
+        for w in ptr.windows(2) {
+            let seg: Vec<i64> = (w[0]..w[1]).map(|k| got.indices.get(k)).collect();
+            assert!(seg.windows(2).all(|p| p[0] < p[1]), "sorted in each column");
+        }
+    }
+}
+
 /// `rows_with_labels` agrees with filtering `labels()` for every column kind.
 #[test]
 fn rows_with_labels_matches_labels() {
@@ -297,4 +445,119 @@ fn rows_with_labels_matches_labels() {
             assert_eq!(c.rows_with_labels(&wanted), want, "{} {wanted:?}", c.kind());
         }
     }
+}
+
+/// `names_of` / `select_rows` of a lazy reader against the in-memory obs,
+/// before and after all names are read, for sorted, unsorted, repeated,
+/// empty and boundary row lists; out-of-range rows are refused.
+fn check_names_of(p: &std::path::Path, ad: &AnnData, extra: &[Vec<usize>]) {
+    let n = ad.n_obs();
+    let all = &ad.obs.index;
+    let mut lists: Vec<Vec<usize>> = vec![
+        vec![],
+        vec![0],
+        vec![n - 1],
+        vec![0, n - 1],
+        vec![n - 1, 0],
+        vec![3, 1, 2],
+        vec![5, 5, 2, 5, 0],
+        (0..n).step_by(7).collect(),
+        (0..n).rev().collect(),
+        (0..n).collect(),
+    ];
+    lists.extend_from_slice(extra);
+    let r = H5adReader::open_lazy(p).unwrap();
+    for rows in &lists {
+        let want: Vec<String> = rows.iter().map(|&i| all[i].clone()).collect();
+        assert_eq!(r.obs.names_of(rows).unwrap(), want, "rows {rows:?}");
+        assert_eq!(
+            r.obs.select_rows(rows).unwrap(),
+            ad.obs.select_rows(rows),
+            "rows {rows:?}"
+        );
+    }
+    assert!(
+        format!("{:?}", r.obs).contains("names_read: false"),
+        "names_of reads only the selected names and caches nothing"
+    );
+    for bad in [vec![n], vec![0, n + 5, 1]] {
+        let e = r.obs.names_of(&bad).unwrap_err().to_string();
+        let b = bad.iter().find(|&&i| i >= n).unwrap();
+        assert!(
+            e.contains(&p.display().to_string())
+                && e.contains("/obs/_index")
+                && e.contains(&format!("row indices < {n}"))
+                && e.contains(&format!("row {b}")),
+            "{e}"
+        );
+        assert!(r.obs.select_rows(&bad).is_err());
+    }
+    // Once all names are read, they are picked from memory: same answers.
+    assert_eq!(r.obs.names().unwrap(), &all[..]);
+    for rows in &lists {
+        let want: Vec<String> = rows.iter().map(|&i| all[i].clone()).collect();
+        assert_eq!(r.obs.names_of(rows).unwrap(), want, "cached, rows {rows:?}");
+    }
+    assert!(r.obs.names_of(&[n]).is_err());
+}
+
+/// Few cells: the names are read by an HDF5 point selection.
+#[test]
+fn names_of_small_file() {
+    let d = tempfile::tempdir().unwrap();
+    let (p, ad) = fixture(d.path());
+    let rows = H5adReader::open_lazy(&p)
+        .unwrap()
+        .obs
+        .column("perturbation")
+        .unwrap()
+        .rows_with_labels(&["P2", "P5"]);
+    check_names_of(&p, &ad, &[rows]);
+}
+
+/// Many cells with empty, non-ASCII and long names: the direct path of the
+/// vlen decoder (element table around the rows, their heap collections);
+/// rows near each other and far apart.
+#[test]
+fn names_of_large_file() {
+    let d = tempfile::tempdir().unwrap();
+    let n = 6000;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let names: Vec<String> = (0..n)
+        .map(|i| match i % 5 {
+            _ if i == 17 => String::new(),
+            0 => format!("cell_{i}"),
+            1 => format!("zelle-ß-名前-{i}"),
+            2 => format!("{i}-{}", "long".repeat(i % 61)),
+            3 => format!("c{i}"),
+            _ => format!("AAACCTG-{i:06}-1"),
+        })
+        .collect();
+    let labels: Vec<Option<String>> = (0..n).map(|i| Some(format!("P{}", i % 13))).collect();
+    let mut obs = DataFrame::new(names);
+    obs.set_column("perturbation", Column::categorical_from_labels(&labels));
+    let ad = AnnData {
+        x: Some(Matrix::Sparse(random_csr(&mut rng, n, 4, 0.3))),
+        obs,
+        var: DataFrame::new((0..4).map(|j| format!("G{j}")).collect()),
+        ..Default::default()
+    };
+    let p = d.path().join("many.h5ad");
+    write_h5ad(&ad, &p).unwrap();
+    let mut random: Vec<usize> = (0..500).map(|_| rng.random_range(0..n)).collect();
+    let sorted = {
+        let mut v = random.clone();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    random.push(17);
+    let far = vec![1, 2000, 4000, n - 2];
+    let blocks: Vec<usize> = (100..400).chain(5000..5100).collect();
+    let labelled = ad
+        .obs
+        .column("perturbation")
+        .unwrap()
+        .rows_with_labels(&["P3"]);
+    check_names_of(&p, &ad, &[random, sorted, far, blocks, labelled, vec![17]]);
 }

@@ -40,6 +40,19 @@ fn err_of(p: &Path) -> String {
         "message names the file: {msg}"
     );
     let _ = backed; // must not panic either
+                    // Reading everything through either backed reader fails alike (the lazy
+                    // one may report it later, when the names are read).
+    let whole = H5adReader::open(p).and_then(|r| r.read_subset(None, None).map(|_| ()));
+    let lazy = H5adReader::open_lazy(p).and_then(|r| {
+        r.read_rows(&[0, 1])?;
+        r.obs.names()?;
+        r.read_subset(None, None).map(|_| ())
+    });
+    assert_eq!(whole.is_err(), lazy.is_err(), "{whole:?} vs {lazy:?}");
+    if let Err(e) = lazy {
+        let m = e.to_string();
+        assert!(m.contains(&p.display().to_string()), "lazy: {m}");
+    }
     msg
 }
 
@@ -186,6 +199,37 @@ fn duplicated_obs_names() {
         m.contains("/obs") && m.contains("unique obs names") && m.contains("`c1`"),
         "{m}"
     );
+    // The lazy reader does not read the names to select and read cells, but
+    // every path that returns names refuses them.
+    let r = H5adReader::open_lazy(&p).unwrap();
+    let rows = r
+        .obs
+        .column("perturbation")
+        .unwrap()
+        .rows_with_labels(&["G1"]);
+    assert_eq!(rows, vec![1, 3]);
+    assert_eq!(r.read_rows(&rows).unwrap().shape2(), (2, 3));
+    // Selected names are checked among themselves only: rows 0 and 3 pass
+    // (the duplicate is elsewhere), a repeated row is no duplicate, but the
+    // two rows holding `c1` are refused.
+    assert_eq!(r.obs.names_of(&[3, 0]).unwrap(), ["c3", "c0"]);
+    assert_eq!(r.obs.names_of(&[1, 1]).unwrap(), ["c1", "c1"]);
+    for e in [
+        r.obs.names_of(&[2, 0, 1]).map(|_| ()).unwrap_err(),
+        r.obs.select_rows(&[1, 2]).map(|_| ()).unwrap_err(),
+        r.obs.names().map(|_| ()).unwrap_err(),
+        r.obs.to_frame().map(|_| ()).unwrap_err(),
+        r.read_subset(Some(&rows), None).map(|_| ()).unwrap_err(),
+    ] {
+        let m = e.to_string();
+        assert!(
+            m.contains(&p.display().to_string())
+                && m.contains("/obs")
+                && m.contains("unique obs names")
+                && m.contains("`c1` at rows 1 and 2"),
+            "{m}"
+        );
+    }
     // the writer refuses too
     let mut a = read_h5ad(small(d.path())).unwrap();
     a.obs.index[3] = "c0".into();
@@ -222,6 +266,121 @@ fn non_utf8_strings() {
     }
     let m = err_of(&p);
     assert!(m.contains("/var/_index") && m.contains("UTF-8"), "{m}");
+}
+
+/// Invalid UTF-8 in obs names: refused at open, or by the lazy reader when
+/// the names are read.
+#[test]
+fn non_utf8_obs_names() {
+    let d = tempfile::tempdir().unwrap();
+    let p = small(d.path());
+    {
+        let f = hdf5::File::open_rw(&p).unwrap();
+        let g = f.group("obs").unwrap();
+        g.unlink("_index").unwrap();
+        // SAFETY (test only): deliberately invalid bytes to exercise UTF-8 validation.
+        #[allow(unsafe_code)]
+        let bad: Vec<hdf5::types::FixedAscii<4>> = [&b"c0"[..], b"c1", b"\xc3(", b"c3"]
+            .iter()
+            .map(|s| unsafe { hdf5::types::FixedAscii::from_ascii_unchecked(s) })
+            .collect();
+        let ds = g
+            .new_dataset_builder()
+            .with_data(&bad)
+            .create("_index")
+            .unwrap();
+        let a = ds
+            .new_attr::<VarLenUnicode>()
+            .create("encoding-type")
+            .unwrap();
+        a.write_scalar(&"string-array".parse::<VarLenUnicode>().unwrap())
+            .unwrap();
+    }
+    let m = err_of(&p);
+    assert!(m.contains("/obs/_index") && m.contains("UTF-8"), "{m}");
+    let r = H5adReader::open_lazy(&p).unwrap();
+    assert_eq!(r.n_obs(), 4);
+    // Selected names: only what is read is checked (fixed-length strings,
+    // point selection); the error names the row.
+    assert_eq!(r.obs.names_of(&[3, 0, 1]).unwrap(), ["c3", "c0", "c1"]);
+    for rows in [&[2][..], &[3, 2, 0]] {
+        let e = r.obs.names_of(rows).unwrap_err().to_string();
+        assert!(
+            e.contains(&p.display().to_string())
+                && e.contains("/obs/_index")
+                && e.contains("UTF-8")
+                && e.contains("at row 2"),
+            "{e}"
+        );
+    }
+    assert!(r.obs.select_rows(&[1, 2]).is_err());
+    let e = r.obs.names().unwrap_err().to_string();
+    assert!(e.contains("/obs/_index") && e.contains("UTF-8"), "{e}");
+}
+
+/// Invalid UTF-8 in variable-length obs names (stored as ASCII strings, which
+/// HDF5 does not check), few names (HDF5 path) and many (direct path):
+/// `names_of` reports the row, `names` refuses the file.
+#[test]
+fn non_utf8_vlen_obs_names_of() {
+    for n in [4usize, 3000] {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(format!("vlen{n}.h5ad"));
+        let ad = AnnData {
+            obs: DataFrame::new((0..n).map(|i| format!("c{i}")).collect()),
+            var: DataFrame::new(vec!["G0".into()]),
+            ..Default::default()
+        };
+        write_h5ad(&ad, &p).unwrap();
+        let bad_row = n - 2;
+        {
+            let f = hdf5::File::open_rw(&p).unwrap();
+            let g = f.group("obs").unwrap();
+            g.unlink("_index").unwrap();
+            let bytes: Vec<Vec<u8>> = (0..n)
+                .map(|i| match i == bad_row {
+                    true => b"bad\xff\xfe".to_vec(),
+                    false => format!("c{i}").into_bytes(),
+                })
+                .collect();
+            // SAFETY (test only): deliberately invalid bytes to exercise UTF-8 validation.
+            #[allow(unsafe_code)]
+            let v: Vec<hdf5::types::VarLenAscii> = bytes
+                .iter()
+                .map(|b| unsafe { hdf5::types::VarLenAscii::from_ascii_unchecked(b) })
+                .collect();
+            let ds = g
+                .new_dataset_builder()
+                .with_data(&v)
+                .create("_index")
+                .unwrap();
+            let a = ds
+                .new_attr::<VarLenUnicode>()
+                .create("encoding-type")
+                .unwrap();
+            a.write_scalar(&"string-array".parse::<VarLenUnicode>().unwrap())
+                .unwrap();
+        }
+        let r = H5adReader::open_lazy(&p).unwrap();
+        assert_eq!(r.n_obs(), n);
+        assert_eq!(
+            r.obs.names_of(&[n - 1, 0]).unwrap(),
+            [format!("c{}", n - 1), "c0".to_string()]
+        );
+        let e = r.obs.names_of(&[0, bad_row]).unwrap_err().to_string();
+        assert!(
+            e.contains(&p.display().to_string())
+                && e.contains("/obs/_index")
+                && e.contains("UTF-8")
+                && e.contains(&format!("at row {bad_row}")),
+            "n={n}: {e}"
+        );
+        let e = r.obs.names().unwrap_err().to_string();
+        assert!(
+            e.contains("/obs/_index") && e.contains("UTF-8"),
+            "n={n}: {e}"
+        );
+    }
 }
 
 #[test]

@@ -37,6 +37,37 @@ fn legacy_pbmc68k_reads_like_anndata() {
     );
 }
 
+/// The lazy backed reader gives the same obs (names read on demand) and var
+/// as the whole-file reader, for an anndata-written file and for the legacy
+/// layout (whose names are read at open).
+#[test]
+fn lazy_backed_obs_matches_whole_read() {
+    use datasets::anndata::H5adReader;
+    let dir = tempfile::tempdir().unwrap();
+    for f in [make_reference(dir.path()), pbmc68k()] {
+        let whole = read_h5ad(&f).unwrap();
+        let r = H5adReader::open_lazy(&f).unwrap();
+        assert_eq!(r.n_obs(), whole.n_obs(), "{}", f.display());
+        assert_eq!(r.obs.columns(), &whole.obs.columns[..], "{}", f.display());
+        assert_eq!(r.var, whole.var, "{}", f.display());
+        // Selected names only (the anndata-written file: read from disk;
+        // the legacy one: picked from the names read at open).
+        let n = whole.n_obs();
+        for rows in [vec![], vec![n - 1, 0, 7, 7], (0..n).step_by(3).collect()] {
+            let want: Vec<String> = rows.iter().map(|&i| whole.obs.index[i].clone()).collect();
+            assert_eq!(r.obs.names_of(&rows).unwrap(), want, "{}", f.display());
+            assert_eq!(
+                r.obs.select_rows(&rows).unwrap(),
+                whole.obs.select_rows(&rows),
+                "{}",
+                f.display()
+            );
+        }
+        assert!(r.obs.names_of(&[n]).is_err());
+        assert_eq!(r.obs.to_frame().unwrap(), whole.obs, "{}", f.display());
+    }
+}
+
 #[test]
 fn files_written_here_load_in_anndata() {
     let dir = tempfile::tempdir().unwrap();

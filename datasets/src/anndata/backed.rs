@@ -2,6 +2,14 @@
 //! read selected rows (cells) and columns (genes) of `X` or a layer without
 //! loading the whole matrix.
 //!
+//! [`H5adReader::open`] reads `obs` whole (names checked unique);
+//! [`H5adReader::open_lazy`] leaves the obs names (`obs/_index`, usually the
+//! bulk of `obs`) on disk until [`LazyObs::names`] asks for them, so that
+//! selecting cells by an obs column and reading them costs little more than
+//! the rows themselves; [`LazyObs::names_of`] / [`LazyObs::select_rows`]
+//! read only the selected cells' names (checked unique among themselves;
+//! the check against all names needs them all read).
+//!
 //! CSR: the `indptr` is read whole; the needed `data`/`indices` slices are
 //! found from it, sorted, coalesced into contiguous ranges (gaps shorter than
 //! [`GAP`] elements are read through, which is cheaper than one more HDF5
@@ -12,16 +20,21 @@
 //! next run of row indices below the block's end (a window sized from the
 //! column's density, widened when too short), so memory stays at about one
 //! block.
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use hdf5::{Dataset, File, Group};
 
 use super::h5util::{encoding, join, read_dense, Ctx};
 use super::legacy;
 use super::ops::gather;
-use super::read::{self, check_unique, open_file, read_frame_member, root_mode, Elem, Mode};
+use super::read::{
+    self, check_unique, dup_name, find_duplicate, open_file, read_dataframe_parts,
+    read_frame_index, read_frame_member, root_mode, Elem, Mode,
+};
 use super::sparse::{read_data_ranges, read_index_ranges, SparseMeta};
 use super::types::*;
 use crate::error::Result;
@@ -29,52 +42,350 @@ use crate::error::Result;
 /// Gaps (in stored elements) up to this size are read through when coalescing.
 pub const GAP: usize = 512;
 
+/// From this many separate ranges on, a major-axis selection reads `data` and
+/// `indices` on two threads.
+const PARALLEL_RANGES: usize = 64;
+
 /// A matrix element of the file, resolved but not read.
 enum Stored {
     Dense(Dataset, String),
     Sparse(SparseMeta),
 }
 
-/// Backed handle on an `.h5ad` file.
-pub struct H5adReader {
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::DataFrame {}
+    impl Sealed for super::LazyObs {}
+}
+
+/// What a backed reader holds as `obs`: a whole [`DataFrame`]
+/// ([`H5adReader::open`]) or a [`LazyObs`] ([`H5adReader::open_lazy`]).
+pub trait BackedObs: sealed::Sealed {
+    /// Number of cells.
+    fn n_rows(&self) -> usize;
+    /// The whole data frame, names included (read from the file if needed,
+    /// and then checked unique).
+    fn frame(&self) -> Result<Cow<'_, DataFrame>>;
+}
+
+impl BackedObs for DataFrame {
+    fn n_rows(&self) -> usize {
+        DataFrame::n_rows(self)
+    }
+    fn frame(&self) -> Result<Cow<'_, DataFrame>> {
+        Ok(Cow::Borrowed(self))
+    }
+}
+
+/// Where [`LazyObs`] reads its names from.
+struct IndexSource {
+    group: Group,
+    mode: Mode,
+}
+
+/// `obs` of a reader opened with [`H5adReader::open_lazy`]: the columns are
+/// in memory, the names (index) are read on first use by [`LazyObs::names`]
+/// and checked for duplicates then.
+pub struct LazyObs {
+    ctx: Ctx,
+    index_name: String,
+    n_rows: usize,
+    columns: Vec<(String, Column)>,
+    names: OnceLock<Vec<String>>,
+    /// `None` when the names were read at open (legacy layouts, categorical
+    /// or numeric indexes).
+    source: Option<IndexSource>,
+}
+
+impl std::fmt::Debug for LazyObs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyObs")
+            .field("index_name", &self.index_name)
+            .field("n_rows", &self.n_rows)
+            .field("columns", &self.columns)
+            .field("names_read", &self.names.get().is_some())
+            .finish()
+    }
+}
+
+impl LazyObs {
+    const PATH: &'static str = "/obs";
+
+    pub fn n_rows(&self) -> usize {
+        self.n_rows
+    }
+    /// Name of the index column on disk (usually `_index`).
+    pub fn index_name(&self) -> &str {
+        &self.index_name
+    }
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
+    /// Columns in `column-order`.
+    pub fn columns(&self) -> &[(String, Column)] {
+        &self.columns
+    }
+    /// The obs names, read from the file on the first call; an error if they
+    /// cannot be decoded or are not unique (as [`H5adReader::open`] would
+    /// have reported at open).
+    pub fn names(&self) -> Result<&[String]> {
+        if let Some(n) = self.names.get() {
+            return Ok(n);
+        }
+        let src = self.source.as_ref().ok_or_else(|| {
+            self.ctx
+                .err(Self::PATH, "obs names neither read nor readable")
+        })?;
+        let path = Self::PATH;
+        let names = read_frame_index(&self.ctx, &src.group, path, &self.index_name, src.mode)?;
+        if names.len() != self.n_rows {
+            return Err(self.ctx.fmt(
+                &super::h5util::join(path, &self.index_name),
+                format!("{} names (its length at open)", self.n_rows),
+                format!("{} names", names.len()),
+            ));
+        }
+        check_unique(&self.ctx, path, &names)?;
+        Ok(self.names.get_or_init(|| names))
+    }
+    /// The names of `rows` (in the given order; a repeated row gives its
+    /// name again), reading only those names from the file when all names
+    /// have not been read yet: the selected elements of `obs/_index` (a
+    /// point selection, or for a large contiguous string array the element
+    /// table around the rows and the heap collections holding their
+    /// strings).
+    ///
+    /// Checks: every row must be `< n_rows()`; the names read must be valid
+    /// UTF-8 (the error names the file, `/obs/_index` and the row); and the
+    /// names of the distinct selected rows must differ from each other
+    /// (error as for the full check: "unique obs names", `` `name` at rows
+    /// i and j ``, in file rows). Whether a selected name also occurs at an
+    /// unselected row is *not* checked: the global duplicate check happens
+    /// only where all names are read ([`LazyObs::names`],
+    /// [`LazyObs::to_frame`], [`H5adReader::read_subset`]). Does not cache
+    /// anything; once [`LazyObs::names`] has run, the names are picked from
+    /// memory.
+    pub fn names_of(&self, rows: &[usize]) -> Result<Vec<String>> {
+        let ipath = join(Self::PATH, &self.index_name);
+        if let Some(&bad) = rows.iter().find(|&&r| r >= self.n_rows) {
+            return Err(self.ctx.fmt(
+                &ipath,
+                format!("row indices < {} (the number of cells)", self.n_rows),
+                format!("row {bad}"),
+            ));
+        }
+        if let Some(all) = self.names.get() {
+            return Ok(rows.iter().map(|&r| all[r].clone()).collect());
+        }
+        let src = self.source.as_ref().ok_or_else(|| {
+            self.ctx
+                .err(Self::PATH, "obs names neither read nor readable")
+        })?;
+        // Distinct rows in file order: what is read and checked.
+        let increasing = rows.windows(2).all(|w| w[0] < w[1]);
+        let distinct: Cow<'_, [usize]> = if increasing {
+            Cow::Borrowed(rows)
+        } else {
+            let mut v = rows.to_vec();
+            v.sort_unstable();
+            v.dedup();
+            Cow::Owned(v)
+        };
+        let ds = self.ctx.h5(
+            &ipath,
+            "opening dataset",
+            src.group.dataset(&self.index_name),
+        )?;
+        if ds.size() != self.n_rows {
+            return Err(self.ctx.fmt(
+                &ipath,
+                format!("{} names (its length at open)", self.n_rows),
+                format!("{} names", ds.size()),
+            ));
+        }
+        let bytes = super::h5util::read_string_bytes_at(&self.ctx, &ipath, &ds, &distinct)?;
+        let names = bytes
+            .into_iter()
+            .zip(distinct.iter())
+            .map(|(b, &row)| {
+                String::from_utf8(b).map_err(|e| {
+                    let err = e.utf8_error();
+                    self.ctx.fmt(
+                        &ipath,
+                        "valid UTF-8 strings",
+                        format!(
+                            "invalid UTF-8 ({err}) in {:?} at row {row}",
+                            String::from_utf8_lossy(e.as_bytes())
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<Vec<String>>>()?;
+        if let Some((a, b)) = find_duplicate(&names) {
+            return Err(dup_name(
+                &self.ctx,
+                Self::PATH,
+                &names[a],
+                distinct[a],
+                distinct[b],
+            ));
+        }
+        if increasing {
+            return Ok(names);
+        }
+        Ok(rows
+            .iter()
+            .map(|r| {
+                // Present: `distinct` holds every row of `rows`.
+                let k = distinct.binary_search(r).unwrap_or(0);
+                names[k].clone()
+            })
+            .collect())
+    }
+    /// The rows `rows` of obs (in the given order) as a data frame: names
+    /// from [`LazyObs::names_of`] (so checked as it checks them), columns
+    /// subset in memory (categories kept as they are).
+    pub fn select_rows(&self, rows: &[usize]) -> Result<DataFrame> {
+        let index = self.names_of(rows)?;
+        Ok(DataFrame {
+            index_name: self.index_name.clone(),
+            index,
+            columns: self
+                .columns
+                .iter()
+                .map(|(n, c)| (n.clone(), c.select(rows)))
+                .collect(),
+        })
+    }
+    /// The whole data frame (reads the names if not read yet).
+    pub fn to_frame(&self) -> Result<DataFrame> {
+        Ok(DataFrame {
+            index_name: self.index_name.clone(),
+            index: self.names()?.to_vec(),
+            columns: self.columns.clone(),
+        })
+    }
+}
+
+impl BackedObs for LazyObs {
+    fn n_rows(&self) -> usize {
+        self.n_rows
+    }
+    fn frame(&self) -> Result<Cow<'_, DataFrame>> {
+        self.to_frame().map(Cow::Owned)
+    }
+}
+
+/// Backed handle on an `.h5ad` file; `O` is how `obs` is held (see
+/// [`BackedObs`]).
+pub struct H5adReader<O = DataFrame> {
     file: File,
     ctx: Ctx,
     mode: Mode,
     legacy_uns: Option<BTreeMap<String, Value>>,
     gap: usize,
-    pub obs: DataFrame,
+    pub obs: O,
     pub var: DataFrame,
 }
 
-impl H5adReader {
-    /// Open the file and read `obs` and `var` (nothing else).
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let (file, ctx) = open_file(path.as_ref())?;
-        let mode = root_mode(&ctx, &file)?;
-        let mut uns = BTreeMap::new();
-        let mut legacy_uns = None;
-        if mode == Mode::Legacy && file.link_exists("uns") {
-            if let Elem::Value(Value::Dict(d)) = read::read_elem(&ctx, &file, "/", "uns", mode)? {
-                uns = d;
-            }
+/// File, mode and (legacy) `uns` of a file being opened.
+fn open_root(path: &Path) -> Result<(File, Ctx, Mode, BTreeMap<String, Value>)> {
+    let (file, ctx) = open_file(path)?;
+    let mode = root_mode(&ctx, &file)?;
+    let mut uns = BTreeMap::new();
+    if mode == Mode::Legacy && file.link_exists("uns") {
+        if let Elem::Value(Value::Dict(d)) = read::read_elem(&ctx, &file, "/", "uns", mode)? {
+            uns = d;
         }
+    }
+    Ok((file, ctx, mode, uns))
+}
+
+impl H5adReader<DataFrame> {
+    /// Open the file and read `obs` and `var` (nothing else); obs names are
+    /// checked unique.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let (file, ctx, mode, mut uns) = open_root(path.as_ref())?;
         let obs = read_frame_member(&ctx, &file, "obs", mode, &mut uns)?;
         let var = read_frame_member(&ctx, &file, "var", mode, &mut uns)?;
-        if mode == Mode::Legacy {
-            legacy_uns = Some(uns);
-        }
         check_unique(&ctx, "/obs", &obs.index)?;
         Ok(H5adReader {
             file,
             ctx,
             mode,
-            legacy_uns,
+            legacy_uns: (mode == Mode::Legacy).then_some(uns),
             gap: GAP,
             obs,
             var,
         })
     }
+}
 
+impl H5adReader<LazyObs> {
+    /// Open the file and read `var` and the `obs` columns, but not the obs
+    /// names when they are stored as a string array (the usual case): they
+    /// are read, and checked unique, by [`LazyObs::names`] or by
+    /// [`H5adReader::read_subset`].
+    pub fn open_lazy(path: impl AsRef<Path>) -> Result<Self> {
+        let (file, ctx, mode, mut uns) = open_root(path.as_ref())?;
+        let lazy = mode == Mode::Strict
+            && file.link_exists("obs")
+            && matches!(file.loc_type_by_name("obs"), Ok(hdf5::LocationType::Group));
+        let obs_group = match lazy {
+            true => Some(ctx.h5("/obs", "opening group", file.group("obs"))?),
+            false => None,
+        };
+        let obs_group = match obs_group {
+            Some(g) if matches!(encoding(&ctx, &g, "/obs")?, Some((t, _)) if t == "dataframe") => {
+                Some(g)
+            }
+            _ => None,
+        };
+        let obs = match obs_group {
+            Some(group) => {
+                let parts = read_dataframe_parts(&ctx, &group, "/obs", mode, true)?;
+                let names = OnceLock::new();
+                if let Some(index) = parts.index {
+                    check_unique(&ctx, "/obs", &index)?;
+                    let _ = names.set(index);
+                }
+                LazyObs {
+                    ctx: ctx.clone(),
+                    index_name: parts.index_name,
+                    n_rows: parts.n_rows,
+                    columns: parts.columns,
+                    names,
+                    source: Some(IndexSource { group, mode }),
+                }
+            }
+            None => {
+                // Legacy layouts and anything unusual: read obs whole, as `open`.
+                let df = read_frame_member(&ctx, &file, "obs", mode, &mut uns)?;
+                check_unique(&ctx, "/obs", &df.index)?;
+                LazyObs {
+                    ctx: ctx.clone(),
+                    index_name: df.index_name,
+                    n_rows: df.index.len(),
+                    columns: df.columns,
+                    names: OnceLock::from(df.index),
+                    source: None,
+                }
+            }
+        };
+        let var = read_frame_member(&ctx, &file, "var", mode, &mut uns)?;
+        Ok(H5adReader {
+            file,
+            ctx,
+            mode,
+            legacy_uns: (mode == Mode::Legacy).then_some(uns),
+            gap: GAP,
+            obs,
+            var,
+        })
+    }
+}
+
+impl<O: BackedObs> H5adReader<O> {
     /// Gap (in stored elements) read through when coalescing row ranges
     /// (default [`GAP`]; 0 reads exactly the needed slices).
     pub fn with_coalesce_gap(mut self, gap: usize) -> Self {
@@ -83,7 +394,7 @@ impl H5adReader {
     }
 
     pub fn n_obs(&self) -> usize {
-        self.obs.n_rows()
+        BackedObs::n_rows(&self.obs)
     }
     pub fn n_vars(&self) -> usize {
         self.var.n_rows()
@@ -332,13 +643,26 @@ impl H5adReader {
             self.gap,
         );
         let ranges: Vec<Range<usize>> = spans.iter().map(|&(a, b)| a..b).collect();
-        let data = read_data_ranges(&self.ctx, &join(&meta.path, "data"), &meta.data, &ranges)?;
-        let indices = read_index_ranges(
-            &self.ctx,
-            &join(&meta.path, "indices"),
-            &meta.indices,
-            &ranges,
-        )?;
+        let (dpath, ipath) = (join(&meta.path, "data"), join(&meta.path, "indices"));
+        let ctx = &self.ctx;
+        let read_data = || read_data_ranges(ctx, &dpath, &meta.data, &ranges);
+        let read_indices = || read_index_ranges(ctx, &ipath, &meta.indices, &ranges);
+        // Many small scattered reads are syscall-bound: read data and
+        // indices side by side when there are enough of them.
+        let parallel = ranges.len() >= PARALLEL_RANGES;
+        let (data, indices) = if parallel {
+            std::thread::scope(|s| {
+                let h = s.spawn(read_data);
+                let indices = read_indices();
+                let data = h
+                    .join()
+                    .unwrap_or_else(|_| Err(ctx.err(&dpath, "reader thread panicked")));
+                (data, indices)
+            })
+        } else {
+            (read_data(), read_indices())
+        };
+        let (data, indices) = (data?, indices?);
         // Offset of each file span inside the buffer.
         let mut buf_off = Vec::with_capacity(spans.len());
         let mut acc = 0usize;
@@ -411,7 +735,7 @@ impl H5adReader {
     /// element is walked with one cursor per column (its row indices must be
     /// sorted within each column, as scipy's canonical form has them), so
     /// each block reads only about its own share of `data` / `indices`.
-    pub fn iter_chunks(&self, elem: &str, n_rows: usize) -> Result<ChunkIter<'_>> {
+    pub fn iter_chunks(&self, elem: &str, n_rows: usize) -> Result<ChunkIter<'_, O>> {
         if n_rows == 0 {
             return Err(crate::error::DatasetsError::InvalidConfig {
                 param: "n_rows".into(),
@@ -566,7 +890,7 @@ impl H5adReader {
         };
         let mut full = AnnData {
             x: None,
-            obs: self.obs.clone(),
+            obs: self.obs.frame()?.into_owned(),
             var: self.var.clone(),
             uns: std::mem::take(&mut uns),
             ..Default::default()
@@ -675,8 +999,8 @@ struct CscCursor {
 }
 
 /// Row-block iterator from [`H5adReader::iter_chunks`].
-pub struct ChunkIter<'a> {
-    reader: &'a H5adReader,
+pub struct ChunkIter<'a, O = DataFrame> {
+    reader: &'a H5adReader<O>,
     elem: String,
     n_rows: usize,
     next: usize,
@@ -684,7 +1008,7 @@ pub struct ChunkIter<'a> {
     csc: Option<CscCursor>,
 }
 
-impl Iterator for ChunkIter<'_> {
+impl<O: BackedObs> Iterator for ChunkIter<'_, O> {
     type Item = Result<(Range<usize>, Matrix)>;
     fn next(&mut self) -> Option<Self::Item> {
         if self.next >= self.total {

@@ -195,6 +195,117 @@ pub(crate) fn read_strings(ctx: &Ctx, path: &str, c: &Container) -> Result<Vec<S
     }
 }
 
+/// Raw bytes of the strings at `rows` (sorted, distinct, in range) of a 1-D
+/// string dataset of any HDF5 string flavour, in the order of `rows`; only
+/// those elements are read (a point selection, or for large contiguous
+/// variable-length datasets the direct path of [`super::vlen`]). Fixed-length
+/// strings lose their NUL padding. Not decoded: the caller checks UTF-8.
+#[allow(unsafe_code)]
+pub(crate) fn read_string_bytes_at(
+    ctx: &Ctx,
+    path: &str,
+    ds: &Dataset,
+    rows: &[usize],
+) -> Result<Vec<Vec<u8>>> {
+    let n = ds.size();
+    if ds.ndim() != 1 {
+        return Err(ctx.fmt(
+            path,
+            "a 1-D string array",
+            format!("shape {:?}", ds.shape()),
+        ));
+    }
+    if let Some(&bad) = rows.iter().find(|&&r| r >= n) {
+        return Err(ctx.fmt(path, format!("row indices < {n}"), format!("row {bad}")));
+    }
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let t = descriptor(ctx, path, ds)?;
+    let points = || ndarray::Array1::from(rows.to_vec());
+    match t {
+        TypeDescriptor::VarLenUnicode | TypeDescriptor::VarLenAscii => {
+            if let Some(v) = super::vlen::fast_bytes_at(ctx, ds, rows) {
+                return Ok(v);
+            }
+            let what = "reading selected strings";
+            Ok(match t {
+                TypeDescriptor::VarLenUnicode => ctx
+                    .h5(path, what, ds.read_slice_1d::<VarLenUnicode, _>(points()))?
+                    .iter()
+                    .map(|s| s.as_bytes().to_vec())
+                    .collect(),
+                _ => ctx
+                    .h5(path, what, ds.read_slice_1d::<VarLenAscii, _>(points()))?
+                    .iter()
+                    .map(|s| s.as_bytes().to_vec())
+                    .collect(),
+            })
+        }
+        TypeDescriptor::FixedAscii(size) | TypeDescriptor::FixedUnicode(size) => {
+            use hdf5_sys::{h5d, h5p, h5s};
+            let dt = ctx.h5(path, "reading datatype", ds.dtype())?;
+            debug_assert_eq!(dt.size(), size);
+            let size = size.max(1);
+            let mut buf = vec![0u8; size * rows.len()];
+            let coords: Vec<u64> = rows.iter().map(|&r| r as u64).collect();
+            let status = {
+                let _guard = hdf5_sys::LOCK.lock();
+                // SAFETY: the point selection has rows.len() elements and
+                // `buf` holds that many elements of the stored fixed-length
+                // type (the memory type), so nothing is converted or
+                // allocated by HDF5; dataspace ids are closed on every path.
+                unsafe {
+                    let fspace = h5d::H5Dget_space(ds.id());
+                    if fspace < 0 {
+                        -1
+                    } else {
+                        let mut status = h5s::H5Sselect_elements(
+                            fspace,
+                            h5s::H5S_seloper_t::H5S_SELECT_SET,
+                            coords.len(),
+                            coords.as_ptr(),
+                        );
+                        let count = [rows.len() as u64];
+                        let mspace = h5s::H5Screate_simple(1, count.as_ptr(), std::ptr::null());
+                        if status >= 0 && mspace >= 0 {
+                            status = h5d::H5Dread(
+                                ds.id(),
+                                dt.id(),
+                                mspace,
+                                fspace,
+                                h5p::H5P_DEFAULT,
+                                buf.as_mut_ptr().cast(),
+                            );
+                        } else {
+                            status = -1;
+                        }
+                        if mspace >= 0 {
+                            h5s::H5Sclose(mspace);
+                        }
+                        h5s::H5Sclose(fspace);
+                        status
+                    }
+                }
+            };
+            if status < 0 {
+                return Err(ctx.err(
+                    path,
+                    "reading selected strings failed (file truncated or corrupt?)",
+                ));
+            }
+            Ok(buf
+                .chunks(size)
+                .map(|ch| {
+                    let end = ch.iter().position(|&b| b == 0).unwrap_or(ch.len());
+                    ch[..end].to_vec()
+                })
+                .collect())
+        }
+        other => Err(ctx.fmt(path, "a string datatype", type_name(&other))),
+    }
+}
+
 /// A string attribute; `None` when absent.
 pub(crate) fn attr_string(
     ctx: &Ctx,
@@ -630,5 +741,33 @@ mod tests {
         let slow = read_strings(&ctx, "/names", &ds).unwrap();
         assert_eq!(slow, strings);
         assert_eq!(fast, strings);
+        // Selected rows: the direct path is taken here and agrees with the
+        // HDF5 point selection and with the strings written.
+        let rows: Vec<usize> = (0..40_000)
+            .filter(|i| i % 97 == 3 || (20_000..20_300).contains(i))
+            .chain([39_999])
+            .collect();
+        let want: Vec<Vec<u8>> = rows
+            .iter()
+            .map(|&i| strings[i].clone().into_bytes())
+            .collect();
+        let direct = super::super::vlen::fast_bytes_at(&ctx, &ds, &rows).unwrap();
+        assert_eq!(direct, want);
+        assert_eq!(
+            read_string_bytes_at(&ctx, "/names", &ds, &rows).unwrap(),
+            want
+        );
+        let points: Vec<Vec<u8>> = ds
+            .read_slice_1d::<VarLenUnicode, _>(ndarray::Array1::from(rows.clone()))
+            .unwrap()
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        assert_eq!(points, want);
+        assert!(read_string_bytes_at(&ctx, "/names", &ds, &[])
+            .unwrap()
+            .is_empty());
+        let e = read_string_bytes_at(&ctx, "/names", &ds, &[40_000]).unwrap_err();
+        assert!(e.to_string().contains("row 40000"), "{e}");
     }
 }

@@ -59,6 +59,32 @@ impl SparseIndex {
     }
 }
 
+/// Entries of each major slice whose minor index `map`s to a new one (>= 0),
+/// in stored order: (their positions, their new minor indices, new indptr).
+fn keep_in_order<I: Copy>(
+    ptr: &[usize],
+    cols: &[I],
+    map: &[i64],
+    to_usize: impl Fn(I) -> usize,
+    from_i64: impl Fn(i64) -> I,
+) -> (Vec<usize>, Vec<I>, Vec<i64>) {
+    let mut pos = Vec::with_capacity(cols.len());
+    let mut idx = Vec::with_capacity(cols.len());
+    let mut new_ptr = Vec::with_capacity(ptr.len());
+    new_ptr.push(0i64);
+    for w in ptr.windows(2) {
+        for (k, &c) in cols[w[0]..w[1]].iter().enumerate() {
+            let j = map[to_usize(c)];
+            if j >= 0 {
+                pos.push(w[0] + k);
+                idx.push(from_i64(j));
+            }
+        }
+        new_ptr.push(pos.len() as i64);
+    }
+    (pos, idx, new_ptr)
+}
+
 impl SparseMatrix {
     /// Major-axis (rows for CSR, columns for CSC) selection, in the given order.
     pub fn select_major(&self, idx: &[usize]) -> SparseMatrix {
@@ -98,6 +124,32 @@ impl SparseMatrix {
         }
         let monotone = idx.windows(2).all(|w| w[0] < w[1]);
         let ptr = self.indptr.to_usize();
+        if monotone {
+            // Kept entries stay in stored order: one pass over the indices
+            // in their own width.
+            let (pos, indices, new_ptr) = match &self.indices {
+                SparseIndex::I32(cols) => {
+                    let (pos, idx, p) =
+                        keep_in_order(&ptr, cols, &map, |c| c as usize, |j| j as i32);
+                    (pos, SparseIndex::I32(idx), p)
+                }
+                SparseIndex::I64(cols) => {
+                    let (pos, idx, p) = keep_in_order(&ptr, cols, &map, |c| c as usize, |j| j);
+                    (pos, SparseIndex::I64(idx), p)
+                }
+            };
+            let shape = match self.format {
+                SparseFormat::Csr => (self.shape.0, idx.len()),
+                SparseFormat::Csc => (idx.len(), self.shape.1),
+            };
+            return SparseMatrix {
+                format: self.format,
+                shape,
+                data: data_map!(&self.data, v => pos.iter().map(|&k| v[k]).collect()),
+                indices,
+                indptr: SparseIndex::from_i64_like(new_ptr, &self.indptr),
+            };
+        }
         let cols = self.indices.to_usize();
         // Kept positions and their new minor index, one major slice at a time.
         let mut new_ptr = Vec::with_capacity(ptr.len());
@@ -106,24 +158,15 @@ impl SparseMatrix {
         let mut new_idx: Vec<i64> = Vec::new();
         let mut row: Vec<(i64, usize)> = Vec::new();
         for r in 0..ptr.len() - 1 {
-            if monotone {
-                for k in ptr[r]..ptr[r + 1] {
-                    let j = map[cols[k]];
-                    if j >= 0 {
-                        pos.push(k);
-                        new_idx.push(j);
-                    }
-                }
-            } else {
-                row.clear();
-                row.extend(
-                    (ptr[r]..ptr[r + 1])
-                        .filter_map(|k| (map[cols[k]] >= 0).then(|| (map[cols[k]], k))),
-                );
-                row.sort_unstable();
-                pos.extend(row.iter().map(|p| p.1));
-                new_idx.extend(row.iter().map(|p| p.0));
-            }
+            row.clear();
+            row.extend(
+                (ptr[r]..ptr[r + 1])
+                    .filter(|&k| map[cols[k]] >= 0)
+                    .map(|k| (map[cols[k]], k)),
+            );
+            row.sort_unstable();
+            pos.extend(row.iter().map(|p| p.1));
+            new_idx.extend(row.iter().map(|p| p.0));
             new_ptr.push(pos.len() as i64);
         }
         let shape = match self.format {

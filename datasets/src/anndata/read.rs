@@ -580,6 +580,35 @@ fn read_nullable(ctx: &Ctx, g: &Group, path: &str, kind: &str, _mode: Mode) -> R
 }
 
 pub(crate) fn read_dataframe(ctx: &Ctx, g: &Group, path: &str, mode: Mode) -> Result<DataFrame> {
+    let parts = read_dataframe_parts(ctx, g, path, mode, false)?;
+    Ok(DataFrame {
+        index_name: parts.index_name,
+        index: parts.index.unwrap_or_default(),
+        columns: parts.columns,
+    })
+}
+
+/// A data frame group as read by [`read_dataframe_parts`].
+pub(crate) struct FrameParts {
+    pub index_name: String,
+    /// `None` when the index was left on disk (see `defer_index`); read it
+    /// with [`read_frame_index`].
+    pub index: Option<Vec<String>>,
+    pub n_rows: usize,
+    pub columns: Vec<(String, Column)>,
+}
+
+/// Read a `dataframe` group. With `defer_index`, an index stored as a 1-D
+/// string dataset (the usual `_index` of obs names) is not read: only its
+/// length is taken, and its checks (encoding, UTF-8) are left to
+/// [`read_frame_index`]. Other indexes (categorical, numeric) are read.
+pub(crate) fn read_dataframe_parts(
+    ctx: &Ctx,
+    g: &Group,
+    path: &str,
+    mode: Mode,
+    defer_index: bool,
+) -> Result<FrameParts> {
     let index_name = attr_string(ctx, g, path, "_index")?.ok_or_else(|| {
         ctx.fmt(
             path,
@@ -602,27 +631,19 @@ pub(crate) fn read_dataframe(ctx: &Ctx, g: &Group, path: &str, mode: Mode) -> Re
             "nothing",
         ));
     }
-    let index = match read_elem(ctx, g, path, &index_name, mode)? {
-        Elem::Value(Value::Array(DenseArray::String(s))) if s.ndim() == 1 => {
-            s.into_iter().collect()
+    let deferred = match defer_index {
+        true => deferrable_index_len(ctx, g, &ipath, &index_name)?,
+        false => None,
+    };
+    let (index, n_rows) = match deferred {
+        Some(n) => (None, n),
+        None => {
+            let index = read_frame_index(ctx, g, path, &index_name, mode)?;
+            let n = index.len();
+            (Some(index), n)
         }
-        Elem::Value(Value::Array(a)) if a.ndim() == 1 => column_labels(&Column::Array(a)),
-        Elem::Value(Value::Categorical {
-            codes,
-            categories,
-            ordered,
-        }) => column_labels(&Column::Categorical {
-            codes,
-            categories,
-            ordered,
-        }),
-        other => return Err(ctx.fmt(&ipath, "a 1-D string array index", elem_kind(&other))),
     };
-    let mut df = DataFrame {
-        index_name,
-        index,
-        columns: Vec::with_capacity(order.len()),
-    };
+    let mut columns = Vec::with_capacity(order.len());
     for c in order {
         let cpath = join(path, &c);
         if !g.link_exists(&c) {
@@ -646,16 +667,74 @@ pub(crate) fn read_dataframe(ctx: &Ctx, g: &Group, path: &str, mode: Mode) -> Re
             Elem::Column(col) => col,
             other => return Err(ctx.fmt(&cpath, "a 1-D column", elem_kind(&other))),
         };
-        if col.len() != df.n_rows() {
+        if col.len() != n_rows {
             return Err(ctx.fmt(
                 &cpath,
-                format!("{} rows (as the index)", df.n_rows()),
+                format!("{n_rows} rows (as the index)"),
                 format!("{} rows", col.len()),
             ));
         }
-        df.columns.push((c, col));
+        columns.push((c, col));
     }
-    Ok(df)
+    Ok(FrameParts {
+        index_name,
+        index,
+        n_rows,
+        columns,
+    })
+}
+
+/// Length of an index that is a 1-D dataset of strings (cheap metadata
+/// only); `None` for anything else.
+fn deferrable_index_len(ctx: &Ctx, g: &Group, ipath: &str, name: &str) -> Result<Option<usize>> {
+    let kind = ctx.h5(ipath, "looking up object", g.loc_type_by_name(name))?;
+    if kind != LocationType::Dataset {
+        return Ok(None);
+    }
+    let ds = ctx.h5(ipath, "opening dataset", g.dataset(name))?;
+    if ds.ndim() != 1 {
+        return Ok(None);
+    }
+    let t = descriptor(ctx, ipath, &ds)?;
+    Ok(super::h5util::is_string_type(&t).then(|| ds.size()))
+}
+
+/// The index (row names) of a `dataframe` group, named by its `_index`.
+pub(crate) fn read_frame_index(
+    ctx: &Ctx,
+    g: &Group,
+    path: &str,
+    index_name: &str,
+    mode: Mode,
+) -> Result<Vec<String>> {
+    let ipath = join(path, index_name);
+    Ok(match read_elem(ctx, g, path, index_name, mode)? {
+        Elem::Value(Value::Array(DenseArray::String(s))) if s.ndim() == 1 => {
+            if s.is_standard_layout() {
+                // Contiguous: the names are storage[offset..offset + n], in
+                // order (as read, the whole storage; no copy).
+                let n = s.len();
+                let (mut v, offset) = s.into_raw_vec_and_offset();
+                let offset = offset.unwrap_or(0);
+                v.truncate(offset + n);
+                v.drain(..offset);
+                v
+            } else {
+                s.into_iter().collect()
+            }
+        }
+        Elem::Value(Value::Array(a)) if a.ndim() == 1 => column_labels(&Column::Array(a)),
+        Elem::Value(Value::Categorical {
+            codes,
+            categories,
+            ordered,
+        }) => column_labels(&Column::Categorical {
+            codes,
+            categories,
+            ordered,
+        }),
+        other => return Err(ctx.fmt(&ipath, "a 1-D string array index", elem_kind(&other))),
+    })
 }
 
 fn column_labels(c: &Column) -> Vec<String> {
@@ -729,6 +808,14 @@ fn check_shapes(ctx: &Ctx, ad: &AnnData) -> Result<()> {
 }
 
 pub(crate) fn check_unique(ctx: &Ctx, path: &str, names: &[String]) -> Result<()> {
+    match find_duplicate(names) {
+        Some((j, i)) => Err(dup_name(ctx, path, &names[i], j, i)),
+        None => Ok(()),
+    }
+}
+
+/// Positions `(first, second)` of two equal names, if any.
+pub(crate) fn find_duplicate(names: &[String]) -> Option<(usize, usize)> {
     // Cache-friendly duplicate search: hash every name once, scatter
     // (hash, row) pairs into buckets by the top hash bits, then check each
     // bucket with a small open-addressing table that stays in L1. Names are
@@ -736,7 +823,7 @@ pub(crate) fn check_unique(ctx: &Ctx, path: &str, names: &[String]) -> Result<()
     // missed the cache on every insert and took a tenth of a full read.)
     let n = names.len();
     if n < 2 {
-        return Ok(());
+        return None;
     }
     let hashes: Vec<u64> = names
         .iter()
@@ -786,17 +873,16 @@ pub(crate) fn check_unique(ctx: &Ctx, path: &str, names: &[String]) -> Result<()
                 }
                 let (h2, j) = part[e];
                 if h2 == h && names[j] == names[i] {
-                    let (first, second) = (j.min(i), j.max(i));
-                    return Err(dup_name(ctx, path, &names[i], first, second));
+                    return Some((j.min(i), j.max(i)));
                 }
                 at = (at + 1) & mask;
             }
         }
     }
-    Ok(())
+    None
 }
 
-fn dup_name(ctx: &Ctx, path: &str, n: &str, j: usize, i: usize) -> DatasetsError {
+pub(crate) fn dup_name(ctx: &Ctx, path: &str, n: &str, j: usize, i: usize) -> DatasetsError {
     ctx.fmt(
         path,
         "unique obs names",

@@ -70,6 +70,20 @@ struct Collection {
 }
 
 fn read_collection(f: &std::fs::File, addr: u64, file_len: u64) -> Option<Collection> {
+    let (mut bytes, mut objects) = (Vec::new(), Vec::new());
+    read_collection_into(f, addr, file_len, &mut bytes, &mut objects)?;
+    Some(Collection { bytes, objects })
+}
+
+/// Read the collection at `addr` into `bytes` (resized) and list its objects
+/// in `objects` (cleared first): index → byte range in `bytes`.
+fn read_collection_into(
+    f: &std::fs::File,
+    addr: u64,
+    file_len: u64,
+    bytes: &mut Vec<u8>,
+    objects: &mut Vec<Option<(usize, usize)>>,
+) -> Option<()> {
     let mut head = [0u8; 16];
     f.read_exact_at(&mut head, addr).ok()?;
     if &head[..4] != b"GCOL" || head[4] != 1 {
@@ -79,9 +93,9 @@ fn read_collection(f: &std::fs::File, addr: u64, file_len: u64) -> Option<Collec
     if size < 16 || addr.checked_add(size)? > file_len || size > (1 << 34) {
         return None;
     }
-    let mut bytes = vec![0u8; size as usize];
-    f.read_exact_at(&mut bytes, addr).ok()?;
-    let mut objects: Vec<Option<(usize, usize)>> = Vec::new();
+    bytes.resize(size as usize, 0);
+    f.read_exact_at(bytes, addr).ok()?;
+    objects.clear();
     let mut p = 16usize;
     while p + 16 <= bytes.len() {
         let idx = u16::from_le_bytes([bytes[p], bytes[p + 1]]) as usize;
@@ -100,7 +114,7 @@ fn read_collection(f: &std::fs::File, addr: u64, file_len: u64) -> Option<Collec
         objects[idx] = Some((start, end));
         p = start + osize.div_ceil(8) * 8;
     }
-    Some(Collection { bytes, objects })
+    Some(())
 }
 
 /// Decode all strings of `ds`, or `None` to use the HDF5 path (also when a
@@ -179,9 +193,79 @@ pub(crate) fn fast_strings(ctx: &Ctx, ds: &Dataset) -> Option<Vec<String>> {
             .chain(handles.into_iter().map(|h| h.join().ok().flatten()))
             .collect()
     });
-    let mut out = Vec::with_capacity(n);
+    // The first part grows into the whole (no copy of its strings).
+    let mut parts = parts.into_iter();
+    let mut out = parts.next()??;
+    out.reserve_exact(n - out.len());
     for p in parts {
         out.extend(p?);
+    }
+    Some(out)
+}
+
+/// Element-table entries (16 bytes each) closer than this are read in one
+/// positioned read when reading selected rows.
+const TABLE_GAP: usize = 256;
+
+/// Largest table piece (in entries) read at once for selected rows.
+const TABLE_PIECE: usize = 4096;
+
+/// Raw bytes of the strings at `rows` (sorted, distinct, all `< ds.size()`)
+/// of `ds`, or `None` to use the HDF5 path. Only the parts of the element
+/// table around the selected rows and the heap collections their strings
+/// live in are read, each collection once, through two reused buffers (fresh
+/// memory for the whole heap cost more in page faults than the reads); nothing
+/// is decoded as UTF-8 (the caller does, naming the row).
+pub(crate) fn fast_bytes_at(ctx: &Ctx, ds: &Dataset, rows: &[usize]) -> Option<Vec<Vec<u8>>> {
+    let n = ds.size();
+    if n < MIN_FAST || rows.windows(2).any(|w| w[0] >= w[1]) || rows.last() >= Some(&n) {
+        return None;
+    }
+    let lay = layout(ds, n)?;
+    let f = std::fs::File::open(&ctx.file).ok()?;
+    let file_len = f.metadata().ok()?.len();
+    // Table entries of the rows: spans of nearby rows, read in pieces.
+    let spans = super::backed::coalesce(rows.iter().map(|&r| (r, r + 1)), TABLE_GAP);
+    let mut elems: Vec<(u32, u64, u32)> = Vec::with_capacity(rows.len());
+    let mut buf = Vec::new();
+    let mut at = 0usize;
+    for &(a, b) in &spans {
+        let mut p = a;
+        while p < b {
+            let q = (p + TABLE_PIECE).min(b);
+            buf.resize((q - p) * 16, 0);
+            f.read_exact_at(&mut buf, lay.offset + p as u64 * 16).ok()?;
+            while at < rows.len() && rows[at] < q {
+                let o = (rows[at] - p) * 16;
+                elems.push(elem(&buf[o..o + 16]));
+                at += 1;
+            }
+            p = q;
+        }
+    }
+    if elems.len() != rows.len() {
+        return None;
+    }
+    // Non-empty strings grouped by collection; each collection read once.
+    let mut order: Vec<usize> = (0..elems.len()).filter(|&k| elems[k].0 > 0).collect();
+    order.sort_unstable_by_key(|&k| (elems[k].1, k));
+    let mut out: Vec<Vec<u8>> = vec![Vec::new(); rows.len()];
+    let mut objects: Vec<Option<(usize, usize)>> = Vec::new();
+    let mut g = 0usize;
+    while g < order.len() {
+        let addr = elems[order[g]].1;
+        let end = g + order[g..].partition_point(|&k| elems[k].1 == addr);
+        read_collection_into(&f, addr, file_len, &mut buf, &mut objects)?;
+        for &k in &order[g..end] {
+            let (len, _, idx) = elems[k];
+            let (s, e) = (*objects.get(idx as usize)?)?;
+            let len = len as usize;
+            if len > e - s {
+                return None;
+            }
+            out[k] = buf[s..s + len].to_vec();
+        }
+        g = end;
     }
     Some(out)
 }
