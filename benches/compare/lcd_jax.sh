@@ -8,6 +8,11 @@ ARGS=("${@:-1000 1024 8192 1000 5}"); ARGS=(${ARGS[@]})
 VENV="${LCD_JAX_VENV:-$ROOT/target/lcd-jax-venv}"
 [[ -x "$VENV/bin/python" ]] || { python3 -m venv "$VENV"; "$VENV/bin/pip" install -q "jax[cpu]" numpy; }
 cargo build --release -q -p lcd --example lcd_step_bench --manifest-path "$ROOT/Cargo.toml"
+# OpenBLAS's kernel family follows OPENBLAS_CORETYPE when set (these machines
+# set Haswell = AVX2 although the CPU has AVX-512); numpy (peak) and the candle
+# side (CPU products through the system OpenBLAS) both inherit it. JAX/XLA
+# does not use OpenBLAS.
+echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-<unset>}; $(uptime)"
 PEAK=$("$VENV/bin/python" -c "
 import numpy as np, time
 a=np.random.rand(4096,4096).astype(np.float32); a@a; t=time.perf_counter(); [a@a for _ in range(3)]; print(2*4096**3*3/(time.perf_counter()-t)/1e9)")
@@ -23,3 +28,4 @@ for k in ["samples_per_s", "chain_steps_per_s", "gflops"]:
     print(f"{k}: candle {med('candle', k):.1f}  jax {med('jax', k):.1f}  ratio {med('candle', k) / med('jax', k):.2f}")
 print(f"sgemm peak {peak:.1f} GFLOP/s; candle step at {100 * med('candle', 'gflops') / peak:.0f}% of peak")
 PY
+uptime

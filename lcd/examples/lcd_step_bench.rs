@@ -65,8 +65,17 @@ fn main() -> anyhow::Result<()> {
     annealed_langevin(&net, &w, &x0, &e, &sc, Some(&mut rng), |_| {})?;
     dev.synchronize()?;
     let chain_steps = (chains * reps * cfg.stage2.n_levels) as f64 / t.elapsed().as_secs_f64();
+    // CPU products: OpenBLAS (kernel family) with the fused stage-2 path, or
+    // candle's gemm (`CELLMOL_LCD_GEMM=candle`).
+    let gemm = if !dev.is_cpu() {
+        "-".to_string()
+    } else if lcd::blas::enabled() {
+        format!("openblas-{}", lcd::blas::openblas_core())
+    } else {
+        "candle".to_string()
+    };
     println!(
-        "{{\"impl\":\"candle\",\"device\":\"{spec}\",\"d\":{d},\"hidden\":{h},\"batch\":{batch},\"step_s\":{step_s:.5},\"samples_per_s\":{:.1},\"gflops\":{:.2},\"chain_steps_per_s\":{chain_steps:.1}}}",
+        "{{\"impl\":\"candle\",\"device\":\"{spec}\",\"cpu_gemm\":\"{gemm}\",\"d\":{d},\"hidden\":{h},\"batch\":{batch},\"step_s\":{step_s:.5},\"samples_per_s\":{:.1},\"gflops\":{:.2},\"chain_steps_per_s\":{chain_steps:.1}}}",
         batch as f64 / step_s,
         flops / step_s / 1e9
     );

@@ -10,7 +10,9 @@
 //! - [`model`]: the fitted [`LcdModel`], model directories, prediction, and
 //!   the drift interface used by CLIPR.
 //! - [`baselines`], [`metrics`], [`evaluate`]: the evaluation protocol.
+pub mod blas;
 pub mod config;
+mod cpu_fast;
 pub mod data;
 pub mod error;
 pub mod evaluate;

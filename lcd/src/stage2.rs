@@ -51,6 +51,18 @@ pub struct CondTerms {
     pub out: Option<Tensor>,
 }
 
+/// `x · W + b` of layer `name` (`name.w` `[in, out]`, `name.b` `[1, out]`)
+/// for 2-D `x`, the product through [`crate::blas::matmul`] (OpenBLAS on
+/// the CPU for f32, candle's matmul elsewhere).
+pub fn dense(w: &Weights, name: &str, x: &Tensor) -> Result<Tensor> {
+    let wt = w.get(&format!("{name}.w"))?;
+    let b = w.get(&format!("{name}.b"))?;
+    if x.rank() != 2 || wt.rank() != 2 {
+        return w.dense(name, x);
+    }
+    Ok(crate::blas::matmul(x, wt)?.broadcast_add(b)?)
+}
+
 /// Sinusoidal embedding (Vaswani et al. 2017) of integer levels `0..l` in `h` dims.
 pub fn sinusoidal(l: usize, h: usize, dev: &Device) -> Result<Tensor> {
     let half = h / 2;
@@ -188,20 +200,20 @@ impl ScoreNet {
 
     /// Noise-level embeddings of all levels: sinusoidal → Dense → tanh → Dense. `[L, H]`
     pub fn level_table(&self, w: &Weights) -> Result<Tensor> {
-        w.dense("temb1", &w.dense("temb0", &self.sin_table)?.tanh()?)
+        dense(w, "temb1", &dense(w, "temb0", &self.sin_table)?.tanh()?)
     }
 
     /// Condition terms of embeddings `e` (`[N|1, H]`).
     pub fn condition_terms(&self, w: &Weights, e: &Tensor) -> Result<CondTerms> {
         let lin = |name: &str| -> Result<Option<Tensor>> {
             match w.0.get(name) {
-                Some(m) => Ok(Some(e.matmul(m)?)),
+                Some(m) => Ok(Some(crate::blas::matmul(e, m)?)),
                 None => Ok(None),
             }
         };
         let layer = |name: &str| -> Result<Option<Tensor>> {
             match w.0.contains_key(&format!("{name}.w")) {
-                true => Ok(Some(w.dense(name, e)?)),
+                true => Ok(Some(dense(w, name, e)?)),
                 false => Ok(None),
             }
         };
@@ -238,6 +250,23 @@ impl ScoreNet {
         sigma: &Tensor,
         cond: &CondTerms,
     ) -> Result<Tensor> {
+        // CPU, f32, no gradient wanted (the sampler, CLIPR): fused passes.
+        if x.device().is_cpu()
+            && x.dtype() == candle_core::DType::F32
+            && crate::cpu_fast::supported(self)
+            && !crate::cpu_fast::any_tracked(&[
+                Some(x),
+                Some(temb),
+                Some(sigma),
+                cond.l0.as_ref(),
+                cond.l1.as_ref(),
+                cond.shift.as_ref(),
+                cond.out.as_ref(),
+            ])
+            && !w.0.values().any(|t| t.track_op())
+        {
+            return crate::cpu_fast::drift(self, w, x, temb, sigma, cond);
+        }
         // Shift path: f(x, σ, e) = f_net(x − m(e), σ, e).
         let shifted;
         let x = match &cond.shift {
@@ -249,17 +278,17 @@ impl ScoreNet {
         };
         let scale = (sigma.sqr()? + 1.0)?.sqrt()?.recip()?; // [N|1, 1]
         let xh = x.broadcast_mul(&scale)?; // [N, d]
-        let mut a0 = w.dense("l0", &xh)?.broadcast_add(temb)?;
+        let mut a0 = dense(w, "l0", &xh)?.broadcast_add(temb)?;
         if let Some(c) = &cond.l0 {
             a0 = a0.broadcast_add(c)?;
         }
         let h0 = a0.tanh()?; // [N, H]
-        let mut a1 = w.dense("l1", &h0)?;
+        let mut a1 = dense(w, "l1", &h0)?;
         if let Some(c) = &cond.l1 {
             a1 = a1.broadcast_add(c)?;
         }
         let h1 = a1.tanh()?; // [N, H]
-        let mut f_out = w.dense("out", &h1)?; // [N, d]
+        let mut f_out = dense(w, "out", &h1)?; // [N, d]
         if let Some(o) = &cond.out {
             f_out = f_out.broadcast_add(o)?;
         }
@@ -299,6 +328,58 @@ impl ScoreNet {
         let f = self.drift(w, &xt, &levels, &sigma, &e)?;
         let r = (f.broadcast_mul(&sigma)? + eps)?; // σ f + ε
         Ok((r.sqr()?.sum(1)?.mean_all()? * 0.5)?)
+    }
+
+    /// Whether [`ScoreNet::dsm_gradients`] can take the fused CPU step for
+    /// this network (CPU, f32, OpenBLAS on, no input-shift path).
+    pub fn fused_step_available(&self) -> Result<bool> {
+        Ok(crate::cpu_fast::supported(self)
+            && matches!(
+                self.condition_path()?,
+                ConditionPath::None | ConditionPath::Output
+            ))
+    }
+
+    /// Loss and parameter gradients (by name) of one DSM step on rows `rows`
+    /// of `state` (`[n, d]`) under `multi_hot` (`[1, V]`). `fused`: the
+    /// fused CPU step (`cpu_fast`; an error where
+    /// [`ScoreNet::fused_step_available`] is false), else candle autograd
+    /// through [`ScoreNet::dsm_loss`]. Both draw the same random numbers.
+    pub fn dsm_gradients(
+        &self,
+        state: &Tensor,
+        rows: &[u32],
+        multi_hot: &Tensor,
+        rng: &mut TensorRng,
+        fused: bool,
+    ) -> Result<(f64, std::collections::HashMap<String, Tensor>)> {
+        if fused {
+            if !self.fused_step_available()? || !state.device().is_cpu() {
+                return Err(LcdError::Data(
+                    "the fused stage-2 step needs f32 parameters on the CPU, OpenBLAS \
+                     enabled and a network without the shift condition path"
+                        .into(),
+                ));
+            }
+            return crate::cpu_fast::dsm_step(self, state, rows, multi_hot, rng);
+        }
+        let dev = state.device();
+        let idx = Tensor::from_vec(rows.to_vec(), rows.len(), dev)?;
+        let x = state.index_select(&idx, 0)?; // [B, d]
+        let w = self.params.live();
+        let loss = self.dsm_loss(&w, &x, multi_hot, rng)?;
+        let lv = f64::from(loss.to_scalar::<f32>()?);
+        if !lv.is_finite() {
+            return Ok((lv, Default::default()));
+        }
+        let g = loss.backward()?;
+        let mut out = std::collections::HashMap::new();
+        for (n, v) in self.params.names().into_iter().zip(self.params.vars()) {
+            if let Some(t) = g.get(v.as_tensor()) {
+                out.insert(n, t.clone());
+            }
+        }
+        Ok((lv, out))
     }
 
     /// Train by DSM (`resume` and `on_step` as in [`crate::stage1::Stage1::train`]). `states[q]`: standardised latent states `[n_q, d]` of
@@ -350,6 +431,14 @@ impl ScoreNet {
             }
             start = first;
         }
+        // CPU + f32 + a path without input shift: the fused step of
+        // `cpu_fast` (same loss, same random draws); otherwise candle autograd.
+        let fused = dev.is_cpu()
+            && self.fused_step_available()?
+            && states.iter().all(|s| s.dtype() == candle_core::DType::F32);
+        // The fused step keeps its buffers between steps; free them when
+        // training ends (also on an error or a stop request).
+        let _scratch = crate::cpu_fast::ScratchGuard;
         for step in start..cfg.steps {
             let q = rng.indices(1, states.len())[0];
             let nq = states[q].dim(0)?;
@@ -358,10 +447,8 @@ impl ScoreNet {
                 .into_iter()
                 .map(|v| v as u32)
                 .collect();
-            let x = states[q].index_select(&Tensor::from_vec(rows, cfg.batch, &dev)?, 0)?; // [B, d]
-            let w = self.params.live();
-            let loss = self.dsm_loss(&w, &x, &multi_hot[q], rng)?;
-            let lv = f64::from(loss.to_scalar::<f32>()?);
+            let (lv, g) = self.dsm_gradients(&states[q], &rows, &multi_hot[q], rng, fused)?;
+            let mut grads: Vec<Option<Tensor>> = names.iter().map(|n| g.get(n).cloned()).collect();
             if !lv.is_finite() {
                 return Err(LcdError::Diverged {
                     stage: "stage 2",
@@ -369,9 +456,6 @@ impl ScoreNet {
                     loss: lv,
                 });
             }
-            let g = loss.backward()?;
-            let mut grads: Vec<Option<Tensor>> =
-                vars.iter().map(|v| g.get(v.as_tensor()).cloned()).collect();
             let lr = warmup_cosine(step, 0, cfg.steps, cfg.lr);
             if let Some(o) = opt_emb.as_mut() {
                 let g0: Vec<Option<Tensor>> = free.iter().map(|&i| grads[i].take()).collect();
