@@ -303,7 +303,8 @@ impl EgnnLayer {
             )?; // silu(pre + s_i + d_j) [P, H]
             let m = self.msg.forward_silu(&m1)?; // [P, H]
             let gate = ops::sigmoid(&self.att.forward(&m)?)?; // [P, 1]
-            let agg = (pairs.sum_to_src(&m.broadcast_mul(&gate)?)? / self.agg_norm)?; // [b n, H]
+            let agg =
+                (fused::gated_scatter(&m, &gate, &pairs.host, &pairs.src, bn)? / self.agg_norm)?; // [b n, H]
             let phi = (self
                 .coord2
                 .forward(&self.coord1.forward_silu(&m)?)?

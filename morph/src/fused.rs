@@ -572,3 +572,222 @@ pub fn gather_add_silu(
             .silu()
     }
 }
+
+/// `out[src[p]] += gate[p] · m[p]` for pair rows `m` `[P, H]` and gates
+/// `[P, 1]` → `[N, H]` (the EGNN's gated message sum), one pass each way:
+/// the backward gives `g_m[p] = gate[p] · g[src[p]]` and
+/// `g_gate[p] = ⟨g[src[p]], m[p]⟩`. Pairs come in (molecule, i, j) order, so
+/// `src` is non-decreasing and output rows are split between threads at
+/// changes of `src`; an unsorted `src` is summed on one thread.
+struct GatedScatter {
+    src: std::sync::Arc<Vec<u32>>,
+    n: usize,
+}
+
+fn gated_scatter_rows(
+    m: &[f32],
+    gate: &[f32],
+    src: &[u32],
+    h: usize,
+    out: &mut [f32],
+    row0: usize,
+) {
+    for (p, mr) in m.chunks_exact(h).enumerate() {
+        let i = (src[p] as usize - row0) * h;
+        let gp = gate[p];
+        for (o, &x) in out[i..i + h].iter_mut().zip(mr) {
+            *o += gp * x;
+        }
+    }
+}
+
+impl CustomOp2 for GatedScatter {
+    fn name(&self) -> &'static str {
+        "fused-gated-scatter"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (p, h) = l1.shape().dims2()?;
+        if l2.shape().dims2()? != (p, 1) || self.src.len() != p {
+            candle_core::bail!("{}: shapes do not match", self.name());
+        }
+        if let Some(&bad) = self.src.iter().find(|&&i| i as usize >= self.n) {
+            candle_core::bail!(
+                "{}: pair index {bad} out of range for {} atoms",
+                self.name(),
+                self.n
+            );
+        }
+        let m = f32_slice(s1, l1, self.name())?;
+        let gate = f32_slice(s2, l2, self.name())?;
+        let src = &self.src[..];
+        let mut out = vec![0f32; self.n * h];
+        let sorted = src.windows(2).all(|w| w[0] <= w[1]);
+        if !sorted || p * h < 2 * BLOCK {
+            gated_scatter_rows(m, gate, src, h, &mut out, 0);
+        } else {
+            // split pair rows into blocks of ~BLOCK elements, cut where src changes
+            let per = (BLOCK / h).max(1);
+            let mut cuts = vec![0usize];
+            let mut k = per;
+            while k < p {
+                while k < p && src[k] == src[k - 1] {
+                    k += 1;
+                }
+                if k < p {
+                    cuts.push(k);
+                }
+                k += per;
+            }
+            cuts.push(p);
+            // output rows of block b: [src[cuts[b]], src[cuts[b + 1]]) (last: to n)
+            let mut rest: &mut [f32] = &mut out;
+            let mut row = 0usize;
+            let mut jobs = Vec::with_capacity(cuts.len() - 1);
+            for b in 0..cuts.len() - 1 {
+                let (lo, hi) = (cuts[b], cuts[b + 1]);
+                let r0 = src[lo] as usize;
+                let r1 = if hi < p { src[hi] as usize } else { self.n };
+                let (_, tail) = rest.split_at_mut((r0 - row) * h);
+                let (mine, tail) = tail.split_at_mut((r1 - r0) * h);
+                rest = tail;
+                row = r1;
+                jobs.push((lo..hi, r0, mine));
+            }
+            jobs.into_par_iter().for_each(|(r, r0, o)| {
+                gated_scatter_rows(
+                    &m[r.start * h..r.end * h],
+                    &gate[r.clone()],
+                    &src[r],
+                    h,
+                    o,
+                    r0,
+                )
+            });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((self.n, h))))
+    }
+    fn bwd(
+        &self,
+        m: &Tensor,
+        gate: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = grad.contiguous()?;
+        let gm = gate.apply_op2_no_bwd(
+            &g,
+            &GatherScale {
+                src: self.src.clone(),
+            },
+        )?;
+        let gg = m.apply_op2_no_bwd(
+            &g,
+            &GatherDot {
+                src: self.src.clone(),
+            },
+        )?;
+        Ok((Some(gm), Some(gg)))
+    }
+}
+
+/// `out[p] = gate[p] · g[src[p]]` → `[P, H]`.
+struct GatherScale {
+    src: std::sync::Arc<Vec<u32>>,
+}
+
+impl CustomOp2 for GatherScale {
+    fn name(&self) -> &'static str {
+        "fused-gather-scale"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let p = l1.shape().dims2()?.0;
+        let h = l2.shape().dims2()?.1;
+        let gate = f32_slice(s1, l1, self.name())?;
+        let g = f32_slice(s2, l2, self.name())?;
+        let src = &self.src[..];
+        let out = map_blocks(p * h, h, |r, o| {
+            let rows = r.start / h..r.end / h;
+            for ((orow, &s), &gp) in o
+                .chunks_exact_mut(h)
+                .zip(&src[rows.clone()])
+                .zip(&gate[rows])
+            {
+                let gr = &g[s as usize * h..(s as usize + 1) * h];
+                for (x, &y) in orow.iter_mut().zip(gr) {
+                    *x = gp * y;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((p, h))))
+    }
+}
+
+/// `out[p] = ⟨g[src[p]], m[p]⟩` → `[P, 1]`.
+struct GatherDot {
+    src: std::sync::Arc<Vec<u32>>,
+}
+
+impl CustomOp2 for GatherDot {
+    fn name(&self) -> &'static str {
+        "fused-gather-dot"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (p, h) = l1.shape().dims2()?;
+        let m = f32_slice(s1, l1, self.name())?;
+        let g = f32_slice(s2, l2, self.name())?;
+        let src = &self.src[..];
+        let out = map_blocks(p, 1, |r, o| {
+            for (k, ok) in r.zip(o.iter_mut()) {
+                let s = src[k] as usize;
+                *ok = m[k * h..(k + 1) * h]
+                    .iter()
+                    .zip(&g[s * h..(s + 1) * h])
+                    .map(|(a, b)| a * b)
+                    .sum();
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((p, 1))))
+    }
+}
+
+/// `Σ_{p: src[p] = i} gate[p] · m[p]` for every atom `i < n`: `m` `[P, H]`,
+/// `gate` `[P, 1]` → `[n, H]`; one fused pass each way on the CPU (f32),
+/// elsewhere candle's `broadcast_mul` and `index_add`.
+pub fn gated_scatter(
+    m: &Tensor,
+    gate: &Tensor,
+    idx: &PairIndex,
+    src: &Tensor,
+    n: usize,
+) -> Result<Tensor> {
+    if fast_path(m) && fast_path(gate) && m.rank() == 2 {
+        m.contiguous()?.apply_op2(
+            &gate.contiguous()?,
+            GatedScatter {
+                src: idx.src.clone(),
+                n,
+            },
+        )
+    } else {
+        let h = m.dim(1)?;
+        Tensor::zeros((n, h), m.dtype(), m.device())?.index_add(src, &m.broadcast_mul(gate)?, 0)
+    }
+}

@@ -181,3 +181,57 @@ fn gather_add_silu_matches_candle_values_and_gradients() {
         .to_string();
     assert!(e.contains("out of range"), "{e}");
 }
+
+#[test]
+fn gated_scatter_matches_candle_values_and_gradients() {
+    use morph::fused::{gated_scatter, PairIndex};
+    use std::sync::Arc;
+    let (n, h) = (40usize, 64usize);
+    // sorted sources (the EGNN's pair order), some atoms without pairs, and
+    // an unsorted permutation of the same pairs
+    let mut src: Vec<u32> = Vec::new();
+    for i in 0..n as u32 {
+        if i % 7 != 3 {
+            src.extend(std::iter::repeat_n(i, 10 + (i as usize * 7) % 41));
+        }
+    }
+    let mut unsorted = src.clone();
+    unsorted.reverse();
+    for src in [src, unsorted] {
+        let p = src.len();
+        assert!(p * h > 1 << 15, "large enough for the parallel path");
+        let st = Tensor::from_vec(src.clone(), p, &Device::Cpu).unwrap();
+        let idx = PairIndex {
+            src: Arc::new(src.clone()),
+            dst: Arc::new(src),
+        };
+        let m = Var::from_tensor(&data(p, h, 21)).unwrap();
+        let gate = Var::from_tensor(&(data(p, 1, 22) * 0.05).unwrap()).unwrap();
+        let w = data(n, h, 23);
+        let ours = gated_scatter(m.as_tensor(), gate.as_tensor(), &idx, &st, n).unwrap();
+        let theirs = Tensor::zeros((n, h), DType::F32, &Device::Cpu)
+            .unwrap()
+            .index_add(
+                &st,
+                &m.as_tensor().broadcast_mul(gate.as_tensor()).unwrap(),
+                0,
+            )
+            .unwrap();
+        assert!(
+            max_rel(&ours, &theirs) < 1e-5,
+            "values {}",
+            max_rel(&ours, &theirs)
+        );
+        let g1 = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (theirs * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, v) in [("m", &m), ("gate", &gate)] {
+            let (x, y) = (g1.get(v).unwrap(), g2.get(v).unwrap());
+            assert!(max_rel(x, y) < 1e-4, "{name} gradient: {}", max_rel(x, y));
+        }
+    }
+}
