@@ -393,7 +393,7 @@ pub(crate) fn dsm_step(
         Host::new(&bot)?,
     );
     let (w0, b0, w1, b1, wo, bo) = (w0.s(), b0.s(), w1.s(), b1.s(), wo.s(), bo.s());
-    if w0.len() != d * h || w1.len() != h * h || wo.len() != h * d || b0.len() != h {
+    if !shapes_ok([w0, b0, w1, b1, wo, bo], d, h) {
         return Err(LcdError::Data(
             "score network weights do not match its dimensions".into(),
         ));
@@ -534,23 +534,39 @@ pub(crate) fn dsm_step(
 
 // ---------------------------------------------------------------- drift
 
-/// A `[N|1, cols]` tensor as host values plus whether it has one row per
-/// sample.
-fn rows_of(t: &Tensor, n: usize, cols: usize, what: &str) -> Result<(Vec<f32>, bool)> {
+/// Lengths of `[l0.w, l0.b, l1.w, l1.b, out.w, out.b]` for `d` genes and
+/// width `h` (a bad weights file must be an error, not a panic or a silently
+/// shortened row).
+fn shapes_ok(w: [&[f32]; 6], d: usize, h: usize) -> bool {
+    w.iter().map(|v| v.len()).eq([d * h, h, h * h, h, h * d, d])
+}
+
+/// A `[N|1, cols]` tensor as host values (borrowed when it is contiguous
+/// CPU f32: no copy per sampler step) plus whether it has one row per sample.
+fn rows_of<'a>(t: &'a Tensor, n: usize, cols: usize, what: &str) -> Result<(Host<'a>, bool)> {
     let (r, c) = t.dims2()?;
     if c != cols || (r != 1 && r != n) {
         return Err(LcdError::Data(format!(
             "{what} has shape [{r}, {c}], expected [1, {cols}] or [{n}, {cols}]"
         )));
     }
-    Ok((host_vec(t)?, r == n && n != 1))
+    Ok((Host::new(t)?, r == n && n != 1))
 }
 
-fn add_of(v: &(Vec<f32>, bool)) -> RowAdd<'_> {
+fn opt_rows<'a>(
+    t: &'a Option<Tensor>,
+    n: usize,
+    cols: usize,
+    what: &str,
+) -> Result<Option<(Host<'a>, bool)>> {
+    t.as_ref().map(|t| rows_of(t, n, cols, what)).transpose()
+}
+
+fn add_of<'a>(v: &'a (Host<'_>, bool)) -> RowAdd<'a> {
     if v.1 {
-        RowAdd::PerRow(&v.0)
+        RowAdd::PerRow(v.0.s())
     } else {
-        RowAdd::Shared(&v.0)
+        RowAdd::Shared(v.0.s())
     }
 }
 
@@ -574,14 +590,13 @@ pub(crate) fn drift(
     let (n, d) = x.dims2()?;
     let h = net.hidden;
     let (temb_v, temb_rows) = rows_of(temb, n, h, "level embedding")?;
-    let (sig_v, sig_rows) = rows_of(sigma, n, 1, "sigma")?;
-    let opt = |t: &Option<Tensor>, cols: usize, what: &str| -> Result<Option<(Vec<f32>, bool)>> {
-        t.as_ref().map(|t| rows_of(t, n, cols, what)).transpose()
-    };
-    let c0 = opt(&cond.l0, h, "layer-0 condition term")?;
-    let c1 = opt(&cond.l1, h, "layer-1 condition term")?;
-    let shift = opt(&cond.shift, d, "condition shift")?;
-    let out = opt(&cond.out, d, "condition output term")?;
+    let (sig_h, sig_rows) = rows_of(sigma, n, 1, "sigma")?;
+    let sig_v = sig_h.s();
+    let opt = opt_rows;
+    let c0 = opt(&cond.l0, n, h, "layer-0 condition term")?;
+    let c1 = opt(&cond.l1, n, h, "layer-1 condition term")?;
+    let shift = opt(&cond.shift, n, d, "condition shift")?;
+    let out = opt(&cond.out, n, d, "condition output term")?;
     let (w0, b0, w1, b1, wo, bo) = (
         Host::new(w.get("l0.w")?)?,
         Host::new(w.get("l0.b")?)?,
@@ -591,7 +606,7 @@ pub(crate) fn drift(
         Host::new(w.get("out.b")?)?,
     );
     let (w0, b0, w1, b1, wo, bo) = (w0.s(), b0.s(), w1.s(), b1.s(), wo.s(), bo.s());
-    if w0.len() != d * h || w1.len() != h * h || wo.len() != h * d || bo.len() != d {
+    if !shapes_ok([w0, b0, w1, b1, wo, bo], d, h) {
         return Err(LcdError::Data(format!(
             "drift input has {d} genes; the network's weights do not match"
         )));
@@ -599,7 +614,7 @@ pub(crate) fn drift(
     let xs = Host::new(x)?;
     let xs = xs.s();
     let sig_at = |i: usize| if sig_rows { sig_v[i] } else { sig_v[0] };
-    let row_at = |v: &(Vec<f32>, bool), i: usize, cols: usize| -> std::ops::Range<usize> {
+    let row_at = |v: &(Host<'_>, bool), i: usize, cols: usize| -> std::ops::Range<usize> {
         if v.1 {
             i * cols..(i + 1) * cols
         } else {
@@ -614,7 +629,7 @@ pub(crate) fn drift(
         let src = &xs[i * d..(i + 1) * d];
         match &shift {
             Some(m) => {
-                let mr = &m.0[row_at(m, i, d)];
+                let mr = &m.0.s()[row_at(m, i, d)];
                 for j in 0..d {
                     xr[j] = (src[j] - mr[j]) * sc;
                 }
@@ -657,8 +672,8 @@ pub(crate) fn drift(
             let s = sig_at(i);
             let inv_s2 = 1.0 / (s * s);
             let src = &xs[i * d..(i + 1) * d];
-            let mr = shift.as_ref().map(|m| &m.0[row_at(m, i, d)]);
-            let or = out.as_ref().map(|o| &o.0[row_at(o, i, d)]);
+            let mr = shift.as_ref().map(|m| &m.0.s()[row_at(m, i, d)]);
+            let or = out.as_ref().map(|o| &o.0.s()[row_at(o, i, d)]);
             for j in 0..d {
                 let mut fo = fr[j] + bo[j];
                 if let Some(o) = or {

@@ -26,6 +26,9 @@ pub fn annealed_langevin(
 ) -> Result<Tensor> {
     let n = x0.dim(0)?;
     let d = x0.dim(1)?;
+    // the fused CPU drift keeps [N, d] / [N, H] scratch buffers per thread;
+    // free them when sampling ends
+    let _scratch = crate::cpu_fast::ScratchGuard;
     let dev = x0.device();
     let sigma_min = net.sigmas.iter().cloned().fold(f64::INFINITY, f64::min);
     let mut x = x0.clone();

@@ -168,18 +168,17 @@ impl Pairs {
         }
         let len = src.len();
         let dev = mask.device();
-        let host = fused::PairIndex {
-            src: std::sync::Arc::new(src.clone()),
-            dst: std::sync::Arc::new(dst.clone()),
-        };
         Ok(Self {
             batch: b,
             n,
             len,
-            src: Tensor::from_vec(src, len, dev)?,
-            dst: Tensor::from_vec(dst, len, dev)?,
+            src: Tensor::from_slice(&src, len, dev)?,
+            dst: Tensor::from_slice(&dst, len, dev)?,
             pair: Tensor::from_vec(pair, len, dev)?,
-            host,
+            host: fused::PairIndex {
+                src: std::sync::Arc::new(src),
+                dst: std::sync::Arc::new(dst),
+            },
         })
     }
 

@@ -151,10 +151,11 @@ kernels! {
             }
         }
     }
-    k_gather_add_silu_grad(a: &[f32], s: &[f32], d: &[f32], g: &[f32], src: &[u32], dst: &[u32], h: usize, out: &mut [f32]) {
+    k_gather_add_silu_grad(a: &[f32], sd: &[f32], g: &[f32], src: &[u32], dst: &[u32], h: usize, out: &mut [f32]) {
+        // `sd` rows are `[s_i | d_i]` (width 2H)
         for (k, ((ar, gr), or)) in a.chunks_exact(h).zip(g.chunks_exact(h)).zip(out.chunks_exact_mut(h)).enumerate() {
-            let (i, j) = (src[k] as usize * h, dst[k] as usize * h);
-            let (sr, dr) = (&s[i..i + h], &d[j..j + h]);
+            let (i, j) = (src[k] as usize * 2 * h, dst[k] as usize * 2 * h + h);
+            let (sr, dr) = (&sd[i..i + h], &sd[j..j + h]);
             for ((((o, &x), &y), &z), &gg) in or.iter_mut().zip(ar).zip(sr).zip(dr).zip(gr) {
                 *o = silu_grad(x + y + z, gg);
             }
@@ -488,24 +489,18 @@ impl CustomOp3 for GatherAddSiluGrad {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (p, h) = l1.shape().dims2()?;
-        let (n, h2) = l3.shape().dims2()?;
+        let (_, h2) = l3.shape().dims2()?;
         if l2.shape().dims2()? != (p, h) || h2 != 2 * h {
             candle_core::bail!("{}: shapes do not match", self.name());
         }
         let a = f32_slice(s1, l1, self.name())?;
         let g = f32_slice(s2, l2, self.name())?;
         let sd = f32_slice(s3, l3, self.name())?;
-        let (mut s, mut d) = (Vec::with_capacity(n * h), Vec::with_capacity(n * h));
-        for row in sd.chunks_exact(h2) {
-            s.extend_from_slice(&row[..h]);
-            d.extend_from_slice(&row[h..]);
-        }
         let out = map_blocks(p * h, h, |r, o| {
             let rows = r.start / h..r.end / h;
             k_gather_add_silu_grad(
                 &a[r.clone()],
-                &s,
-                &d,
+                sd,
                 &g[r],
                 &self.src[rows.clone()],
                 &self.dst[rows],

@@ -695,6 +695,11 @@ fn deferrable_index_len(ctx: &Ctx, g: &Group, ipath: &str, name: &str) -> Result
     if ds.ndim() != 1 {
         return Ok(None);
     }
+    // only a `string-array` is deferred; anything else is read (and checked)
+    // at open, as `open` would
+    if !matches!(encoding(ctx, &ds, ipath)?, Some((e, _)) if e == "string-array") {
+        return Ok(None);
+    }
     let t = descriptor(ctx, ipath, &ds)?;
     Ok(super::h5util::is_string_type(&t).then(|| ds.size()))
 }

@@ -131,6 +131,10 @@ pub(crate) fn fast_strings(ctx: &Ctx, ds: &Dataset) -> Option<Vec<String>> {
     let lay = layout(ds, n)?;
     let f = std::fs::File::open(&ctx.file).ok()?;
     let file_len = f.metadata().ok()?.len();
+    // a corrupt offset: leave it to HDF5 (whose error names file and path)
+    if lay.offset.checked_add(n as u64 * 16)? > file_len {
+        return None;
+    }
     let mut table = vec![0u8; n * 16];
     f.read_exact_at(&mut table, lay.offset).ok()?;
     // Collections in order of first use; consecutive elements mostly share one.
@@ -224,6 +228,10 @@ pub(crate) fn fast_bytes_at(ctx: &Ctx, ds: &Dataset, rows: &[usize]) -> Option<V
     let lay = layout(ds, n)?;
     let f = std::fs::File::open(&ctx.file).ok()?;
     let file_len = f.metadata().ok()?.len();
+    // a corrupt offset: leave it to HDF5 (whose error names file and path)
+    if lay.offset.checked_add(n as u64 * 16)? > file_len {
+        return None;
+    }
     // Table entries of the rows: spans of nearby rows, read in pieces.
     let spans = super::backed::coalesce(rows.iter().map(|&r| (r, r + 1)), TABLE_GAP);
     let mut elems: Vec<(u32, u64, u32)> = Vec::with_capacity(rows.len());
