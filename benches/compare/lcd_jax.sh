@@ -11,7 +11,9 @@ cargo build --release -q -p lcd --example lcd_step_bench --manifest-path "$ROOT/
 # OpenBLAS's kernel family follows OPENBLAS_CORETYPE when set (these machines
 # set Haswell = AVX2 although the CPU has AVX-512); numpy (peak) and the candle
 # side (CPU products through the system OpenBLAS) both inherit it. JAX/XLA
-# does not use OpenBLAS.
+# does not use OpenBLAS and always runs AVX-512 code on such a CPU, so the
+# like-for-like comparison is `env -u OPENBLAS_CORETYPE bash lcd_jax.sh`
+# (OpenBLAS then picks Cooperlake/SkylakeX kernels: ~2x the sgemm peak).
 echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-<unset>}; $(uptime)"
 PEAK=$("$VENV/bin/python" -c "
 import numpy as np, time

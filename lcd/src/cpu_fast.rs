@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use candle_core::{CpuStorage, DType, Storage, StorageRef, Tensor};
 use rayon::prelude::*;
 
-use crate::blas::gemm;
+use crate::blas::{gemm, gemm_scaled};
 use crate::rng::TensorRng;
 use crate::stage2::ScoreNet;
 use crate::{LcdError, Result};
@@ -186,11 +186,23 @@ unsafe fn add_tanh_row_avx2(row: &mut [f32], add: &[f32]) {
     add_tanh_row_generic(row, add)
 }
 
-/// `row[j] = tanh(row[j] + add[j])` (AVX2 code when the CPU has it; the
-/// same IEEE operations either way, no FMA contraction, so identical results).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn add_tanh_row_avx512(row: &mut [f32], add: &[f32]) {
+    add_tanh_row_generic(row, add)
+}
+
+/// `row[j] = tanh(row[j] + add[j])` (AVX-512 or AVX2 code when the CPU has
+/// it; the same IEEE operations either way, no FMA contraction, so identical
+/// results).
 fn add_tanh_row(row: &mut [f32], add: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            unsafe { add_tanh_row_avx512(row, add) };
+            return;
+        }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above).
             unsafe { add_tanh_row_avx2(row, add) };
@@ -562,118 +574,142 @@ fn opt_rows<'a>(
     t.as_ref().map(|t| rows_of(t, n, cols, what)).transpose()
 }
 
-fn add_of<'a>(v: &'a (Host<'_>, bool)) -> RowAdd<'a> {
-    if v.1 {
-        RowAdd::PerRow(v.0.s())
-    } else {
-        RowAdd::Shared(v.0.s())
-    }
-}
-
 /// Whether any of these tensors needs a gradient (then the fused drift,
 /// which builds no graph, must not be used).
 pub(crate) fn any_tracked(ts: &[Option<&Tensor>]) -> bool {
     ts.iter().flatten().any(|t| t.track_op())
 }
 
-/// Drift `f(x, σ, e)` without a graph (see [`ScoreNet::drift_pre`]):
-/// `x` `[N, d]`, `temb` `[N|1, H]`, `sigma` `[N|1, 1]`, condition terms
-/// `[N|1, H]` / `[N|1, d]`.
-pub(crate) fn drift(
-    net: &ScoreNet,
-    w: &crate::params::Weights,
-    x: &Tensor,
-    temb: &Tensor,
-    sigma: &Tensor,
-    cond: &crate::stage2::CondTerms,
-) -> Result<Tensor> {
-    let (n, d) = x.dims2()?;
-    let h = net.hidden;
-    let (temb_v, temb_rows) = rows_of(temb, n, h, "level embedding")?;
-    let (sig_h, sig_rows) = rows_of(sigma, n, 1, "sigma")?;
-    let sig_v = sig_h.s();
-    let opt = opt_rows;
-    let c0 = opt(&cond.l0, n, h, "layer-0 condition term")?;
-    let c1 = opt(&cond.l1, n, h, "layer-1 condition term")?;
-    let shift = opt(&cond.shift, n, d, "condition shift")?;
-    let out = opt(&cond.out, n, d, "condition output term")?;
-    let (w0, b0, w1, b1, wo, bo) = (
-        Host::new(w.get("l0.w")?)?,
-        Host::new(w.get("l0.b")?)?,
-        Host::new(w.get("l1.w")?)?,
-        Host::new(w.get("l1.b")?)?,
-        Host::new(w.get("out.w")?)?,
-        Host::new(w.get("out.b")?)?,
-    );
-    let (w0, b0, w1, b1, wo, bo) = (w0.s(), b0.s(), w1.s(), b1.s(), wo.s(), bo.s());
-    if !shapes_ok([w0, b0, w1, b1, wo, bo], d, h) {
-        return Err(LcdError::Data(format!(
-            "drift input has {d} genes; the network's weights do not match"
-        )));
+/// One Euler–Maruyama step `x + ε f + scale · ξ` fused into the drift's last
+/// pass; `noise = Some((key, scale))` draws row `i` of ξ from the generator
+/// `(key, i)` ([`crate::rng::normal_row`]) where it is used, so the values do
+/// not depend on how rows are split between threads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Langevin {
+    pub eps: f32,
+    pub noise: Option<(u64, f32)>,
+}
+
+/// Rows below which a Langevin step is not split between threads.
+const SPLIT_MIN_ROWS: usize = 128;
+
+/// A `(values, per-row?)` view of host rows.
+fn view<'a>(v: &'a (Host<'_>, bool)) -> (&'a [f32], bool) {
+    (v.0.s(), v.1)
+}
+
+/// Rows `lo..hi` of a `(values, per-row?)` view.
+fn sub_rows(v: (&[f32], bool), lo: usize, hi: usize, cols: usize) -> (&[f32], bool) {
+    if v.1 {
+        (&v.0[lo * cols..hi * cols], true)
+    } else {
+        v
     }
-    let xs = Host::new(x)?;
-    let xs = xs.s();
-    let sig_at = |i: usize| if sig_rows { sig_v[i] } else { sig_v[0] };
-    let row_at = |v: &(Host<'_>, bool), i: usize, cols: usize| -> std::ops::Range<usize> {
-        if v.1 {
-            i * cols..(i + 1) * cols
-        } else {
-            0..cols
-        }
-    };
-    // x' = x − m(e) (shift path), x̂ = x'/√(1+σ²).
-    let mut xh = scratch(n * d);
-    xh.par_chunks_mut(d).enumerate().for_each(|(i, xr)| {
-        let s = sig_at(i);
-        let sc = 1.0 / (s * s + 1.0).sqrt();
-        let src = &xs[i * d..(i + 1) * d];
-        match &shift {
-            Some(m) => {
-                let mr = &m.0.s()[row_at(m, i, d)];
-                for j in 0..d {
-                    xr[j] = (src[j] - mr[j]) * sc;
+}
+
+fn opt_view<'a>(v: &'a Option<(Host<'_>, bool)>) -> Option<(&'a [f32], bool)> {
+    v.as_ref().map(view)
+}
+
+fn as_add<'a>(v: (&'a [f32], bool)) -> RowAdd<'a> {
+    if v.1 {
+        RowAdd::PerRow(v.0)
+    } else {
+        RowAdd::Shared(v.0)
+    }
+}
+
+/// Host views of everything the drift of a block of rows reads.
+struct DriftIn<'a> {
+    d: usize,
+    h: usize,
+    x: &'a [f32],
+    temb: (&'a [f32], bool),
+    sigma: (&'a [f32], bool),
+    c0: Option<(&'a [f32], bool)>,
+    c1: Option<(&'a [f32], bool)>,
+    shift: Option<(&'a [f32], bool)>,
+    out: Option<(&'a [f32], bool)>,
+    w: [&'a [f32]; 6],
+}
+
+impl DriftIn<'_> {
+    /// Rows `lo..hi` of the drift (or of the Langevin update, `step`) into
+    /// `f` (`(hi − lo)·d` values); `z` are the noise rows of the block.
+    fn rows(&self, lo: usize, hi: usize, f: &mut [f32], step: Option<Langevin>) -> Result<()> {
+        let (d, h, n) = (self.d, self.h, hi - lo);
+        let [w0, b0, w1, b1, wo, bo] = self.w;
+        let sub = |v, cols| sub_rows(v, lo, hi, cols);
+        let row = |v: (&[f32], bool), i: usize, cols: usize| -> std::ops::Range<usize> {
+            if v.1 {
+                i * cols..(i + 1) * cols
+            } else {
+                0..cols
+            }
+        };
+        let xs = &self.x[lo * d..hi * d];
+        let sig = sub(self.sigma, 1);
+        let sig_at = |i: usize| sig.0[row(sig, i, 1).start];
+        let shift = self.shift.map(|m| sub(m, d));
+        let out = self.out.map(|o| sub(o, d));
+        // x' = x − m(e) (shift path), x̂ = x'/√(1+σ²). With no shift and
+        // one σ for all rows (the sampler) x̂ is not stored: the first
+        // product scales x itself and the last pass recomputes x̂.
+        let shared_scale =
+            (shift.is_none() && !sig.1).then(|| 1.0 / (sig.0[0] * sig.0[0] + 1.0).sqrt());
+        let mut xh = scratch(if shared_scale.is_some() { 0 } else { n * d });
+        xh.par_chunks_mut(d).enumerate().for_each(|(i, xr)| {
+            let s = sig_at(i);
+            let sc = 1.0 / (s * s + 1.0).sqrt();
+            let src = &xs[i * d..(i + 1) * d];
+            match shift {
+                Some(m) => {
+                    let mr = &m.0[row(m, i, d)];
+                    for j in 0..d {
+                        xr[j] = (src[j] - mr[j]) * sc;
+                    }
+                }
+                None => {
+                    for j in 0..d {
+                        xr[j] = src[j] * sc;
+                    }
                 }
             }
-            None => {
-                for j in 0..d {
-                    xr[j] = src[j] * sc;
-                }
+        });
+        let mut h0 = scratch(n * h);
+        match shared_scale {
+            Some(sc) => gemm_scaled(false, false, n, h, d, sc, xs, w0, 0.0, &mut h0),
+            None => gemm(false, false, n, h, d, &xh, w0, 0.0, &mut h0),
+        }
+        .map_err(gemm_err)?;
+        {
+            let mut adds = vec![RowAdd::Shared(b0), as_add(sub(self.temb, h))];
+            if let Some(c) = self.c0 {
+                adds.push(as_add(sub(c, h)));
             }
+            add_tanh(&mut h0, h, &adds);
         }
-    });
-    let temb_p = (temb_v, temb_rows);
-    let mut h0 = scratch(n * h);
-    gemm(false, false, n, h, d, &xh, w0, 0.0, &mut h0).map_err(gemm_err)?;
-    {
-        let mut adds = vec![RowAdd::Shared(b0), add_of(&temb_p)];
-        if let Some(c) = &c0 {
-            adds.push(add_of(c));
+        let mut h1 = scratch(n * h);
+        gemm(false, false, n, h, h, &h0, w1, 0.0, &mut h1).map_err(gemm_err)?;
+        give_back([h0]);
+        {
+            let mut adds = vec![RowAdd::Shared(b1)];
+            if let Some(c) = self.c1 {
+                adds.push(as_add(sub(c, h)));
+            }
+            add_tanh(&mut h1, h, &adds);
         }
-        add_tanh(&mut h0, h, &adds);
-    }
-    let mut h1 = scratch(n * h);
-    gemm(false, false, n, h, h, &h0, w1, 0.0, &mut h1).map_err(gemm_err)?;
-    give_back([h0]);
-    {
-        let mut adds = vec![RowAdd::Shared(b1)];
-        if let Some(c) = &c1 {
-            adds.push(add_of(c));
-        }
-        add_tanh(&mut h1, h, &adds);
-    }
-    let mut f = vec![0f32; n * d];
-    gemm(false, false, n, d, h, &h1, wo, 0.0, &mut f).map_err(gemm_err)?;
-    give_back([h1]);
-    // drift = (x̂ − σ(F + b_out + out) − x')/σ².
-    f.par_chunks_mut(d)
-        .zip(xh.par_chunks(d))
-        .enumerate()
-        .for_each(|(i, (fr, xr))| {
+        gemm(false, false, n, d, h, &h1, wo, 0.0, f).map_err(gemm_err)?;
+        give_back([h1]);
+        // drift = (x̂ − σ(F + b_out + out) − x')/σ²; a step writes
+        // x + ε·drift (+ scale·ξ).
+        f.par_chunks_mut(d).enumerate().for_each(|(i, fr)| {
             let s = sig_at(i);
             let inv_s2 = 1.0 / (s * s);
             let src = &xs[i * d..(i + 1) * d];
-            let mr = shift.as_ref().map(|m| &m.0.s()[row_at(m, i, d)]);
-            let or = out.as_ref().map(|o| &o.0.s()[row_at(o, i, d)]);
+            let mr = shift.map(|m| &m.0[row(m, i, d)]);
+            let or = out.map(|o| &o.0[row(o, i, d)]);
+            let xr = (shared_scale.is_none()).then(|| &xh[i * d..(i + 1) * d]);
             for j in 0..d {
                 let mut fo = fr[j] + bo[j];
                 if let Some(o) = or {
@@ -683,10 +719,102 @@ pub(crate) fn drift(
                     Some(m) => src[j] - m[j],
                     None => src[j],
                 };
-                fr[j] = (xr[j] - s * fo - xp) * inv_s2;
+                let xhat = match (xr, shared_scale) {
+                    (Some(xr), _) => xr[j],
+                    (None, Some(sc)) => src[j] * sc,
+                    (None, None) => 0.0,
+                };
+                fr[j] = (xhat - s * fo - xp) * inv_s2;
+            }
+            if let Some(st) = step {
+                for j in 0..d {
+                    fr[j] = src[j] + fr[j] * st.eps;
+                }
+                if let Some((key, sc)) = st.noise {
+                    crate::rng::add_normal_row(fr, sc, key, (lo + i) as u64);
+                }
             }
         });
-    give_back([xh]);
+        give_back([xh]);
+        Ok(())
+    }
+}
+
+/// Drift `f(x, σ, e)` without a graph (see [`ScoreNet::drift_pre`]):
+/// `x` `[N, d]`, `temb` `[N|1, H]`, `sigma` `[N|1, 1]`, condition terms
+/// `[N|1, H]` / `[N|1, d]`. With `step`, the result is the Langevin update
+/// of `x` instead of the drift; a step on many chains runs as one block of
+/// rows per OpenBLAS thread, each with single-threaded products (no
+/// synchronisation inside a step; the rows' values are the same either way
+/// up to the products' rounding).
+pub(crate) fn drift(
+    net: &ScoreNet,
+    w: &crate::params::Weights,
+    x: &Tensor,
+    temb: &Tensor,
+    sigma: &Tensor,
+    cond: &crate::stage2::CondTerms,
+    step: Option<Langevin>,
+) -> Result<Tensor> {
+    let (n, d) = x.dims2()?;
+    let h = net.hidden;
+    let temb = rows_of(temb, n, h, "level embedding")?;
+    let sigma = rows_of(sigma, n, 1, "sigma")?;
+    let c0 = opt_rows(&cond.l0, n, h, "layer-0 condition term")?;
+    let c1 = opt_rows(&cond.l1, n, h, "layer-1 condition term")?;
+    let shift = opt_rows(&cond.shift, n, d, "condition shift")?;
+    let out = opt_rows(&cond.out, n, d, "condition output term")?;
+    let hw = [
+        Host::new(w.get("l0.w")?)?,
+        Host::new(w.get("l0.b")?)?,
+        Host::new(w.get("l1.w")?)?,
+        Host::new(w.get("l1.b")?)?,
+        Host::new(w.get("out.w")?)?,
+        Host::new(w.get("out.b")?)?,
+    ];
+    let ws = [
+        hw[0].s(),
+        hw[1].s(),
+        hw[2].s(),
+        hw[3].s(),
+        hw[4].s(),
+        hw[5].s(),
+    ];
+    if !shapes_ok(ws, d, h) {
+        return Err(LcdError::Data(format!(
+            "drift input has {d} genes; the network's weights do not match"
+        )));
+    }
+    let xs = Host::new(x)?;
+    let input = DriftIn {
+        d,
+        h,
+        x: xs.s(),
+        temb: view(&temb),
+        sigma: view(&sigma),
+        c0: opt_view(&c0),
+        c1: opt_view(&c1),
+        shift: opt_view(&shift),
+        out: opt_view(&out),
+        w: ws,
+    };
+    let mut f = vec![0f32; n * d];
+    let parts = crate::blas::blas_threads().min(rayon::current_num_threads());
+    if step.is_some() && parts > 1 && n >= SPLIT_MIN_ROWS * parts {
+        let per = n.div_ceil(parts);
+        crate::blas::single_threaded(|| {
+            f.par_chunks_mut(per * d)
+                .enumerate()
+                .map(|(k, fk)| {
+                    let lo = k * per;
+                    let hi = lo + fk.len() / d;
+                    input.rows(lo, hi, fk, step)
+                })
+                .collect::<Result<Vec<()>>>()
+        })?;
+    } else {
+        input.rows(0, n, &mut f, step)?;
+    }
     Ok(Tensor::from_vec(f, (n, d), x.device())?)
 }
 

@@ -24,8 +24,6 @@ pub fn annealed_langevin(
     mut rng: Option<&mut TensorRng>,
     mut on_level: impl FnMut(usize),
 ) -> Result<Tensor> {
-    let n = x0.dim(0)?;
-    let d = x0.dim(1)?;
     // the fused CPU drift keeps [N, d] / [N, H] scratch buffers per thread;
     // free them when sampling ends
     let _scratch = crate::cpu_fast::ScratchGuard;
@@ -39,11 +37,7 @@ pub fn annealed_langevin(
         let temb = table.narrow(0, i, 1)?; // [1, H]
         let sigma = Tensor::from_vec(vec![s as f32], (1, 1), dev)?;
         for _ in 0..cfg.steps_per_level {
-            let f = net.drift_pre(w, &x, &temb, &sigma, &cond)?; // [N, d]
-            x = (x + (f * eps)?)?;
-            if let Some(r) = rng.as_deref_mut() {
-                x = (x + (r.normal(&[n, d])? * (2.0 * eps).sqrt())?)?;
-            }
+            x = net.langevin_step(w, &x, &temb, &sigma, &cond, eps, rng.as_deref_mut())?;
         }
         on_level(i);
     }

@@ -250,8 +250,55 @@ impl ScoreNet {
         sigma: &Tensor,
         cond: &CondTerms,
     ) -> Result<Tensor> {
-        // CPU, f32, no gradient wanted (the sampler, CLIPR): fused passes.
-        if x.device().is_cpu()
+        if self.fused_drift(w, x, temb, sigma, cond) {
+            return crate::cpu_fast::drift(self, w, x, temb, sigma, cond, None);
+        }
+        self.drift_graph(w, x, temb, sigma, cond)
+    }
+
+    /// One annealed-Langevin step `x + ε f(x) + √(2ε) ξ` (ξ from `rng`;
+    /// `None`: the noise-free step). On the CPU path the update and the noise
+    /// draw are fused into the drift's last pass; the host stream advances
+    /// the same way on both paths.
+    #[allow(clippy::too_many_arguments)]
+    pub fn langevin_step(
+        &self,
+        w: &Weights,
+        x: &Tensor,
+        temb: &Tensor,
+        sigma: &Tensor,
+        cond: &CondTerms,
+        eps: f64,
+        rng: Option<&mut TensorRng>,
+    ) -> Result<Tensor> {
+        let scale = (2.0 * eps).sqrt();
+        if self.fused_drift(w, x, temb, sigma, cond) {
+            let step = crate::cpu_fast::Langevin {
+                eps: eps as f32,
+                noise: rng.map(|r| (r.normal_key(), scale as f32)),
+            };
+            return crate::cpu_fast::drift(self, w, x, temb, sigma, cond, Some(step));
+        }
+        let f = self.drift_graph(w, x, temb, sigma, cond)?;
+        let mut x = (x + (f * eps)?)?;
+        if let Some(r) = rng {
+            let (n, d) = x.dims2()?;
+            let z = r.normal_rows(n, d)?;
+            x = (x + (z * scale)?)?;
+        }
+        Ok(x)
+    }
+
+    /// CPU, f32, no gradient wanted (the sampler, CLIPR): fused passes.
+    fn fused_drift(
+        &self,
+        w: &Weights,
+        x: &Tensor,
+        temb: &Tensor,
+        sigma: &Tensor,
+        cond: &CondTerms,
+    ) -> bool {
+        x.device().is_cpu()
             && x.dtype() == candle_core::DType::F32
             && crate::cpu_fast::supported(self)
             && !crate::cpu_fast::any_tracked(&[
@@ -264,9 +311,17 @@ impl ScoreNet {
                 cond.out.as_ref(),
             ])
             && !w.0.values().any(|t| t.track_op())
-        {
-            return crate::cpu_fast::drift(self, w, x, temb, sigma, cond);
-        }
+    }
+
+    /// The drift as candle ops (any device; differentiable).
+    fn drift_graph(
+        &self,
+        w: &Weights,
+        x: &Tensor,
+        temb: &Tensor,
+        sigma: &Tensor,
+        cond: &CondTerms,
+    ) -> Result<Tensor> {
         // Shift path: f(x, σ, e) = f_net(x − m(e), σ, e).
         let shifted;
         let x = match &cond.shift {

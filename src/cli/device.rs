@@ -8,6 +8,12 @@ use candle_core::Device;
 pub fn select(spec: &str) -> anyhow::Result<Device> {
     let spec = spec.trim().to_ascii_lowercase();
     if spec == "cpu" {
+        static HINT: std::sync::Once = std::sync::Once::new();
+        HINT.call_once(|| {
+            if let Some(h) = lcd::blas::core_hint() {
+                eprintln!("note: {h}");
+            }
+        });
         return Ok(Device::Cpu);
     }
     let ordinal = match spec.as_str() {
