@@ -187,6 +187,18 @@ impl Adam {
         })
     }
 
+    /// Clip factor for gradient norm `norm` and the bias corrections
+    /// `1 − β1^t` (1 without a first moment) and `1 − β2^t` of this step.
+    fn coefficients(&self, norm: f64) -> (f64, f64, f64) {
+        let scale = match self.hp.clip {
+            Some(c) if norm > c => c / norm,
+            _ => 1.0,
+        };
+        let (b1, b2) = (self.hp.beta1, self.hp.beta2);
+        let bc1 = if b1 > 0.0 { 1.0 - b1.powi(self.t) } else { 1.0 };
+        (scale, bc1, 1.0 - b2.powi(self.t))
+    }
+
     /// The fused CPU update: one parallel pass per parameter (moments on the
     /// host, parameter updated in place), same formulas as the tensor path.
     fn step_host(&mut self, grads: &[Option<Tensor>], lr: f64) -> Result<f64> {
@@ -195,13 +207,8 @@ impl Adam {
             .map(|g| g.as_ref().map(host_values).transpose())
             .collect::<Result<_>>()?;
         let norm = gs.iter().flatten().map(|g| sum_sq(g)).sum::<f64>().sqrt();
-        let scale = match self.hp.clip {
-            Some(c) if norm > c => c / norm,
-            _ => 1.0,
-        };
+        let (scale, bc1, bc2) = self.coefficients(norm);
         let (b1, b2) = (self.hp.beta1, self.hp.beta2);
-        let bc1 = if b1 > 0.0 { 1.0 - b1.powi(self.t) } else { 1.0 };
-        let bc2 = 1.0 - b2.powi(self.t);
         let Some(host) = self.host.as_mut() else {
             return Ok(norm);
         };
@@ -240,13 +247,8 @@ impl Adam {
         } else {
             f64::from(Tensor::stack(&sq, 0)?.sum_all()?.to_scalar::<f32>()?).sqrt()
         };
-        let scale = match self.hp.clip {
-            Some(c) if norm > c => c / norm,
-            _ => 1.0,
-        };
+        let (scale, bc1, bc2) = self.coefficients(norm);
         let (b1, b2) = (self.hp.beta1, self.hp.beta2);
-        let bc1 = if b1 > 0.0 { 1.0 - b1.powi(self.t) } else { 1.0 };
-        let bc2 = 1.0 - b2.powi(self.t);
         for (i, g) in grads.iter().enumerate() {
             let Some(g) = g else { continue };
             // Detach: gradients may carry an op history; keeping it in the moments would chain every step's graph.

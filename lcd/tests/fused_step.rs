@@ -1,7 +1,7 @@
 //! The fused CPU stage-2 step (OpenBLAS products, hand-written backward)
 //! against candle autograd: same loss, same gradients, same drift; and
 //! repeatable bit for bit.
-use std::collections::HashMap;
+mod common;
 
 use candle_core::{DType, Device, Tensor};
 use lcd::config::ConditionPath;
@@ -16,17 +16,13 @@ const B: usize = 100; // > one row block of the fused passes
 /// A network whose every parameter (biases and zero-initialised condition
 /// paths included) is random, so no gradient term is trivially zero.
 fn net(path: ConditionPath) -> anyhow::Result<ScoreNet> {
+    // these tests are about the fused path: on even under CELLMOL_LCD_GEMM=candle
+    lcd::blas::set_enabled(true);
     let dev = Device::Cpu;
     let mut rng = TensorRng::new(3, &dev)?;
     let sigmas: Vec<f64> = (0..7).map(|i| 5.0 * 0.5f64.powi(i)).collect();
     let n = ScoreNet::init_with(D, V, sigmas, H, path, &mut rng, &dev)?;
-    let mut map = HashMap::new();
-    for name in n.params.names() {
-        let t = n.params.get(&name)?;
-        let fan = t.dims()[0].max(1) as f64;
-        map.insert(name, (rng.normal(t.dims())? * (1.0 / fan.sqrt()))?);
-    }
-    n.params.assign("", &map)?;
+    common::randomise(&n, &mut rng)?;
     Ok(n)
 }
 

@@ -1,7 +1,7 @@
 //! The fused CPU step against candle's own matmul path end to end
 //! (`blas::set_enabled(false)`: candle autograd with candle's gemm, as
 //! before the OpenBLAS path). One test per binary: the switch is global.
-use std::collections::HashMap;
+mod common;
 
 use candle_core::{Device, Tensor};
 use lcd::rng::TensorRng;
@@ -15,13 +15,7 @@ fn fused_step_matches_candle_matmul_autograd() -> anyhow::Result<()> {
     let sigmas: Vec<f64> = (0..6).map(|i| 3.0 * 0.4f64.powi(i)).collect();
     let net = ScoreNet::init(d, v, sigmas, h, &mut rng, &dev)?;
     // Random biases and embeddings too (they start at zero / tiny).
-    let mut map = HashMap::new();
-    for name in net.params.names() {
-        let t = net.params.get(&name)?;
-        let fan = t.dims()[0].max(1) as f64;
-        map.insert(name, (rng.normal(t.dims())? * (1.0 / fan.sqrt()))?);
-    }
-    net.params.assign("", &map)?;
+    common::randomise(&net, &mut rng)?;
     let state = rng.normal(&[120, d])?;
     let rows: Vec<u32> = rng.indices(b, 120).into_iter().map(|r| r as u32).collect();
     let mh = Tensor::from_vec(vec![0f32, 1.0, 1.0, 0.0], (1, v), &dev)?;

@@ -2,7 +2,7 @@
 //! pass; chains split between threads) against the same step in candle ops
 //! with candle's matmul (`blas::set_enabled(false)`). One test per binary:
 //! the switch is global.
-use std::collections::HashMap;
+mod common;
 
 use candle_core::{Device, Tensor};
 use lcd::rng::TensorRng;
@@ -20,13 +20,7 @@ fn fused_langevin_step_matches_candle_ops() -> anyhow::Result<()> {
     let mut rng = TensorRng::new(11, &dev)?;
     let sigmas: Vec<f64> = (0..5).map(|i| 2.0 * 0.5f64.powi(i)).collect();
     let net = ScoreNet::init(d, v, sigmas, h, &mut rng, &dev)?;
-    let mut map = HashMap::new();
-    for name in net.params.names() {
-        let t = net.params.get(&name)?;
-        let fan = t.dims()[0].max(1) as f64;
-        map.insert(name, (rng.normal(t.dims())? * (1.0 / fan.sqrt()))?);
-    }
-    net.params.assign("", &map)?;
+    common::randomise(&net, &mut rng)?;
     let w = net.params.detached();
     let x = (rng.normal(&[n, d])? * 2.0)?;
     // per-chain condition embeddings (the per-row paths of the kernel)
