@@ -4,6 +4,7 @@ pub mod anndata;
 pub mod error;
 pub mod molbatch;
 pub mod screen;
+pub mod simd;
 pub mod simulate;
 pub mod train;
 

@@ -29,6 +29,7 @@ use crate::blas::{gemm, gemm_scaled};
 use crate::rng::TensorRng;
 use crate::stage2::ScoreNet;
 use crate::{LcdError, Result};
+use datasets::simd::exp_f32;
 
 /// Rows per parallel task of the row-wise passes.
 const ROW_BLOCK: usize = 32;
@@ -133,24 +134,6 @@ impl Drop for ScratchGuard {
 
 // ---------------------------------------------------------------- kernels
 
-/// `e^x` for `x ∈ [0, 20]`: Cody–Waite reduction to `2^n e^g`, `|g| ≤ ln2/2`,
-/// degree-7 Taylor polynomial (relative error ≈ 1e-8 before rounding).
-#[inline(always)]
-fn exp_small(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0; // round to nearest
-    let g = (x - n * LN2_HI) - n * LN2_LO;
-    let p = 1.0
-        + g * (1.0
-            + g * (0.5
-                + g * (1.0 / 6.0
-                    + g * (1.0 / 24.0
-                        + g * (1.0 / 120.0 + g * (1.0 / 720.0 + g * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    p * scale
-}
-
 /// tanh without a libm call, so loops over it vectorise: odd Taylor
 /// polynomial below |x| = 0.25, `1 − 2/(e^{2|x|} + 1)` above (|x| clamped
 /// at 10, where tanh rounds to 1). NaN stays NaN.
@@ -163,7 +146,7 @@ pub fn tanh_f(x: f32) -> f32 {
             + a2 * (-1.0 / 3.0
                 + a2 * (2.0 / 15.0
                     + a2 * (-17.0 / 315.0 + a2 * (62.0 / 2835.0 + a2 * (-1382.0 / 155_925.0))))));
-    let big = 1.0 - 2.0 / (exp_small(2.0 * a) + 1.0);
+    let big = 1.0 - 2.0 / (exp_f32(2.0 * a) + 1.0);
     let t = if a < 0.25 { small } else { big };
     let t = t.copysign(x);
     if x.is_nan() {
@@ -173,43 +156,13 @@ pub fn tanh_f(x: f32) -> f32 {
     }
 }
 
-#[inline(always)]
-fn add_tanh_row_generic(row: &mut [f32], add: &[f32]) {
-    for (o, a) in row.iter_mut().zip(add) {
-        *o = tanh_f(*o + *a);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn add_tanh_row_avx2(row: &mut [f32], add: &[f32]) {
-    add_tanh_row_generic(row, add)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn add_tanh_row_avx512(row: &mut [f32], add: &[f32]) {
-    add_tanh_row_generic(row, add)
-}
-
-/// `row[j] = tanh(row[j] + add[j])` (AVX-512 or AVX2 code when the CPU has
-/// it; the same IEEE operations either way, no FMA contraction, so identical
-/// results).
-fn add_tanh_row(row: &mut [f32], add: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            unsafe { add_tanh_row_avx512(row, add) };
-            return;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            unsafe { add_tanh_row_avx2(row, add) };
-            return;
+datasets::simd_kernels! {
+    // `row[j] = tanh(row[j] + add[j])`
+    add_tanh_row(row: &mut [f32], add: &[f32]) {
+        for (o, a) in row.iter_mut().zip(add) {
+            *o = tanh_f(*o + *a);
         }
     }
-    add_tanh_row_generic(row, add)
 }
 
 /// Something added to every row of a `[rows, cols]` pre-activation.

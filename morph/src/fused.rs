@@ -18,6 +18,7 @@
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
 };
+use datasets::simd::exp_f32;
 use rayon::prelude::*;
 
 /// Elements per parallel block (below this, one thread).
@@ -40,26 +41,6 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a 
     }
 }
 
-/// `exp(x)` for f32 without a libm call, so that the loops below vectorise:
-/// `x = n ln 2 + r`, `|r| ≤ ln 2 / 2`, degree-6 Taylor polynomial of `e^r`
-/// (truncation ≤ 1.2e-7 relative), `2^n` from the exponent bits. Inputs are
-/// clamped to [−87.3, 88] (so 2^n stays a normal float); below that the
-/// result is ≈ 1e-38 instead of a denormal, which σ and SiLU do not notice.
-#[inline(always)]
-fn exp_f32(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
-    let x = x.clamp(-87.3, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
-}
-
 #[inline(always)]
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp_f32(-x))
@@ -71,43 +52,9 @@ fn silu_grad(x: f32, g: f32) -> f32 {
     g * s * (1.0 + x * (1.0 - s))
 }
 
-/// The element loops, written over slices so that LLVM vectorises them; each
-/// is compiled twice, for the baseline target and for AVX2 + FMA (chosen at
-/// run time).
-macro_rules! kernels {
-    ($($name:ident ( $($a:ident : $t:ty),* ) $body:block)*) => {
-        mod base {
-            #[allow(unused_imports)]
-            use super::*;
-            $(#[inline(never)] pub fn $name($($a: $t),*) $body)*
-        }
-        #[cfg(target_arch = "x86_64")]
-        #[allow(unsafe_code)]
-        mod avx2 {
-            #[allow(unused_imports)]
-            use super::*;
-            $(
-                /// # Safety
-                /// The CPU must support AVX2 and FMA.
-                #[target_feature(enable = "avx2,fma")]
-                pub unsafe fn $name($($a: $t),*) $body
-            )*
-        }
-        $(
-            #[allow(unsafe_code)]
-            fn $name($($a: $t),*) {
-                #[cfg(target_arch = "x86_64")]
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    // SAFETY: the features were detected on this CPU.
-                    return unsafe { avx2::$name($($a),*) };
-                }
-                base::$name($($a),*)
-            }
-        )*
-    };
-}
-
-kernels! {
+// The element loops, written over slices so that LLVM vectorises them, each
+// compiled for baseline, AVX2 + FMA and AVX-512 (chosen at run time).
+datasets::simd_kernels! {
     k_silu(x: &[f32], out: &mut [f32]) {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = v * sigmoid(v);
