@@ -136,12 +136,14 @@ impl Weights {
             .get(name)
             .ok_or_else(|| LcdError::Data(format!("missing parameter {name:?}")))
     }
-    /// `x · W + b` with `W = name.w`, `b = name.b` (broadcast over leading axes).
+    /// `x · W + b` with `W = name.w`, `b = name.b` (broadcast over leading
+    /// axes); 2-D products go through [`crate::blas::matmul`] (OpenBLAS on
+    /// the CPU for f32, candle's matmul elsewhere).
     pub fn dense(&self, name: &str, x: &Tensor) -> Result<Tensor> {
         let w = self.get(&format!("{name}.w"))?;
         let b = self.get(&format!("{name}.b"))?;
         let y = if x.rank() == 2 && w.rank() == 2 {
-            x.matmul(w)?
+            crate::blas::matmul(x, w)?
         } else {
             x.broadcast_matmul(w)?
         };

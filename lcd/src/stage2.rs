@@ -51,18 +51,6 @@ pub struct CondTerms {
     pub out: Option<Tensor>,
 }
 
-/// `x · W + b` of layer `name` (`name.w` `[in, out]`, `name.b` `[1, out]`)
-/// for 2-D `x`, the product through [`crate::blas::matmul`] (OpenBLAS on
-/// the CPU for f32, candle's matmul elsewhere).
-pub fn dense(w: &Weights, name: &str, x: &Tensor) -> Result<Tensor> {
-    let wt = w.get(&format!("{name}.w"))?;
-    let b = w.get(&format!("{name}.b"))?;
-    if x.rank() != 2 || wt.rank() != 2 {
-        return w.dense(name, x);
-    }
-    Ok(crate::blas::matmul(x, wt)?.broadcast_add(b)?)
-}
-
 /// Sinusoidal embedding (Vaswani et al. 2017) of integer levels `0..l` in `h` dims.
 pub fn sinusoidal(l: usize, h: usize, dev: &Device) -> Result<Tensor> {
     let half = h / 2;
@@ -200,7 +188,7 @@ impl ScoreNet {
 
     /// Noise-level embeddings of all levels: sinusoidal → Dense → tanh → Dense. `[L, H]`
     pub fn level_table(&self, w: &Weights) -> Result<Tensor> {
-        dense(w, "temb1", &dense(w, "temb0", &self.sin_table)?.tanh()?)
+        w.dense("temb1", &w.dense("temb0", &self.sin_table)?.tanh()?)
     }
 
     /// Condition terms of embeddings `e` (`[N|1, H]`).
@@ -213,7 +201,7 @@ impl ScoreNet {
         };
         let layer = |name: &str| -> Result<Option<Tensor>> {
             match w.0.contains_key(&format!("{name}.w")) {
-                true => Ok(Some(dense(w, name, e)?)),
+                true => Ok(Some(w.dense(name, e)?)),
                 false => Ok(None),
             }
         };
@@ -333,17 +321,17 @@ impl ScoreNet {
         };
         let scale = (sigma.sqr()? + 1.0)?.sqrt()?.recip()?; // [N|1, 1]
         let xh = x.broadcast_mul(&scale)?; // [N, d]
-        let mut a0 = dense(w, "l0", &xh)?.broadcast_add(temb)?;
+        let mut a0 = w.dense("l0", &xh)?.broadcast_add(temb)?;
         if let Some(c) = &cond.l0 {
             a0 = a0.broadcast_add(c)?;
         }
         let h0 = a0.tanh()?; // [N, H]
-        let mut a1 = dense(w, "l1", &h0)?;
+        let mut a1 = w.dense("l1", &h0)?;
         if let Some(c) = &cond.l1 {
             a1 = a1.broadcast_add(c)?;
         }
         let h1 = a1.tanh()?; // [N, H]
-        let mut f_out = dense(w, "out", &h1)?; // [N, d]
+        let mut f_out = w.dense("out", &h1)?; // [N, d]
         if let Some(o) = &cond.out {
             f_out = f_out.broadcast_add(o)?;
         }
