@@ -612,6 +612,46 @@ fn morph_fe_graphs_from_file() {
             .collect()
     };
     assert_eq!(graphs_of("g1"), graphs_of("g2"));
+    // the geometry verifier with a late start: same seed, same numbers
+    let geo = |o: &str| {
+        ok_json(&[
+            "-q",
+            "expand",
+            "fe",
+            &p("model"),
+            "--verifier",
+            "geometry",
+            "--t-start",
+            "0.7",
+            "-o",
+            &p(o),
+            "--json",
+            "--seed",
+            "4",
+            "--config",
+            &p("fe.toml"),
+            "--graphs",
+            &p("toy.sdf"),
+        ])
+    };
+    let (j1, j2) = (geo("g3"), geo("g4"));
+    check_contract(&j1, false);
+    assert_eq!(j1["before"], j2["before"]);
+    assert_eq!(j1["after"], j2["after"]);
+    let rep: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("g3").join("expand_report.json")).expect("report"),
+    )
+    .expect("json");
+    assert!(
+        rep["verifier"]
+            .as_str()
+            .expect("verifier")
+            .starts_with("geometry"),
+        "{}",
+        rep["verifier"]
+    );
+    assert_eq!(rep["details"]["t_start"], 0.7, "{}", rep["details"]);
+    assert_eq!(graphs_of("g3"), graphs_of("g1"));
     // --help documents the flag and the verifier
     let h = cellmol(&["expand", "fe", "--help"]);
     let help = String::from_utf8_lossy(&h.stdout);
@@ -679,4 +719,14 @@ fn morph_fe_graphs_from_file() {
         ],
         &["graph-match", "expand fe"],
     );
+    // a start time outside [0, 1), and a settings typo
+    let mut args = base("geometry", p("toy.sdf"));
+    args.extend(["--t-start".to_string(), "1.5".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails(&args, &["t_start"]);
+    std::fs::write(p("typo.toml"), "[fe]\nitrations = 2\n").expect("typo");
+    let mut args = base("geometry", p("toy.sdf"));
+    args.extend(["--config".to_string(), p("typo.toml")]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails(&args, &["itrations"]);
 }

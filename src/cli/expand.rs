@@ -9,8 +9,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use datasets::train::RunDir;
 use indicatif::{ProgressBar, ProgressStyle};
 use morph::expand::molecular::{
-    select_graphs, ActFlowMode, ExpandMetrics, GraphMatch, GraphSource, MorphActFlowConfig,
-    MorphFeConfig,
+    select_graphs, ActFlowMode, ExpandMetrics, GraphMatch, GraphSource, MolProtocol,
+    MorphActFlowConfig, MorphFeConfig,
 };
 use morph::expand::plot::{density_png, panels_png};
 use morph::expand::toy::{run_toy, ToyConfig, ToyMethod, ToyMetrics, ToyTask};
@@ -44,6 +44,14 @@ pub enum VerifierArg {
     /// graph's bonds, orders included (a valid molecule of THIS graph, not
     /// just some valid molecule).
     GraphMatch,
+    /// `expand fe` only: PoseBusters-style geometry of the conformer against
+    /// its fixed graph's own bonds: every bond length within 25 % of its
+    /// element-pair / bond-order reference, every 1-3 distance within 25 % of
+    /// the ideal angle's, no pair of atoms ≥ 3 bonds apart closer than 0.7 ×
+    /// the sum of their van der Waals radii (settings TOML table
+    /// `[geometry]`: bond_tol, angle_tol, clash_factor). Molecule-level
+    /// metrics then use the graph's bonds (`mol_protocol = "graph"`).
+    Geometry,
 }
 
 /// Options shared by `expand fe` and `expand actflow`.
@@ -95,6 +103,13 @@ pub struct MorphFeArgs {
     /// 0/1 verifier (the metrics keep the verifier).
     #[arg(long)]
     pub graphs: Option<PathBuf>,
+    /// Late start t0 in [0, 1) (settings key `t_start`; default 0): start the
+    /// pre-trained flow at t0 from each graph's own conformer (the --graphs
+    /// molecule's, or the model sample's) noised by the interpolant,
+    /// t0·x_ref + (1 − t0)·z, instead of pure noise at t = 0 (SDEdit-style);
+    /// FE then expands the conformers the flow makes from there.
+    #[arg(long)]
+    pub t_start: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -171,7 +186,7 @@ pub fn run(cmd: ExpandCommand, global: Global) -> anyhow::Result<()> {
         ExpandCommand::Toy(args) => run_toy_cmd(args, global),
         ExpandCommand::Fe(args) => run_morph(
             &args.common,
-            Method::Fe(args.iterations, args.graphs.clone()),
+            Method::Fe(args.iterations, args.graphs.clone(), args.t_start),
             global,
         ),
         ExpandCommand::Actflow(args) => run_morph(
@@ -183,7 +198,8 @@ pub fn run(cmd: ExpandCommand, global: Global) -> anyhow::Result<()> {
 }
 
 enum Method {
-    Fe(Option<usize>, Option<PathBuf>),
+    /// Iterations, --graphs, --t-start.
+    Fe(Option<usize>, Option<PathBuf>, Option<f64>),
     ActFlow(Option<usize>, Option<PathBuf>, Option<BaselineArg>),
 }
 
@@ -233,7 +249,7 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
         Method::Fe(..) => Protocol::Edm,
         Method::ActFlow(..) => Protocol::Bonds,
     };
-    let verifier: Box<dyn molecules::Verifier> = match a.verifier {
+    let mut verifier: Box<dyn molecules::Verifier> = match a.verifier {
         #[cfg(feature = "rdkit")]
         VerifierArg::Validity => Box::new(molecules::verify::Validity {
             protocol,
@@ -248,6 +264,13 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
             Method::Fe(..) => Box::new(GraphMatch { orders: true }),
             Method::ActFlow(..) => anyhow::bail!(
                 "--verifier graph-match checks conformers of fixed graphs: it is for `expand fe` only"
+            ),
+        },
+        // replaced by the settings' geometry once they are read
+        VerifierArg::Geometry => match method {
+            Method::Fe(..) => Box::new(morph::expand::verifier::Geometry::default()),
+            Method::ActFlow(..) => anyhow::bail!(
+                "--verifier geometry checks conformers of fixed graphs: it is for `expand fe` only"
             ),
         },
     };
@@ -268,7 +291,7 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
     };
     let text = read_text(a.config.as_deref())?;
     let settings = match &method {
-        Method::Fe(iterations, graphs) => {
+        Method::Fe(iterations, graphs, t_start) => {
             let mut cfg = match &text {
                 Some(t) => MorphFeConfig::from_toml(t).with_context(where_)?,
                 None => MorphFeConfig::default(),
@@ -277,7 +300,17 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
             if let Some(k) = iterations {
                 cfg.fe.iterations = *k;
             }
-            cfg.validate().with_context(where_)?;
+            if let Some(t0) = t_start {
+                cfg.t_start = *t0;
+            }
+            if let VerifierArg::Geometry = a.verifier {
+                cfg.mol_protocol = MolProtocol::Graph;
+                verifier = Box::new(cfg.geometry);
+            }
+            cfg.validate().with_context(|| match t_start {
+                Some(t0) => format!("{} (--t-start {t0})", where_()),
+                None => where_(),
+            })?;
             let graphs = match graphs {
                 Some(p) => {
                     let mols = molecules::read_molecules_path(p).with_context(|| {

@@ -35,7 +35,7 @@ pub enum RecursiveMethod {
 
 /// ActFlow / Rec-NF / Rec-F settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ActFlowConfig {
     /// Rounds R (≥ 1).
     pub rounds: usize,

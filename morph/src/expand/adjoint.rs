@@ -30,7 +30,7 @@ use super::{bad_config, ExpandError, Result};
 /// Settings of one adjoint-matching fine-tuning run (defaults from
 /// `design/expand.md`: lr 1e-4, batch 128, 512 samples, 50 steps, clip 0.4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdjointConfig {
     /// Trajectories sampled per round (≥ 1).
     pub n_samples: usize,

@@ -46,7 +46,7 @@ pub enum ProjectMode {
 
 /// Flow Expander settings (defaults from `design/expand.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FeConfig {
     /// Mirror-descent iterations K (≥ 1).
     pub iterations: usize,

@@ -18,7 +18,7 @@ use super::{bad_config, ExpandError, Result};
 
 /// Architecture of [`FlowMlp`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FlowMlpConfig {
     /// Data dimension (≥ 1; 2 for the toy tasks).
     pub dim: usize,
@@ -252,7 +252,7 @@ pub fn clipped_step(opt: &mut AdamW, vars: &[Var], loss: &Tensor, max_norm: f64)
 
 /// Settings of conditional-flow-matching training.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct CfmConfig {
     /// Optimiser steps (≥ 1).
     pub steps: usize,

@@ -141,7 +141,7 @@ impl Verifier for ToyVerifier {
 
 /// Settings of a toy run (defaults sized for ≤ ~1–2 min on a CPU).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ToyConfig {
     pub seed: u64,
     /// Training points of the pre-trained flow.
