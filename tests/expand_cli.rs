@@ -543,29 +543,31 @@ fn morph_fe_graphs_from_file() {
     fit_tiny_model(tmp.path(), "");
     std::fs::write(p("fe.toml"), FE_SMALL).expect("fe");
     let file = molecules::read_molecules_path(&tmp.path().join("toy.sdf")).expect("toy.sdf");
-    let fe = |o: &str, verifier: &str| {
-        ok_json(&[
+    let toy_path = p("toy.sdf");
+    let fe = |o: &str, verifier: &str, extra: &[&str]| {
+        let (model, out, cfg, toy) = (p("model"), p(o), p("fe.toml"), p("toy.sdf"));
+        let mut args = vec![
             "-q",
             "expand",
             "fe",
-            &p("model"),
+            &model,
             "--verifier",
             verifier,
             "-o",
-            &p(o),
+            &out,
             "--json",
             "--seed",
             "4",
             "--config",
-            &p("fe.toml"),
+            &cfg,
             "--graphs",
-            &p("toy.sdf"),
-            "--train",
-            &p("toy.sdf"),
-        ])
+            &toy,
+        ];
+        args.extend_from_slice(extra);
+        ok_json(&args)
     };
     for (o, verifier) in [("g1", "stability"), ("g2", "graph-match")] {
-        let j = fe(o, verifier);
+        let j = fe(o, verifier, &["--train", &toy_path]);
         check_contract(&j, true);
         let dir = tmp.path().join(o);
         assert!(dir.join("COMPLETE").is_file(), "{o}: not finished");
@@ -613,27 +615,7 @@ fn morph_fe_graphs_from_file() {
     };
     assert_eq!(graphs_of("g1"), graphs_of("g2"));
     // the geometry verifier with a late start: same seed, same numbers
-    let geo = |o: &str| {
-        ok_json(&[
-            "-q",
-            "expand",
-            "fe",
-            &p("model"),
-            "--verifier",
-            "geometry",
-            "--t-start",
-            "0.7",
-            "-o",
-            &p(o),
-            "--json",
-            "--seed",
-            "4",
-            "--config",
-            &p("fe.toml"),
-            "--graphs",
-            &p("toy.sdf"),
-        ])
-    };
+    let geo = |o: &str| fe(o, "geometry", &["--t-start", "0.7"]);
     let (j1, j2) = (geo("g3"), geo("g4"));
     check_contract(&j1, false);
     assert_eq!(j1["before"], j2["before"]);

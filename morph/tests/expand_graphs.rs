@@ -9,20 +9,7 @@ use morph::expand::molecular::{
     fe_morph_with, graph_size_limits, select_graphs, GraphMatch, GraphSource, MorphFeConfig,
 };
 
-type Atom = (&'static str, [f64; 3]);
-
-fn mol(atoms: &[Atom], bonds: &[(usize, usize, BondOrder)]) -> Molecule {
-    let els = atoms
-        .iter()
-        .map(|(s, _)| Element::from_symbol(s).expect("element"))
-        .collect();
-    let pos = ndarray::Array2::from_shape_fn((atoms.len(), 3), |(i, d)| atoms[i].1[d]);
-    let mut m = Molecule::new(els, pos).expect("molecule");
-    for &(a, b, o) in bonds {
-        m.add_bond(a, b, o).expect("bond");
-    }
-    m
-}
+use common::mol;
 
 const S: BondOrder = BondOrder::Single;
 

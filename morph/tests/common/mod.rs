@@ -47,3 +47,20 @@ pub fn trained(dir: &Path, steps: usize) -> morph::io::ModelDir {
     morph::train::fit(&set, &stats, &cfg, &Device::Cpu, dir, &mut |_| {}).expect("fit");
     morph::io::ModelDir::load(dir, &Device::Cpu).expect("load")
 }
+
+/// `(element symbol, position in Å)` of one atom of a hand-written molecule.
+pub type Atom = (&'static str, [f64; 3]);
+
+/// A molecule from atoms and bonds (panics on a bad fixture).
+pub fn mol(atoms: &[Atom], bonds: &[(usize, usize, molecules::BondOrder)]) -> molecules::Molecule {
+    let els = atoms
+        .iter()
+        .map(|(s, _)| molecules::Element::from_symbol(s).expect("element"))
+        .collect();
+    let pos = ndarray::Array2::from_shape_fn((atoms.len(), 3), |(i, d)| atoms[i].1[d]);
+    let mut m = molecules::Molecule::new(els, pos).expect("molecule");
+    for &(a, b, o) in bonds {
+        m.add_bond(a, b, o).expect("bond");
+    }
+    m
+}
