@@ -38,13 +38,13 @@ const COL_BLOCK: usize = 64;
 
 /// Read access to a CPU tensor's f32 values: borrowed from the storage when
 /// contiguous, copied otherwise.
-enum Host<'a> {
+pub(crate) enum Host<'a> {
     Borrowed(StorageRef<'a>, usize, usize),
     Owned(Vec<f32>),
 }
 
 impl<'a> Host<'a> {
-    fn new(t: &'a Tensor) -> Result<Self> {
+    pub(crate) fn new(t: &'a Tensor) -> Result<Self> {
         {
             let (st, l) = t.storage_and_layout();
             if let (Storage::Cpu(CpuStorage::F32(_)), Some((a, b))) = (&*st, l.contiguous_offsets())
@@ -56,7 +56,7 @@ impl<'a> Host<'a> {
             t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
         ))
     }
-    fn s(&self) -> &[f32] {
+    pub(crate) fn s(&self) -> &[f32] {
         match self {
             Host::Borrowed(st, a, b) => match &**st {
                 Storage::Cpu(CpuStorage::F32(v)) => &v[*a..*b],
@@ -662,7 +662,11 @@ impl DriftIn<'_> {
             let src = &xs[i * d..(i + 1) * d];
             let mr = shift.map(|m| &m.0[row(m, i, d)]);
             let or = out.map(|o| &o.0[row(o, i, d)]);
-            let xr = (shared_scale.is_none()).then(|| &xh[i * d..(i + 1) * d]);
+            // x̂ stored, or recomputed from x with the shared scale
+            let xr = match shared_scale {
+                None => Ok(&xh[i * d..(i + 1) * d]),
+                Some(sc) => Err(sc),
+            };
             for j in 0..d {
                 let mut fo = fr[j] + bo[j];
                 if let Some(o) = or {
@@ -672,10 +676,9 @@ impl DriftIn<'_> {
                     Some(m) => src[j] - m[j],
                     None => src[j],
                 };
-                let xhat = match (xr, shared_scale) {
-                    (Some(xr), _) => xr[j],
-                    (None, Some(sc)) => src[j] * sc,
-                    (None, None) => 0.0,
+                let xhat = match xr {
+                    Ok(xr) => xr[j],
+                    Err(sc) => src[j] * sc,
                 };
                 fr[j] = (xhat - s * fo - xp) * inv_s2;
             }

@@ -5,6 +5,8 @@
 use candle_core::{Tensor, Var};
 use rayon::prelude::*;
 
+use crate::cpu_fast::Host;
+
 use crate::Result;
 
 #[derive(Debug, Clone, Copy)]
@@ -202,11 +204,18 @@ impl Adam {
     /// The fused CPU update: one parallel pass per parameter (moments on the
     /// host, parameter updated in place), same formulas as the tensor path.
     fn step_host(&mut self, grads: &[Option<Tensor>], lr: f64) -> Result<f64> {
-        let gs: Vec<Option<Vec<f32>>> = grads
+        // gradients read in place (borrowed storage; copied only when not
+        // contiguous f32)
+        let gs: Vec<Option<Host<'_>>> = grads
             .iter()
-            .map(|g| g.as_ref().map(host_values).transpose())
+            .map(|g| g.as_ref().map(Host::new).transpose())
             .collect::<Result<_>>()?;
-        let norm = gs.iter().flatten().map(|g| sum_sq(g)).sum::<f64>().sqrt();
+        let norm = gs
+            .iter()
+            .flatten()
+            .map(|g| sum_sq(g.s()))
+            .sum::<f64>()
+            .sqrt();
         let (scale, bc1, bc2) = self.coefficients(norm);
         let (b1, b2) = (self.hp.beta1, self.hp.beta2);
         let Some(host) = self.host.as_mut() else {
@@ -215,7 +224,7 @@ impl Adam {
         for ((p, g), mom) in self.params.iter().zip(&gs).zip(host.iter_mut()) {
             let Some(g) = g else { continue };
             let op = AdamUpdate {
-                g,
+                g: g.s(),
                 mom: std::sync::Mutex::new(mom),
                 scale: scale as f32,
                 b1: b1 as f32,
