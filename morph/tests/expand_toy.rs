@@ -22,6 +22,7 @@ fn small() -> ToyConfig {
             batch: 256,
             lr: 2e-3,
             grad_clip: 1.0,
+            ..CfmConfig::default()
         },
     };
     c.actflow = ActFlowConfig {

@@ -19,12 +19,11 @@
 //! `sign_convention_reaches_tilted_gaussian`); the opposite sign (seen in one
 //! public FE snapshot) tilts towards `exp(−r/λ)` and is rejected by that test.
 use candle_core::{Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use super::flow::{sample_memoryless, Flow, Interpolant, TrainableFlow};
-use super::mlp::clipped_step;
+use super::mlp::{OptimKind, Tuner};
 use super::{bad_config, ExpandError, Result};
 
 /// Settings of one adjoint-matching fine-tuning run (defaults from
@@ -42,10 +41,12 @@ pub struct AdjointConfig {
     pub rounds: usize,
     /// Passes over the sampled trajectories per round (≥ 1).
     pub epochs: usize,
-    /// AdamW learning rate (> 0).
+    /// Learning rate (> 0).
     pub lr: f64,
     /// Global gradient-norm clip (≤ 0 disables).
     pub grad_clip: f64,
+    /// `adam` (default) or `sgd` ([`OptimKind`]).
+    pub optimizer: OptimKind,
     /// Regularisation λ > 0 of the tilt `exp(r/λ)`.
     pub lambda: f64,
     /// Fraction of the last time steps always in the loss, in (0, 1].
@@ -64,6 +65,7 @@ impl Default for AdjointConfig {
             epochs: 1,
             lr: 1e-4,
             grad_clip: 0.4,
+            optimizer: OptimKind::Adam,
             lambda: 1.0,
             last_frac: 0.25,
             random_frac: 0.25,
@@ -188,14 +190,7 @@ pub(crate) fn adjoint_matching_signed<F: TrainableFlow, B: Flow + ?Sized>(
     cfg.validate()?;
     let ip = Interpolant;
     let vars = model.vars();
-    let mut opt = AdamW::new(
-        vars.clone(),
-        ParamsAdamW {
-            lr: cfg.lr,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = Tuner::new(cfg.optimizer, vars.clone(), cfg.lr)?;
     let n = cfg.n_samples;
     let n_steps = cfg.n_steps;
     let h = 1.0 / n_steps as f64;
@@ -272,7 +267,7 @@ pub(crate) fn adjoint_matching_signed<F: TrainableFlow, B: Flow + ?Sized>(
                         reason: format!("loss became {lv} in round {round}"),
                     });
                 }
-                clipped_step(&mut opt, &vars, &loss, cfg.grad_clip)?;
+                opt.step(&vars, &loss, cfg.grad_clip)?;
                 round_loss += lv;
                 n_updates += 1;
             }

@@ -225,7 +225,59 @@ impl TrainableFlow for FlowMlp {
 
 /// One optimiser step with global gradient-norm clipping (`max_norm ≤ 0`
 /// disables clipping). Returns the pre-clip gradient norm.
-pub fn clipped_step(opt: &mut AdamW, vars: &[Var], loss: &Tensor, max_norm: f64) -> Result<f64> {
+/// Optimiser of a training or fine-tuning run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimKind {
+    /// AdamW without weight decay (the default; right for training from
+    /// scratch). A fresh AdamW moves every parameter by about `lr` in the
+    /// sign of its gradient on its first steps, whatever the gradient's
+    /// size, so a few steps on a trained network move it a long way.
+    #[default]
+    Adam,
+    /// Plain gradient descent: steps proportional to the (clipped)
+    /// gradient, so parameters the loss hardly depends on stay put; for
+    /// short fine-tuning runs of a pre-trained network (FE on Morph).
+    Sgd,
+}
+
+/// The optimiser of one run ([`OptimKind`]) over `vars`.
+pub enum Tuner {
+    Adam(AdamW),
+    Sgd(candle_nn::SGD),
+}
+
+impl Tuner {
+    pub fn new(kind: OptimKind, vars: Vec<Var>, lr: f64) -> Result<Self> {
+        Ok(match kind {
+            OptimKind::Adam => Self::Adam(AdamW::new(
+                vars,
+                ParamsAdamW {
+                    lr,
+                    weight_decay: 0.0,
+                    ..Default::default()
+                },
+            )?),
+            OptimKind::Sgd => Self::Sgd(candle_nn::SGD::new(vars, lr)?),
+        })
+    }
+
+    /// One step on `loss` with the gradient clipped to global norm
+    /// `max_norm` (≤ 0: no clip); returns the gradient norm before clipping.
+    pub fn step(&mut self, vars: &[Var], loss: &Tensor, max_norm: f64) -> Result<f64> {
+        match self {
+            Self::Adam(o) => clipped_step(o, vars, loss, max_norm),
+            Self::Sgd(o) => clipped_step(o, vars, loss, max_norm),
+        }
+    }
+}
+
+fn clipped_step<O: Optimizer>(
+    opt: &mut O,
+    vars: &[Var],
+    loss: &Tensor,
+    max_norm: f64,
+) -> Result<f64> {
     let mut grads = loss.backward()?;
     let mut sq = 0f64;
     for v in vars {
@@ -258,10 +310,12 @@ pub struct CfmConfig {
     pub steps: usize,
     /// Mini-batch size (≥ 1).
     pub batch: usize,
-    /// AdamW learning rate (> 0).
+    /// Learning rate (> 0).
     pub lr: f64,
     /// Global gradient-norm clip (≤ 0 disables).
     pub grad_clip: f64,
+    /// `adam` (default) or `sgd` ([`OptimKind`]).
+    pub optimizer: OptimKind,
 }
 
 impl Default for CfmConfig {
@@ -271,6 +325,7 @@ impl Default for CfmConfig {
             batch: 256,
             lr: 2e-3,
             grad_clip: 1.0,
+            optimizer: OptimKind::Adam,
         }
     }
 }
@@ -326,14 +381,7 @@ pub fn train_cfm<F: TrainableFlow>(
     }
     let device = data.device();
     let vars = flow.vars();
-    let mut opt = AdamW::new(
-        vars.clone(),
-        ParamsAdamW {
-            lr: cfg.lr,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = Tuner::new(cfg.optimizer, vars.clone(), cfg.lr)?;
     let tail = (cfg.steps / 10).max(1);
     let mut tail_loss = 0.0;
     let event_elems: usize = data.dims()[1..].iter().product::<usize>().max(1);
@@ -368,11 +416,64 @@ pub fn train_cfm<F: TrainableFlow>(
                 reason: format!("loss became {lv} at step {step}"),
             });
         }
-        clipped_step(&mut opt, &vars, &loss, cfg.grad_clip)?;
+        opt.step(&vars, &loss, cfg.grad_clip)?;
         if step >= cfg.steps - tail {
             tail_loss += lv / tail as f64;
         }
         on_step(step, lv);
     }
     Ok(tail_loss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `loss = Σ c_i θ_i` has gradient `c`: one step of each optimiser from
+    /// θ = 0, against the closed form.
+    fn one_step(kind: OptimKind, c: &[f32], lr: f64, clip: f64) -> Vec<f32> {
+        let dev = Device::Cpu;
+        let theta = Var::zeros(c.len(), DType::F32, &dev).unwrap();
+        let ct = Tensor::from_slice(c, c.len(), &dev).unwrap();
+        let loss = (theta.as_tensor() * &ct).unwrap().sum_all().unwrap();
+        let mut opt = Tuner::new(kind, vec![theta.clone()], lr).unwrap();
+        let norm = opt.step(&[theta.clone()], &loss, clip).unwrap();
+        let want = c.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+        assert!((norm - want).abs() < 1e-5 * want, "norm {norm} vs {want}");
+        theta.as_tensor().to_vec1::<f32>().unwrap()
+    }
+
+    #[test]
+    fn sgd_steps_along_the_clipped_gradient() {
+        let c = [3.0f32, -4.0, 1e-4];
+        let got = one_step(OptimKind::Sgd, &c, 0.1, 0.0);
+        for (g, ci) in got.iter().zip(c) {
+            assert!((g + 0.1 * ci).abs() < 1e-7, "{got:?}");
+        }
+        // norm 5 clipped to 1: the step is lr·c/5
+        let got = one_step(OptimKind::Sgd, &c, 0.1, 1.0);
+        for (g, ci) in got.iter().zip(c) {
+            assert!((g + 0.1 * ci / 5.0).abs() < 1e-6, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn fresh_adam_moves_every_parameter_by_lr() {
+        // the reason for `sgd` in fine-tuning: Adam's first step is lr·sign(g),
+        // the same for a gradient of 1e-4 as for one of 4
+        let c = [3.0f32, -4.0, 1e-4];
+        let got = one_step(OptimKind::Adam, &c, 0.01, 0.0);
+        for (g, ci) in got.iter().zip(c) {
+            assert!((g + 0.01 * ci.signum()).abs() < 1e-5, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn optimizer_names_in_settings() {
+        let c: CfmConfig = toml::from_str("optimizer = \"sgd\"").unwrap();
+        assert_eq!(c.optimizer, OptimKind::Sgd);
+        assert_eq!(CfmConfig::default().optimizer, OptimKind::Adam);
+        let e = toml::from_str::<CfmConfig>("optimizer = \"rmsprop\"").unwrap_err();
+        assert!(e.to_string().contains("rmsprop"), "{e}");
+    }
 }

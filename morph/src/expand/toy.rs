@@ -185,6 +185,7 @@ impl Default for ToyConfig {
                 batch: 256,
                 lr: 2e-3,
                 grad_clip: 1.0,
+                ..CfmConfig::default()
             },
         };
         Self {
@@ -199,6 +200,7 @@ impl Default for ToyConfig {
                 batch: 256,
                 lr: 2e-3,
                 grad_clip: 1.0,
+                ..CfmConfig::default()
             },
             n_eval: 1500,
             n_ode_steps: 50,
