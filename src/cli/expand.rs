@@ -70,7 +70,10 @@ pub struct MorphCommon {
     /// Random seed (runs are reproducible from it on the CPU).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// TOML with the method's settings (sizes, FE / ActFlow parameters); flags override it.
+    /// TOML with the method's settings (sizes, FE / ActFlow parameters), laid
+    /// over the defaults; flags override it. The report's `details.config`
+    /// lists every key, e.g. `[fe.expand]` / `[fe.project]` `lr` and
+    /// `optimizer` ("sgd", the Morph FE default, or "adam").
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Training molecules (SDF / XYZ) for `novel_valid`: distinct valid
