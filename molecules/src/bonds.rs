@@ -138,7 +138,18 @@ impl BondTables {
     }
     /// Single-bond length in pm, if tabulated.
     pub fn single_pm(&self, a: Element, b: Element) -> Option<u16> {
-        let v = self.single.get(a.0 as usize)?[b.0 as usize];
+        Self::get(&self.single, a, b)
+    }
+    /// Double-bond length in pm, if tabulated.
+    pub fn double_pm(&self, a: Element, b: Element) -> Option<u16> {
+        Self::get(&self.double, a, b)
+    }
+    /// Triple-bond length in pm, if tabulated.
+    pub fn triple_pm(&self, a: Element, b: Element) -> Option<u16> {
+        Self::get(&self.triple, a, b)
+    }
+    fn get(t: &[[u16; 119]], a: Element, b: Element) -> Option<u16> {
+        let v = *t.get(a.0 as usize)?.get(b.0 as usize)?;
         (v > 0).then_some(v)
     }
     /// EDM `get_bond_order`: 0 (none), 1, 2 or 3 for distance `d_ang` in Å.
@@ -414,6 +425,17 @@ pub fn with_inferred_bonds(m: &Molecule) -> Molecule {
 mod tests {
     use super::*;
     use ndarray::Array2;
+
+    #[test]
+    fn bond_lengths_by_order() {
+        let e = |s| Element::from_symbol(s).unwrap();
+        let t = BondTables::edm();
+        assert_eq!(t.single_pm(e("C"), e("O")), Some(143));
+        assert_eq!(t.double_pm(e("O"), e("C")), Some(120));
+        assert_eq!(t.triple_pm(e("N"), e("C")), Some(116));
+        assert_eq!(t.triple_pm(e("C"), e("S")), None);
+        assert_eq!(t.double_pm(e("H"), e("H")), None);
+    }
 
     #[test]
     fn edm_rule() {

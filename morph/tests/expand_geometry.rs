@@ -11,57 +11,6 @@ use morph::expand::molecular::{
 };
 use morph::expand::verifier::Geometry;
 
-/// Experiment runner (not a test of behaviour): Flow Expander with the
-/// geometry verifier from a settings file, as `cellmol expand fe --verifier
-/// geometry --graphs SDF --train SDF`. `FE_RUN_MODEL=dir FE_RUN_SDF=file
-/// FE_RUN_TOML=settings FE_RUN_OUT=dir cargo test --release -p morph --test
-/// expand_geometry run_fe -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn run_fe() {
-    let (Ok(dir), Ok(sdf), Ok(toml), Ok(out)) = (
-        std::env::var("FE_RUN_MODEL"),
-        std::env::var("FE_RUN_SDF"),
-        std::env::var("FE_RUN_TOML"),
-        std::env::var("FE_RUN_OUT"),
-    ) else {
-        return;
-    };
-    let mut cfg =
-        MorphFeConfig::from_toml(&std::fs::read_to_string(&toml).expect("toml")).expect("cfg");
-    cfg.seed = std::env::var("FE_RUN_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    cfg.mol_protocol = MolProtocol::Graph;
-    let mols = molecules::read_molecules_path(std::path::Path::new(&sdf)).expect("sdf");
-    let out = std::path::Path::new(&out);
-    let _ = std::fs::remove_dir_all(out);
-    let rep = fe_morph_with(
-        std::path::Path::new(&dir),
-        GraphSource::Molecules {
-            mols: &mols,
-            name: &sdf,
-        },
-        Some(&mols),
-        &cfg.geometry,
-        &cfg,
-        out,
-        &Device::Cpu,
-        &mut |_, _, _| {},
-    )
-    .expect("fe");
-    std::fs::write(
-        out.join("expand_report.json"),
-        serde_json::to_string_pretty(&rep).expect("json"),
-    )
-    .expect("write");
-    println!(
-        "{}",
-        serde_json::json!({"before": rep.before, "after": rep.after})
-    );
-}
-
 use common::mol;
 
 const S: BondOrder = BondOrder::Single;
@@ -452,38 +401,6 @@ fn fe_with_geometry_verifier_and_late_start() {
     let r2 = run("b");
     assert_eq!(r.before, r2.before);
     assert_eq!(r.after, r2.after);
-}
-
-/// Diagnostic (not a test of behaviour): pass rate of the geometry verifier
-/// on the own conformers of a molecule file, with the worst check of the
-/// failures. `FE_GEOM_SDF=file cargo test --release -p morph --test
-/// expand_geometry geometry_pass_rate_of_file -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn geometry_pass_rate_of_file() {
-    let Ok(sdf) = std::env::var("FE_GEOM_SDF") else {
-        return;
-    };
-    let mols = molecules::read_molecules_path(std::path::Path::new(&sdf)).expect("sdf");
-    let g = Geometry::default();
-    let (mut pass, mut unchecked) = (0usize, 0usize);
-    let (mut bond, mut angle, mut clash) = (0usize, 0usize, 0usize);
-    for m in &mols {
-        match g.check(m) {
-            None => unchecked += 1,
-            Some(r) if g.passes(&r) => pass += 1,
-            Some(r) => {
-                bond += usize::from(r.worst_bond > g.bond_tol);
-                angle += usize::from(r.worst_angle > g.angle_tol);
-                clash += usize::from(r.closest_contact < g.clash_factor);
-            }
-        }
-    }
-    println!(
-        "{sdf}: {pass} / {} pass ({:.2} %); {unchecked} without references; failing bond {bond}, angle {angle}, clash {clash}",
-        mols.len(),
-        100.0 * pass as f64 / mols.len().max(1) as f64
-    );
 }
 
 #[test]

@@ -260,14 +260,13 @@ pub(crate) fn adjoint_matching_signed<F: TrainableFlow, B: Flow + ?Sized>(
                 let v = model.velocity(&x, &t)?;
                 let resid = ((v - vb)?.broadcast_mul(&w)? + tgt)?;
                 let loss = resid.sqr()?.flatten_from(1)?.sum(1)?.mean_all()?;
-                let lv = loss.to_scalar::<f32>()? as f64;
-                if !lv.is_finite() {
-                    return Err(ExpandError::Data {
-                        what: "adjoint matching".into(),
-                        reason: format!("loss became {lv} in round {round}"),
-                    });
-                }
-                opt.step(&vars, &loss, cfg.grad_clip)?;
+                let lv = opt.step_finite(
+                    &vars,
+                    &loss,
+                    cfg.grad_clip,
+                    "adjoint matching",
+                    format_args!("in round {round}"),
+                )?;
                 round_loss += lv;
                 n_updates += 1;
             }

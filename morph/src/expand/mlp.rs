@@ -262,6 +262,28 @@ impl Tuner {
         })
     }
 
+    /// [`Tuner::step`] on a scalar `loss` that must be finite: returns its
+    /// value, or a data error naming `what` and `when` (e.g. "at step 3")
+    /// without stepping.
+    pub fn step_finite(
+        &mut self,
+        vars: &[Var],
+        loss: &Tensor,
+        max_norm: f64,
+        what: &str,
+        when: impl std::fmt::Display,
+    ) -> Result<f64> {
+        let lv = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+        if !lv.is_finite() {
+            return Err(ExpandError::Data {
+                what: what.into(),
+                reason: format!("loss became {lv} {when}").trim_end().to_string(),
+            });
+        }
+        self.step(vars, loss, max_norm)?;
+        Ok(lv)
+    }
+
     /// One step on `loss` with the gradient clipped to global norm
     /// `max_norm` (≤ 0: no clip); returns the gradient norm before clipping.
     pub fn step(&mut self, vars: &[Var], loss: &Tensor, max_norm: f64) -> Result<f64> {
@@ -409,14 +431,13 @@ pub fn train_cfm<F: TrainableFlow>(
             }
             None => (per.mean_all()? / event_elems as f64)?,
         };
-        let lv = loss.to_scalar::<f32>()? as f64;
-        if !lv.is_finite() {
-            return Err(ExpandError::Data {
-                what: "flow-matching training".into(),
-                reason: format!("loss became {lv} at step {step}"),
-            });
-        }
-        opt.step(&vars, &loss, cfg.grad_clip)?;
+        let lv = opt.step_finite(
+            &vars,
+            &loss,
+            cfg.grad_clip,
+            "flow-matching training",
+            format_args!("at step {step}"),
+        )?;
         if step >= cfg.steps - tail {
             tail_loss += lv / tail as f64;
         }

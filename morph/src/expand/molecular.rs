@@ -985,15 +985,7 @@ fn project_x1<V: Verifier + ?Sized>(
         let per = (x1_hat - &x1)?.sqr()?.flatten_from(1)?.mean(1)?;
         let loss =
             ((per * &w)?.sum_all()? / f64::from(w.sum_all()?.to_scalar::<f32>()?).max(1e-12))?;
-        let lv = f64::from(loss.to_scalar::<f32>()?);
-        if !lv.is_finite() {
-            return Err(ExpandError::Data {
-                what: "x1 projection".into(),
-                reason: format!("loss became {lv}"),
-            });
-        }
-        opt.step(&vars, &loss, p.grad_clip)?;
-        total += lv;
+        total += opt.step_finite(&vars, &loss, p.grad_clip, "x1 projection", "")?;
     }
     Ok(Some((total / p.steps as f64, pass)))
 }

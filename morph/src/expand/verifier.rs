@@ -203,51 +203,28 @@ pub fn vdw_radius(e: molecules::Element) -> Option<f64> {
     })
 }
 
-/// Reference length (Å) of a bond: single bonds from the EDM bond table of
-/// `molecules::bonds` (the table used for EDM bond inference); double and
-/// triple bonds from the same source's table (copied here, as that table is
-/// private there); aromatic bonds the mean of the single and double lengths.
-/// `None` for a pair or order without a reference.
+/// Reference length (Å) of a bond from the EDM bond tables of
+/// `molecules::bonds` (the tables of EDM bond inference); aromatic bonds the
+/// mean of the single and double lengths. `None` for a pair or order
+/// without a reference.
 pub fn reference_bond_length(
     a: molecules::Element,
     b: molecules::Element,
     order: molecules::BondOrder,
 ) -> Option<f64> {
     use molecules::BondOrder as O;
-    const DOUBLE: &[(&str, &str, f64)] = &[
-        ("C", "C", 1.34),
-        ("C", "N", 1.29),
-        ("C", "O", 1.20),
-        ("C", "S", 1.60),
-        ("N", "N", 1.25),
-        ("N", "O", 1.21),
-        ("O", "O", 1.21),
-        ("O", "P", 1.50),
-        ("P", "S", 1.86),
-    ];
-    const TRIPLE: &[(&str, &str, f64)] = &[
-        ("C", "C", 1.20),
-        ("C", "N", 1.16),
-        ("C", "O", 1.13),
-        ("N", "N", 1.10),
-    ];
-    let look = |t: &[(&str, &str, f64)]| {
-        let (x, y) = (a.symbol(), b.symbol());
-        t.iter()
-            .find(|(p, q, _)| (*p == x && *q == y) || (*p == y && *q == x))
-            .map(|r| r.2)
+    let t = molecules::bonds::BondTables::edm();
+    let pm = match order {
+        O::Single => t.single_pm(a, b)?,
+        O::Double => t.double_pm(a, b)?,
+        O::Triple => t.triple_pm(a, b)?,
+        O::Aromatic => {
+            return Some(
+                0.5 * (f64::from(t.single_pm(a, b)?) + f64::from(t.double_pm(a, b)?)) / 100.0,
+            )
+        }
     };
-    let single = || {
-        molecules::bonds::BondTables::edm()
-            .single_pm(a, b)
-            .map(|v| f64::from(v) / 100.0)
-    };
-    match order {
-        O::Single => single(),
-        O::Double => look(DOUBLE),
-        O::Triple => look(TRIPLE),
-        O::Aromatic => Some(0.5 * (single()? + look(DOUBLE)?)),
-    }
+    Some(f64::from(pm) / 100.0)
 }
 
 impl Geometry {
