@@ -61,15 +61,20 @@ export CANDLE_NUM_THREADS="${CANDLE_NUM_THREADS:-1}"
 if [ -n "${FE_TOML:-}" ]; then
     cp "$FE_TOML" "$OUT/fe.toml"
 else
-    # FE_SETTINGS: late start t0 = 0.7; K = 2 iterations over 6 graphs
-    # sharing the network. Expand at ε = 0.4 (the entropy of the terminal
-    # density smoothed at the s = 0.6 noise level), γ = 0.5; project by
-    # adjoint matching on the gradient of the geometry checks' smooth
-    # surrogate. Both fine-tune with plain SGD (expand lr 1e-3, project lr
-    # 1e-4, gradient clip 0.4): a fresh AdamW moves every weight by ±lr on
-    # its first steps, and 100 such steps at lr 3e-5 collapsed the quick
-    # model's conformers (validity 0.52 → 0.00 on 6 graphs, even when only
-    # fine-tuning on its own verified conformers).
+    # FE_SETTINGS (`MorphFeConfig::default()` written out; n_graph_candidates
+    # and sample_steps differ but only matter without --graphs): late start
+    # t0 = 0.7; K = 2 iterations over 6 graphs sharing the network. Expand at
+    # ε = 0.4 (the entropy of the terminal density smoothed at the s = 0.6
+    # noise level), γ = 0.5. Project by adjoint matching on the gradient of
+    # the geometry checks' smooth surrogate, clipped per sample at norm 30
+    # (reward_clip; unclipped, the worst samples' 10^4-size gradients set
+    # every step and a projection-only run took validity 0.52 -> 0.00),
+    # with the loss on the last quarter of the path only (random_frac = 0).
+    # Both on memoryless trajectories of 50 steps (at 20 the SDE conformers
+    # passed the geometry checks 0-80 % as often as the ODE ones). Both
+    # fine-tune with plain SGD (lr 1e-3, gradient clip 0.4): a fresh AdamW
+    # moves every weight by ±lr on its first steps, and 100 such steps at lr
+    # 3e-5 collapsed the quick model's conformers.
     cat > "$OUT/fe.toml" <<'EOF'
 n_graphs = 6
 n_graph_candidates = 16
@@ -83,18 +88,20 @@ project_mode = "gradient"
 iterations = 2
 epsilon = 0.4
 gamma = 0.5
+reward_clip = 30.0
 n_ode_steps = 20
 [fe.expand]
 n_samples = 32
 batch = 32
-n_steps = 20
+n_steps = 50
 lr = 1e-3
 optimizer = "sgd"
 [fe.project]
-n_samples = 32
-batch = 32
-n_steps = 20
-lr = 1e-4
+n_samples = 64
+batch = 16
+n_steps = 50
+lr = 1e-3
+random_frac = 0.0
 optimizer = "sgd"
 EOF
 fi

@@ -260,10 +260,14 @@ fn fe_settings_for_geometry_and_late_start() {
     assert_eq!(cfg.geometry.clash_factor, 0.7);
     assert!(cfg.validate().is_ok());
     let d = MorphFeConfig::default();
-    assert_eq!((d.t_start, d.mol_protocol), (0.0, MolProtocol::Edm));
+    assert_eq!((d.t_start, d.mol_protocol), (0.7, MolProtocol::Edm));
+    assert!(d.validate().is_ok());
+    let clip = MorphFeConfig::from_toml("[fe]\nreward_clip = 0.0\n").unwrap();
+    assert_eq!((clip.fe.reward_clip, d.fe.reward_clip), (0.0, 30.0));
     for bad in [
         "t_start = 1.0\n",
         "t_start = -0.1\n",
+        "[fe]\nreward_clip = nan\n",
         "[geometry]\nbond_tol = -1.0\n",
     ] {
         let c = MorphFeConfig::from_toml(bad).expect("parses");

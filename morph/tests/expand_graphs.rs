@@ -187,7 +187,7 @@ fn bond_recovery_score() {
     assert_eq!(cfg.project_score, ProjectScore::BondRecovery);
     assert_eq!(
         MorphFeConfig::default().project_score,
-        ProjectScore::Verifier
+        ProjectScore::Geometry
     );
     assert!(MorphFeConfig::from_toml("project_score = \"magic\"\n").is_err());
 }

@@ -100,17 +100,20 @@ pub struct MorphFeArgs {
     /// seeded by --seed, the first that are plain-valid (neutral, no aromatic
     /// bonds, allowed valences), one fragment, ≥ 3 atoms, with elements and
     /// charges in the model's vocabulary and at most the model's sampler cap
-    /// of atoms. The report lists them (file index, SMILES). The settings
-    /// TOML key `project_score = "bond-recovery"` makes the projection step
-    /// steer towards the graded recovery of each graph's bonds instead of the
-    /// 0/1 verifier (the metrics keep the verifier).
+    /// of atoms. The report lists them (file index, SMILES). The projection
+    /// step steers with the smooth surrogate of the geometry checks by
+    /// default (settings key `project_score = "geometry"`); "verifier" uses
+    /// the run's 0/1 verifier through a smoothed gradient, "bond-recovery"
+    /// the graded recovery of each graph's bonds (the metrics always keep
+    /// the run's verifier).
     #[arg(long)]
     pub graphs: Option<PathBuf>,
-    /// Late start t0 in [0, 1) (settings key `t_start`; default 0): start the
+    /// Late start t0 in [0, 1) (settings key `t_start`; default 0.7): start the
     /// pre-trained flow at t0 from each graph's own conformer (the --graphs
     /// molecule's, or the model sample's) noised by the interpolant,
     /// t0·x_ref + (1 − t0)·z, instead of pure noise at t = 0 (SDEdit-style);
-    /// FE then expands the conformers the flow makes from there.
+    /// FE then expands the conformers the flow makes from there. 0 samples
+    /// from pure noise (a quick-preset model then misses most bonds).
     #[arg(long)]
     pub t_start: Option<f64>,
 }

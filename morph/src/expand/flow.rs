@@ -18,7 +18,12 @@
 //! `x̂1` from `v`; agrees with Euler–Maruyama to first order in `h`), and
 //! Euler–Maruyama from t = 0.25 on, where the ancestral step under-disperses
 //! (50 steps on N(1.5, 0.5²): variance 0.221 all-ancestral, 0.2499 hybrid;
-//! unit test `samplers_reproduce_gaussian_data`).
+//! unit test `samplers_reproduce_gaussian_data`). The last step, onto t = 1,
+//! is ancestral again: there it is the noiseless denoising `x̂1(x, 1 − h)`,
+//! while Euler–Maruyama would leave its `√h σ` noise (and an `h x0` residue)
+//! in the terminal sample that the reward sees. On the quick Morph model
+//! (late start 0.7, 20 steps) the Euler–Maruyama end left 0 % of conformers
+//! passing the geometry checks that 90 % of ODE conformers pass.
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
 use rand_distr::StandardNormal;
@@ -196,7 +201,10 @@ pub fn sample_memoryless<F: Flow + ?Sized>(
         let x = &xs[k];
         let v = flow.velocity_at(x, ts[k])?;
         let xi = randn(rng, x.dims(), x.device())?;
-        let next = if ts[k] < ANCESTRAL_BELOW {
+        // the last step lands on t = 1, where the ancestral step is the
+        // noiseless denoising x̂1 (Euler–Maruyama would leave √h σ noise in
+        // the terminal sample: ≈ 0.1 Å on Morph conformers at 20 steps)
+        let next = if ts[k] < ANCESTRAL_BELOW || k + 1 == n_steps {
             memoryless_step(x, &v, ts[k], ts[k + 1], &xi)?
         } else {
             euler_maruyama_step(x, &v, ts[k], ts[k + 1], &xi)?
@@ -342,6 +350,20 @@ mod tests {
             (m - 0.75).abs() < 0.03 && (v - 0.3125).abs() < 0.035,
             "SDE t=0.5: mean {m} var {v}"
         );
+    }
+
+    #[test]
+    fn memoryless_sampler_ends_without_step_noise() {
+        // data N(1.5, 0.01²): with 10 steps an Euler–Maruyama end would leave
+        // √h σ_0.9 ≈ 0.15 of noise; the denoised end is within the data's sd
+        let dev = Device::Cpu;
+        let flow = GaussianFlow::new(&[1.5], &[0.01], false, &dev).expect("flow");
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let x0 = flow.noise(4_000, &mut rng).expect("noise");
+        let traj = sample_memoryless(&flow, &x0, 10, &mut rng).expect("sde");
+        let (m, v) = moments(&traj.xs[10]);
+        assert!((m - 1.5).abs() < 0.01, "mean {m}");
+        assert!(v.sqrt() < 0.02, "terminal sd {} vs data sd 0.01", v.sqrt());
     }
 
     #[test]
