@@ -1066,7 +1066,10 @@ impl Default for MorphFeConfig {
         // the late steps set bond lengths; early targets are (1−s)/s·ã, ~20×
         // larger, and moved the whole conformation instead). Both steps
         // fine-tune with plain SGD (`OptimKind`: a fresh AdamW's ±lr first
-        // steps collapsed the quick model).
+        // steps collapsed the quick model). Every expand step on the quick
+        // model is clipped (gradient norm > 0.4), so γ only scales a
+        // gradient the clip removes (γ = 0.1, 0.2, 0.5 gave identical runs):
+        // the expansion's strength is `fe.expand.lr` × its step count.
         let am = super::adjoint::AdjointConfig {
             n_samples: 32,
             batch: 32,
