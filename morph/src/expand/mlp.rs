@@ -223,8 +223,6 @@ impl TrainableFlow for FlowMlp {
     }
 }
 
-/// One optimiser step with global gradient-norm clipping (`max_norm ≤ 0`
-/// disables clipping). Returns the pre-clip gradient norm.
 /// Optimiser of a training or fine-tuning run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -294,6 +292,8 @@ impl Tuner {
     }
 }
 
+/// One optimiser step with global gradient-norm clipping (`max_norm ≤ 0`
+/// disables clipping). Returns the pre-clip gradient norm.
 fn clipped_step<O: Optimizer>(
     opt: &mut O,
     vars: &[Var],

@@ -90,7 +90,7 @@ use super::flow::{randn, sample_ode, Flow, TrainableFlow};
 use super::metrics::{
     entropy_exp, kabsch_rmsd, rmsd_diversity, sym_eigenvalues, vendi, VendiKernel,
 };
-use super::verifier::{rows, verify_batch, Smoothing, Verifier};
+use super::verifier::{rows, verify_batch, Verifier};
 use super::{ExpandError, Result as XResult};
 use crate::error::{MorphError, Result};
 use crate::interpolant::Prior;
@@ -1056,8 +1056,8 @@ impl MolProtocol {
 
 impl Default for MorphFeConfig {
     fn default() -> Self {
-        // The settings measured in benches/compare/expand_morph_table.sh on
-        // the quick QM9 model (`design` numbers in the issue-7 notes): late
+        // The settings of benches/compare/expand_morph_table.sh, measured on
+        // the quick QM9 model (figures in the issue-7 closing notes): late
         // start t0 = 0.7 from each graph's own conformer; K = 2 iterations
         // over 6 graphs; expand at ε = 0.4, γ = 0.5; project by adjoint
         // matching on the geometry surrogate's gradient, clipped per sample
