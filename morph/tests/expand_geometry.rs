@@ -6,10 +6,11 @@ mod common;
 
 use candle_core::Device;
 use molecules::{BondOrder, Molecule, Verifier};
+use morph::expand::molecular::GraphMatch;
 use morph::expand::molecular::{
     fe_morph_with, GraphSource, MolProtocol, MorphFeConfig, ProjectScore,
 };
-use morph::expand::verifier::Geometry;
+use morph::expand::verifier::{edm_window, Geometry};
 
 use common::mol;
 
@@ -248,6 +249,134 @@ fn surrogate_is_flat_inside_and_its_gradient_is_exact() {
 }
 
 #[test]
+fn edm_windows_follow_the_bond_tables() {
+    let e = |s: &str| molecules::Element::from_symbol(s).expect("element");
+    // C–C: single from b2 + m2 = 134 + 5 pm to b1 + m1 = 154 + 10 pm
+    let (lo, hi) = edm_window(e("C"), e("C"), S).expect("C-C");
+    assert!((lo - 1.39).abs() < 1e-12 && (hi - 1.64).abs() < 1e-12);
+    // C=O: from the triple cutoff 113 + 3 to the double cutoff 120 + 5
+    let (lo, hi) = edm_window(e("C"), e("O"), BondOrder::Double).expect("C=O");
+    assert!((lo - 1.16).abs() < 1e-12 && (hi - 1.25).abs() < 1e-12);
+    // C–H has no double length: no lower cutoff
+    assert_eq!(edm_window(e("C"), e("H"), S), Some((0.0, 1.19)));
+    assert_eq!(edm_window(e("C"), e("C"), BondOrder::Aromatic), None);
+    assert_eq!(edm_window(e("H"), e("H"), BondOrder::Double), None);
+}
+
+#[test]
+fn edm_surrogate_sees_what_the_geometry_surrogate_tolerates() {
+    let g = Geometry::default();
+    let strict = GraphMatch { orders: true };
+    let (v, _) = g.surrogate_edm(&ethanol(), 0.5).expect("surrogate");
+    assert_eq!(v, 0.0, "ethanol's bonds sit inside their EDM windows");
+    // C=O stretched to 1.28 Å: within the geometry tolerances (6.6 %) and
+    // flat for the geometry surrogate, but EDM infers a single bond.
+    let mut m = acetaldehyde();
+    push(&mut m, 2, 1, 0.053);
+    assert!(g.verify(&m) && !strict.verify(&m));
+    assert_eq!(g.surrogate(&m, 0.5).expect("s").0, 0.0);
+    let (v, grad) = g.surrogate_edm(&m, 0.5).expect("surrogate");
+    assert!(v < 0.0);
+    let h = 1e-6;
+    for i in 0..m.n_atoms() {
+        for k in 0..3 {
+            let mut p = m.clone();
+            p.positions[[i, k]] += h;
+            let mut q = m.clone();
+            q.positions[[i, k]] -= h;
+            let fd = (g.surrogate_edm(&p, 0.5).expect("s").0
+                - g.surrogate_edm(&q, 0.5).expect("s").0)
+                / (2.0 * h);
+            assert!(
+                (fd - grad[i][k]).abs() < 1e-4 * (1.0 + fd.abs()),
+                "atom {i} dim {k}: {fd} vs {}",
+                grad[i][k]
+            );
+        }
+    }
+    // ascent on the EDM surrogate restores the double bond EDM infers
+    let mut x = m.clone();
+    for _ in 0..200 {
+        let (_, gr) = g.surrogate_edm(&x, 0.5).expect("s");
+        for (i, row) in gr.iter().enumerate() {
+            for k in 0..3 {
+                x.positions[[i, k]] += 1e-4 * row[k];
+            }
+        }
+    }
+    assert!(strict.verify(&x) && g.verify(&x));
+}
+
+#[test]
+fn tangent_keeps_bonds_and_angles_and_rigid_motions() {
+    let g = Geometry::default();
+    let m = ethanol();
+    let n = m.n_atoms();
+    let p = |i: usize| [0, 1, 2].map(|k| m.positions[[i, k]]);
+    // a fixed pseudo-random field
+    let field: Vec<[f64; 3]> = (0..n)
+        .map(|i| [0, 1, 2].map(|k| ((7 * i + 3 * k + 1) as f64 * 0.7).sin()))
+        .collect();
+    let t = g.tangent(&m, &field).expect("tangent");
+    let norm = |v: &[[f64; 3]]| v.iter().flatten().map(|x| x * x).sum::<f64>().sqrt();
+    assert!(norm(&t) > 0.05 * norm(&field) && norm(&t) < 0.9 * norm(&field));
+    // no bond or 1–3 distance changes to first order along t
+    let rate = |v: &[[f64; 3]], i: usize, j: usize| {
+        let (a, b) = (p(i), p(j));
+        let d: Vec<f64> = (0..3).map(|k| a[k] - b[k]).collect();
+        let l = d.iter().map(|x| x * x).sum::<f64>().sqrt();
+        (0..3).map(|k| d[k] * (v[i][k] - v[j][k])).sum::<f64>() / l
+    };
+    let bonds: Vec<(usize, usize)> = m.bond_list().map(|(i, j, _, _)| (i, j)).collect();
+    let mut pinned = bonds.clone();
+    for &(a, b) in &bonds {
+        for &(c, d) in &bonds {
+            // 1–3 pairs: two bonds sharing one atom
+            let pair = if b == c {
+                (a, d)
+            } else if a == c && b != d {
+                (b, d)
+            } else {
+                continue;
+            };
+            pinned.push(pair);
+        }
+    }
+    for &(i, j) in &pinned {
+        assert!(
+            rate(&t, i, j).abs() < 1e-9,
+            "pair {i}-{j}: {}",
+            rate(&t, i, j)
+        );
+        assert!(rate(&field, i, j).abs() > 1e-6 || i == j);
+    }
+    // idempotent, and rigid rotations pass unchanged
+    let tt = g.tangent(&m, &t).expect("tangent");
+    assert!(t
+        .iter()
+        .flatten()
+        .zip(tt.iter().flatten())
+        .all(|(a, b)| (a - b).abs() < 1e-9));
+    let rot: Vec<[f64; 3]> = (0..n)
+        .map(|i| {
+            let r = p(i);
+            [
+                0.3 * r[1] - 0.2 * r[2],
+                -0.3 * r[0] + 0.5 * r[2],
+                0.2 * r[0] - 0.5 * r[1],
+            ]
+        })
+        .collect();
+    let tr = g.tangent(&m, &rot).expect("tangent");
+    assert!(rot
+        .iter()
+        .flatten()
+        .zip(tr.iter().flatten())
+        .all(|(a, b)| (a - b).abs() < 1e-9));
+    assert!(g.tangent(&m, &field[1..]).is_none(), "one row per atom");
+}
+
+#[test]
 fn fe_settings_for_geometry_and_late_start() {
     let cfg = MorphFeConfig::from_toml(
         "t_start = 0.6\nproject_score = \"geometry\"\nmol_protocol = \"graph\"\n[geometry]\nbond_tol = 0.2\n",
@@ -264,6 +393,11 @@ fn fe_settings_for_geometry_and_late_start() {
     assert!(d.validate().is_ok());
     let clip = MorphFeConfig::from_toml("[fe]\nreward_clip = 0.0\n").unwrap();
     assert_eq!((clip.fe.reward_clip, d.fe.reward_clip), (0.0, 30.0));
+    let edm =
+        MorphFeConfig::from_toml("project_score = \"edm-geometry\"\n[fe]\nexpand_tangent = true\n")
+            .unwrap();
+    assert_eq!(edm.project_score, ProjectScore::EdmGeometry);
+    assert!(edm.fe.expand_tangent && !d.fe.expand_tangent);
     for bad in [
         "t_start = 1.0\n",
         "t_start = -0.1\n",

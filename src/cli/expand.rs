@@ -102,10 +102,14 @@ pub struct MorphFeArgs {
     /// charges in the model's vocabulary and at most the model's sampler cap
     /// of atoms. The report lists them (file index, SMILES). The projection
     /// step steers with the smooth surrogate of the geometry checks by
-    /// default (settings key `project_score = "geometry"`); "verifier" uses
-    /// the run's 0/1 verifier through a smoothed gradient, "bond-recovery"
-    /// the graded recovery of each graph's bonds (the metrics always keep
-    /// the run's verifier).
+    /// default (settings key `project_score = "geometry"`); "edm-geometry"
+    /// also holds each bond inside the distance window in which EDM bond
+    /// inference gives its order (the stand-in for --verifier validity),
+    /// "verifier" uses the run's 0/1 verifier through a smoothed gradient,
+    /// "bond-recovery" the graded recovery of each graph's bonds (the
+    /// metrics always keep the run's verifier). `[fe] expand_tangent = true`
+    /// expands only along torsions and rigid motions (bond lengths and 1-3
+    /// distances held to first order).
     #[arg(long)]
     pub graphs: Option<PathBuf>,
     /// Late start t0 in [0, 1) (settings key `t_start`; default 0.7): start the

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::adjoint::{adjoint_matching, AdjointConfig};
 use super::flow::{sample_ode, score, Flow, Interpolant, TrainableFlow};
 use super::mlp::{train_cfm, CfmConfig};
-use super::verifier::{grad_log_batch, verify_batch, Smoothing, Verifier};
+use super::verifier::{grad_log_batch, tangent_batch, verify_batch, Smoothing, Verifier};
 use super::{bad_config, ExpandError, Result};
 
 /// How the project step uses the verifier.
@@ -74,6 +74,13 @@ pub struct FeConfig {
     /// several hundred to ~1300 on Morph conformers, against ~20 for nearly
     /// valid ones) set the direction of every clipped step.
     pub reward_clip: f64,
+    /// Expand only along the verifier's valid set: the entropy gradient at
+    /// each terminal sample is projected onto the verifier's tangent space
+    /// there ([`Verifier::tangent`]; for conformers, rigid motions and
+    /// torsions, so bonds and angles are not stretched by the expansion).
+    /// Off by default; without a verifier, or where it has no tangent space,
+    /// the gradient is used as it is.
+    pub expand_tangent: bool,
 }
 
 impl Default for FeConfig {
@@ -89,6 +96,7 @@ impl Default for FeConfig {
             project_mode: ProjectMode::Gradient,
             n_ode_steps: 50,
             reward_clip: 0.0,
+            expand_tangent: false,
         }
     }
 }
@@ -191,7 +199,11 @@ where
             if cfg.beta > 0.0 {
                 s = (s - (smoothed_score(pre, x, t_score)? * cfg.beta)?)?;
             }
-            Ok((s * (-cfg.gamma * lambda))?)
+            let g = (s * (-cfg.gamma * lambda))?;
+            match verifier {
+                Some(v) if cfg.expand_tangent => tangent_batch(v, x, &g),
+                _ => Ok(g),
+            }
         };
         adjoint_matching(model, &base, &entropy_grad, &cfg.expand, rng, |r, l| {
             progress(FeEvent::Expand(it, r, l))
@@ -246,6 +258,56 @@ where
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// Valid set: the line x₁ = 0 of the plane (tangent: the x₀ axis).
+    struct Line;
+    impl Verifier for Line {
+        fn verify(&self, x: &[f32]) -> f64 {
+            f64::from(u8::from(x[1].abs() < 0.1))
+        }
+        fn tangent(&self, _x: &[f32], g: &[f32]) -> Option<Vec<f32>> {
+            Some(vec![g[0], 0.0])
+        }
+    }
+
+    /// Expand only (no projection) on N(0, I₂): the scales after K = 2
+    /// iterations, with and without `expand_tangent`.
+    fn expanded_scales(tangent: bool) -> Vec<f32> {
+        use crate::expand::flow::GaussianFlow;
+        use rand::SeedableRng;
+        let dev = Device::Cpu;
+        let pre = GaussianFlow::new(&[0.0, 0.0], &[1.0, 1.0], false, &dev).expect("pre");
+        let model = GaussianFlow::new(&[0.0, 0.0], &[1.0, 1.0], true, &dev).expect("model");
+        let cfg = FeConfig {
+            iterations: 2,
+            gamma: 0.5,
+            epsilon: 0.05,
+            expand: AdjointConfig {
+                rounds: 20,
+                lr: 2e-2,
+                n_samples: 128,
+                batch: 128,
+                ..Default::default()
+            },
+            project_mode: ProjectMode::None,
+            expand_tangent: tangent,
+            ..Default::default()
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        flow_expander(&model, &pre, Some(&Line), &cfg, &mut rng, |_| {}).expect("fe");
+        model.params().expect("params").1
+    }
+
+    #[test]
+    fn tangent_expansion_widens_only_along_the_valid_set() {
+        let free = expanded_scales(false);
+        let along = expanded_scales(true);
+        // the entropy step widens both axes without the tangent projection …
+        assert!(free[0] > 1.1 && free[1] > 1.1, "{free:?}");
+        // … and only the valid line's axis with it
+        assert!(along[0] > 1.1, "{along:?}");
+        assert!((along[1] - 1.0).abs() < 1e-4, "{along:?}");
+    }
 
     #[test]
     fn clip_rows_bounds_each_sample_norm() {

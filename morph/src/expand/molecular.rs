@@ -509,25 +509,45 @@ pub struct GeometryScore<'a> {
     pub vocab: &'a MolVocab,
     pub coord_std: f64,
     pub geometry: super::verifier::Geometry,
+    /// Bonds held in their EDM windows
+    /// ([`super::verifier::Geometry::surrogate_edm`]); the 0/1 score then
+    /// also requires EDM bond inference to reproduce the graph
+    /// ([`GraphMatch`] with orders).
+    pub edm: bool,
 }
 
 impl Verifier for GeometryScore<'_> {
     fn verify(&self, x: &[f32]) -> f64 {
         match self.graph.molecule(x, self.vocab, self.coord_std) {
-            Ok(m) => f64::from(u8::from(molecules::Verifier::verify(&self.geometry, &m))),
+            Ok(m) => f64::from(u8::from(
+                molecules::Verifier::verify(&self.geometry, &m)
+                    && (!self.edm || molecules::Verifier::verify(&GraphMatch { orders: true }, &m)),
+            )),
             Err(_) => 0.0,
         }
     }
     fn grad_log(&self, x: &[f32]) -> Option<Vec<f32>> {
         let m = self.graph.molecule(x, self.vocab, self.coord_std).ok()?;
-        let (_, g) = self
-            .geometry
-            .surrogate(&m, self.geometry.surrogate_margin)?;
+        let margin = self.geometry.surrogate_margin;
+        let (_, g) = if self.edm {
+            self.geometry.surrogate_edm(&m, margin)?
+        } else {
+            self.geometry.surrogate(&m, margin)?
+        };
         Some(
             g.iter()
                 .flat_map(|r| r.map(|v| (v * self.coord_std) as f32))
                 .collect(),
         )
+    }
+    fn tangent(&self, x: &[f32], g: &[f32]) -> Option<Vec<f32>> {
+        let m = self.graph.molecule(x, self.vocab, self.coord_std).ok()?;
+        let rows: Vec<[f64; 3]> = g
+            .chunks_exact(3)
+            .map(|c| [c[0], c[1], c[2]].map(f64::from))
+            .collect();
+        let t = self.geometry.tangent(&m, &rows)?;
+        Some(t.iter().flatten().map(|&v| v as f32).collect())
     }
 }
 
@@ -546,6 +566,12 @@ pub enum ProjectScore {
     /// default.
     #[default]
     Geometry,
+    /// [`GeometryScore`] with every bond held inside the distance window in
+    /// which EDM bond inference gives its order
+    /// ([`super::verifier::Geometry::surrogate_edm`]): the smooth stand-in
+    /// for the strict `validity` verifier (EDM-inferred bonds) on a fixed
+    /// graph.
+    EdmGeometry,
 }
 
 /// `before` / `after` numbers (the JSON contract of `cellmol expand`:
@@ -849,9 +875,10 @@ pub struct MorphFeConfig {
     pub rmsd_threshold: f64,
     /// Score of the projection step: `geometry` (default: the smooth
     /// surrogate of the geometry checks, a differentiable stand-in for any
-    /// conformer verifier of a fixed graph), `verifier` (the run's 0/1
-    /// verifier through a smoothed gradient) or `bond-recovery`
-    /// ([`ProjectScore`]).
+    /// conformer verifier of a fixed graph), `edm-geometry` (the same with
+    /// bonds held in their EDM inference windows, for the strict `validity`
+    /// verifier), `verifier` (the run's 0/1 verifier through a smoothed
+    /// gradient) or `bond-recovery` ([`ProjectScore`]).
     pub project_score: ProjectScore,
     /// Late start `t0 ∈ [0, 1)` ([`MorphFlow::with_start`]; default 0.7): 0
     /// samples conformers from pure noise at `t = 0`; `t0 > 0` starts the
@@ -1742,11 +1769,12 @@ pub fn fe_morph_with(
                 vocab: &meta.vocab,
                 coord_std: std,
                 geometry: cfg.geometry,
+                edm: cfg.project_score == ProjectScore::EdmGeometry,
             };
             let score: &dyn Verifier = match cfg.project_score {
                 ProjectScore::Verifier => &ver,
                 ProjectScore::BondRecovery => &rec,
-                ProjectScore::Geometry => &geo,
+                ProjectScore::Geometry | ProjectScore::EdmGeometry => &geo,
             };
             let res = flow_expander(m, p, Some(score), &one, &mut rng, |e| {
                 let (kind, l) = match e {

@@ -24,6 +24,14 @@ pub trait Verifier: Sync {
     fn grad_log(&self, _x: &[f32]) -> Option<Vec<f32>> {
         None
     }
+    /// `g` (a vector at `x`, flattened like `x`) with the components removed
+    /// that would change, to first order, the quantities the verifier holds
+    /// fixed: the orthogonal projection onto the tangent space of its valid
+    /// set at `x`. `None` when the verifier defines no such set (its valid
+    /// region is full-dimensional) or cannot decode `x`.
+    fn tangent(&self, _x: &[f32], _g: &[f32]) -> Option<Vec<f32>> {
+        None
+    }
 }
 
 /// Rows of a `[batch, event…]` tensor as flattened vectors.
@@ -37,6 +45,24 @@ pub fn rows(x: &Tensor) -> Result<Vec<Vec<f32>>> {
 /// Verify every sample of a batch (parallel over samples).
 pub fn verify_batch<V: Verifier + ?Sized>(v: &V, x: &Tensor) -> Result<Vec<f64>> {
     Ok(rows(x)?.par_iter().map(|r| v.verify(r)).collect())
+}
+
+/// Each row of `g` ([batch, event…]) projected onto the verifier's tangent
+/// space at the matching row of `x` ([`Verifier::tangent`]); rows where the
+/// verifier has none are left as they are.
+pub fn tangent_batch<V: Verifier + ?Sized>(v: &V, x: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let (xs, gs) = (rows(x)?, rows(g)?);
+    let flat: Vec<f32> = xs
+        .par_iter()
+        .zip(gs.par_iter())
+        .map(|(x, g)| {
+            v.tangent(x, g)
+                .filter(|t| t.len() == g.len())
+                .unwrap_or_else(|| g.clone())
+        })
+        .flatten_iter()
+        .collect();
+    Ok(Tensor::from_vec(flat, g.dims(), g.device())?.to_dtype(g.dtype())?)
 }
 
 /// Gaussian smoothing used to estimate `∇ log c` for non-differentiable verifiers.
@@ -288,7 +314,7 @@ impl Geometry {
         for (i, j, term) in Self::terms(m)? {
             let d = dist(i, j);
             match term {
-                Term::Bond(l) => r.worst_bond = r.worst_bond.max((d / l - 1.0).abs()),
+                Term::Bond(l, _) => r.worst_bond = r.worst_bond.max((d / l - 1.0).abs()),
                 Term::Angle(l) => r.worst_angle = r.worst_angle.max((d / l - 1.0).abs()),
                 Term::Clash(s) => r.closest_contact = r.closest_contact.min(d / s),
             }
@@ -311,7 +337,9 @@ pub const SURROGATE_SCALE: f64 = 0.05;
 /// length), angle (ideal 1–3 distance) or clash (sum of vdW radii).
 #[derive(Debug, Clone, Copy)]
 enum Term {
-    Bond(f64),
+    /// Reference length and the EDM window of the bond's order
+    /// ([`edm_window`]; `None` for aromatic bonds or pairs without one).
+    Bond(f64, Option<(f64, f64)>),
     Angle(f64),
     Clash(f64),
 }
@@ -327,7 +355,8 @@ impl Geometry {
         let mut out = Vec::new();
         for (i, j, o, _) in m.bond_list() {
             let l = reference_bond_length(m.elements[i], m.elements[j], o)?;
-            out.push((i, j, Term::Bond(l)));
+            let w = edm_window(m.elements[i], m.elements[j], o);
+            out.push((i, j, Term::Bond(l, w)));
             nbr[i].push((j, l));
             nbr[j].push((i, l));
             for k in [i, j] {
@@ -399,6 +428,31 @@ impl Geometry {
     /// `None` as in [`Geometry::check`]. Used as the differentiable verifier
     /// of Flow Expander's projection (`design/expand.md`: `η ∇log c`).
     pub fn surrogate(&self, m: &molecules::Molecule, margin: f64) -> Option<(f64, Vec<[f64; 3]>)> {
+        self.surrogate_with(m, margin, false)
+    }
+
+    /// [`Geometry::surrogate`] with each bond held inside the distance window
+    /// in which EDM bond inference gives the bond's own order
+    /// ([`edm_window`] ∩ the `bond_tol` window), tightened towards the
+    /// reference length: `[l − margin·(l − lo), l + margin·(hi − l)]`, with
+    /// `v = distance outside / l`. Zero where the conformer's EDM bonds
+    /// reproduce the graph with room to spare; the smooth stand-in for the
+    /// strict EDM validity verifier of a fixed graph. Aromatic bonds (which
+    /// EDM never infers) keep the relative window of `surrogate`.
+    pub fn surrogate_edm(
+        &self,
+        m: &molecules::Molecule,
+        margin: f64,
+    ) -> Option<(f64, Vec<[f64; 3]>)> {
+        self.surrogate_with(m, margin, true)
+    }
+
+    fn surrogate_with(
+        &self,
+        m: &molecules::Molecule,
+        margin: f64,
+        edm: bool,
+    ) -> Option<(f64, Vec<[f64; 3]>)> {
         let p = &m.positions;
         if p.iter().any(|v| !v.is_finite()) {
             return None;
@@ -413,8 +467,23 @@ impl Geometry {
             let d = diff.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-6);
             // v and dv/dd
             let (v, dv) = match term {
-                Term::Bond(l) | Term::Angle(l) => {
-                    let tol = if matches!(term, Term::Bond(_)) {
+                Term::Bond(l, Some((lo, hi))) if edm => {
+                    let lo = lo.max((1.0 - self.bond_tol) * l);
+                    let hi = hi.min((1.0 + self.bond_tol) * l);
+                    if !(lo < l && l < hi) {
+                        continue; // no window around the reference
+                    }
+                    let (a, b) = (l - margin * (l - lo), l + margin * (hi - l));
+                    if d < a {
+                        ((a - d) / l, -1.0 / l)
+                    } else if d > b {
+                        ((d - b) / l, 1.0 / l)
+                    } else {
+                        continue;
+                    }
+                }
+                Term::Bond(l, _) | Term::Angle(l) => {
+                    let tol = if matches!(term, Term::Bond(..)) {
                         self.bond_tol
                     } else {
                         self.angle_tol
@@ -444,6 +513,79 @@ impl Geometry {
         }
         Some((val, grad))
     }
+}
+
+impl Geometry {
+    /// `g` (one 3-vector per atom) projected onto the null space of the
+    /// Jacobian of the distances the checks pin (bonds and 1–3 distances):
+    /// the part of `g` that moves the conformer without stretching a bond or
+    /// bending an angle to first order (rigid motions and torsions). The
+    /// rows `∇d_ij` are orthonormalised by modified Gram–Schmidt (dependent
+    /// rows, e.g. in rings, dropped) and removed from `g`. Scale-free, so
+    /// `g` may be in any uniform units. `None` as in [`Geometry::check`] or
+    /// when `g` does not have one row per atom.
+    pub fn tangent(&self, m: &molecules::Molecule, g: &[[f64; 3]]) -> Option<Vec<[f64; 3]>> {
+        let p = &m.positions;
+        let n = m.n_atoms();
+        if g.len() != n || p.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
+        let mut basis: Vec<Vec<f64>> = Vec::new();
+        for (i, j, term) in Self::terms(m)? {
+            if matches!(term, Term::Clash(_)) {
+                continue;
+            }
+            let u = [0, 1, 2].map(|d| p[[i, d]] - p[[j, d]]);
+            let norm = u.iter().map(|v| v * v).sum::<f64>().sqrt();
+            if norm < 1e-9 {
+                continue; // coincident atoms: no direction to pin
+            }
+            let mut row = vec![0f64; 3 * n];
+            for d in 0..3 {
+                row[3 * i + d] = u[d] / norm;
+                row[3 * j + d] = -u[d] / norm;
+            }
+            // ‖row‖² = 2 before orthogonalisation
+            for q in &basis {
+                let c: f64 = row.iter().zip(q).map(|(a, b)| a * b).sum();
+                row.iter_mut().zip(q).for_each(|(a, b)| *a -= c * b);
+            }
+            let r = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+            if r > 1e-6 {
+                row.iter_mut().for_each(|v| *v /= r);
+                basis.push(row);
+            }
+        }
+        let mut t: Vec<f64> = g.iter().flatten().copied().collect();
+        for q in &basis {
+            let c: f64 = t.iter().zip(q).map(|(a, b)| a * b).sum();
+            t.iter_mut().zip(q).for_each(|(a, b)| *a -= c * b);
+        }
+        Some(t.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect())
+    }
+}
+
+/// The distance window (Å) `[lo, hi)` in which EDM bond inference
+/// (`molecules::bonds`) assigns a pair of elements `order`: below the order's
+/// cutoff (`b_k + m_k`), at or above the next order's (0 without one).
+/// `None` for aromatic bonds or a pair without a length of that order.
+pub fn edm_window(
+    a: molecules::Element,
+    b: molecules::Element,
+    order: molecules::BondOrder,
+) -> Option<(f64, f64)> {
+    use molecules::bonds::MARGINS_PM as M;
+    use molecules::BondOrder as O;
+    let t = molecules::bonds::BondTables::edm();
+    t.single_pm(a, b)?; // EDM never bonds a pair without a single length
+    let cut = |pm: Option<u16>, k: usize| pm.map(|v| (f64::from(v) + M[k]) / 100.0);
+    let (hi, lo) = match order {
+        O::Single => (cut(t.single_pm(a, b), 0)?, cut(t.double_pm(a, b), 1)),
+        O::Double => (cut(t.double_pm(a, b), 1)?, cut(t.triple_pm(a, b), 2)),
+        O::Triple => (cut(t.triple_pm(a, b), 2)?, None),
+        O::Aromatic => return None,
+    };
+    Some((lo.unwrap_or(0.0), hi))
 }
 
 impl molecules::Verifier for Geometry {
