@@ -206,6 +206,44 @@ fn unreferenced_bonds_and_bad_positions_fail() {
     }
 }
 
+/// The surrogate's gradient agrees with central finite differences on `atoms`.
+fn assert_exact_gradient(
+    f: &impl Fn(&Molecule) -> (f64, Vec<[f64; 3]>),
+    m: &Molecule,
+    atoms: &[usize],
+) {
+    let grad = f(m).1;
+    let h = 1e-6;
+    for &i in atoms {
+        for k in 0..3 {
+            let mut p = m.clone();
+            p.positions[[i, k]] += h;
+            let mut q = m.clone();
+            q.positions[[i, k]] -= h;
+            let fd = (f(&p).0 - f(&q).0) / (2.0 * h);
+            assert!(
+                (fd - grad[i][k]).abs() < 1e-4 * (1.0 + fd.abs()),
+                "atom {i} dim {k}: {fd} vs {}",
+                grad[i][k]
+            );
+        }
+    }
+}
+
+/// 200 small ascent steps on the surrogate.
+fn ascend(f: &impl Fn(&Molecule) -> (f64, Vec<[f64; 3]>), m: &Molecule) -> Molecule {
+    let mut x = m.clone();
+    for _ in 0..200 {
+        let (_, gr) = f(&x);
+        for (i, row) in gr.iter().enumerate() {
+            for k in 0..3 {
+                x.positions[[i, k]] += 1e-4 * row[k];
+            }
+        }
+    }
+    x
+}
+
 #[test]
 fn surrogate_is_flat_inside_and_its_gradient_is_exact() {
     let g = Geometry::default();
@@ -215,35 +253,12 @@ fn surrogate_is_flat_inside_and_its_gradient_is_exact() {
     let mut m = ethanol();
     push(&mut m, 8, 2, 0.4);
     push(&mut m, 0, 1, -0.3);
-    let (v, grad) = g.surrogate(&m, 0.5).expect("surrogate");
+    let f = |x: &Molecule| g.surrogate(x, 0.5).expect("surrogate");
+    let v = f(&m).0;
     assert!(v < 0.0);
-    // finite differences
-    let h = 1e-6;
-    for i in [0, 1, 2, 8] {
-        for k in 0..3 {
-            let mut p = m.clone();
-            p.positions[[i, k]] += h;
-            let mut q = m.clone();
-            q.positions[[i, k]] -= h;
-            let fd = (g.surrogate(&p, 0.5).expect("s").0 - g.surrogate(&q, 0.5).expect("s").0)
-                / (2.0 * h);
-            assert!(
-                (fd - grad[i][k]).abs() < 1e-4 * (1.0 + fd.abs()),
-                "atom {i} dim {k}: {fd} vs {}",
-                grad[i][k]
-            );
-        }
-    }
+    assert_exact_gradient(&f, &m, &[0, 1, 2, 8]);
     // a small ascent step raises the surrogate and repairs the conformer
-    let mut x = m.clone();
-    for _ in 0..200 {
-        let (_, gr) = g.surrogate(&x, 0.5).expect("s");
-        for (i, row) in gr.iter().enumerate() {
-            for k in 0..3 {
-                x.positions[[i, k]] += 1e-4 * row[k];
-            }
-        }
-    }
+    let x = ascend(&f, &m);
     assert!(g.surrogate(&x, 0.5).expect("s").0 > v);
     assert!(g.verify(&x), "{:?}", g.check(&x));
 }
@@ -275,35 +290,12 @@ fn edm_surrogate_sees_what_the_geometry_surrogate_tolerates() {
     push(&mut m, 2, 1, 0.053);
     assert!(g.verify(&m) && !strict.verify(&m));
     assert_eq!(g.surrogate(&m, 0.5).expect("s").0, 0.0);
-    let (v, grad) = g.surrogate_edm(&m, 0.5).expect("surrogate");
-    assert!(v < 0.0);
-    let h = 1e-6;
-    for i in 0..m.n_atoms() {
-        for k in 0..3 {
-            let mut p = m.clone();
-            p.positions[[i, k]] += h;
-            let mut q = m.clone();
-            q.positions[[i, k]] -= h;
-            let fd = (g.surrogate_edm(&p, 0.5).expect("s").0
-                - g.surrogate_edm(&q, 0.5).expect("s").0)
-                / (2.0 * h);
-            assert!(
-                (fd - grad[i][k]).abs() < 1e-4 * (1.0 + fd.abs()),
-                "atom {i} dim {k}: {fd} vs {}",
-                grad[i][k]
-            );
-        }
-    }
+    let f = |x: &Molecule| g.surrogate_edm(x, 0.5).expect("surrogate");
+    assert!(f(&m).0 < 0.0);
+    let all: Vec<usize> = (0..m.n_atoms()).collect();
+    assert_exact_gradient(&f, &m, &all);
     // ascent on the EDM surrogate restores the double bond EDM infers
-    let mut x = m.clone();
-    for _ in 0..200 {
-        let (_, gr) = g.surrogate_edm(&x, 0.5).expect("s");
-        for (i, row) in gr.iter().enumerate() {
-            for k in 0..3 {
-                x.positions[[i, k]] += 1e-4 * row[k];
-            }
-        }
-    }
+    let x = ascend(&f, &m);
     assert!(strict.verify(&x) && g.verify(&x));
 }
 
