@@ -383,11 +383,11 @@ fn fe_settings_for_geometry_and_late_start() {
     let d = MorphFeConfig::default();
     assert_eq!((d.t_start, d.mol_protocol), (0.7, MolProtocol::Edm));
     assert!(d.validate().is_ok());
-    let clip = MorphFeConfig::from_toml("[fe]\nreward_clip = 0.0\n").unwrap();
+    let clip = MorphFeConfig::from_toml("[fe]\nreward_clip = 0.0\n").expect("toml");
     assert_eq!((clip.fe.reward_clip, d.fe.reward_clip), (0.0, 30.0));
     let edm =
         MorphFeConfig::from_toml("project_score = \"edm-geometry\"\n[fe]\nexpand_tangent = true\n")
-            .unwrap();
+            .expect("toml");
     assert_eq!(edm.project_score, ProjectScore::EdmGeometry);
     assert!(edm.fe.expand_tangent && !d.fe.expand_tangent);
     for bad in [
