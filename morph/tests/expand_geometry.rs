@@ -496,7 +496,7 @@ fn fe_with_geometry_verifier_and_late_start() {
     )
     .expect("toml");
     cfg.seed = 5;
-    let run = |o: &str| {
+    let run = |o: &str, cfg: &MorphFeConfig| {
         fe_morph_with(
             &src,
             GraphSource::Molecules {
@@ -505,14 +505,14 @@ fn fe_with_geometry_verifier_and_late_start() {
             },
             Some(&mols),
             &cfg.geometry,
-            &cfg,
+            cfg,
             &tmp.path().join(o),
             &dev,
             &mut |_, _, _| {},
         )
         .expect("fe")
     };
-    let r = run("a");
+    let r = run("a", &cfg);
     assert!(r.verifier.starts_with("geometry("), "{}", r.verifier);
     assert_eq!(r.details["t_start"], 0.7);
     assert_eq!(r.details["protocol"], "graph");
@@ -528,9 +528,17 @@ fn fe_with_geometry_verifier_and_late_start() {
     }
     assert!(tmp.path().join("a").join("model.safetensors").exists());
     // reproducible from the seed
-    let r2 = run("b");
+    let r2 = run("b", &cfg);
     assert_eq!(r.before, r2.before);
     assert_eq!(r.after, r2.after);
+    // the strict-verifier options (EDM-window projection, tangent expansion)
+    // run through the same path, reproducibly
+    cfg.project_score = ProjectScore::EdmGeometry;
+    cfg.fe.expand_tangent = true;
+    let (r3, r4) = (run("c", &cfg), run("d", &cfg));
+    assert_eq!(r3.before, r.before);
+    assert_eq!(r3.after, r4.after);
+    assert_eq!(r3.details["config"]["fe"]["expand_tangent"], true);
 }
 
 #[test]

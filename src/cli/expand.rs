@@ -109,7 +109,7 @@ pub struct MorphFeArgs {
     /// "bond-recovery" the graded recovery of each graph's bonds (the
     /// metrics always keep the run's verifier). `[fe] expand_tangent = true`
     /// expands only along torsions and rigid motions (bond lengths and 1-3
-    /// distances held to first order).
+    /// distances held to first order; with the two geometry scores).
     #[arg(long)]
     pub graphs: Option<PathBuf>,
     /// Late start t0 in [0, 1) (settings key `t_start`; default 0.7): start the
