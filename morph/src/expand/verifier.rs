@@ -513,9 +513,7 @@ impl Geometry {
         }
         Some((val, grad))
     }
-}
 
-impl Geometry {
     /// `g` (one 3-vector per atom) projected onto the null space of the
     /// Jacobian of the distances the checks pin (bonds and 1–3 distances):
     /// the part of `g` that moves the conformer without stretching a bond or
@@ -546,10 +544,7 @@ impl Geometry {
                 row[3 * j + d] = -u[d] / norm;
             }
             // ‖row‖² = 2 before orthogonalisation
-            for q in &basis {
-                let c: f64 = row.iter().zip(q).map(|(a, b)| a * b).sum();
-                row.iter_mut().zip(q).for_each(|(a, b)| *a -= c * b);
-            }
+            remove_span(&mut row, &basis);
             let r = row.iter().map(|v| v * v).sum::<f64>().sqrt();
             if r > 1e-6 {
                 row.iter_mut().for_each(|v| *v /= r);
@@ -557,11 +552,17 @@ impl Geometry {
             }
         }
         let mut t: Vec<f64> = g.iter().flatten().copied().collect();
-        for q in &basis {
-            let c: f64 = t.iter().zip(q).map(|(a, b)| a * b).sum();
-            t.iter_mut().zip(q).for_each(|(a, b)| *a -= c * b);
-        }
+        remove_span(&mut t, &basis);
         Some(t.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect())
+    }
+}
+
+/// Subtract from `v` its components along the orthonormal vectors `basis`
+/// (one modified Gram–Schmidt sweep).
+fn remove_span(v: &mut [f64], basis: &[Vec<f64>]) {
+    for q in basis {
+        let c: f64 = v.iter().zip(q).map(|(a, b)| a * b).sum();
+        v.iter_mut().zip(q).for_each(|(a, b)| *a -= c * b);
     }
 }
 
