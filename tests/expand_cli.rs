@@ -593,6 +593,10 @@ fn morph_fe_graphs_from_file() {
                 assert_eq!(g["reference_verified"], true, "{g}");
             }
         }
+        // verifiers that re-infer bonds get the gentle expansion default,
+        // under the TOML (which leaves `[fe.expand] lr` out)
+        assert_eq!(d["config"]["fe"]["expand"]["lr"], 1e-4, "{o}");
+        assert_eq!(d["config"]["fe"]["expand"]["n_steps"], 5, "{o}: TOML lost");
         if verifier == "graph-match" {
             assert!(rep["verifier"]
                 .as_str()
@@ -633,6 +637,9 @@ fn morph_fe_graphs_from_file() {
         rep["verifier"]
     );
     assert_eq!(rep["details"]["t_start"], 0.7, "{}", rep["details"]);
+    let expand = &rep["details"]["config"]["fe"]["expand"];
+    assert_eq!(expand["lr"], 1e-3, "geometry keeps the table's expand lr");
+    assert_eq!(expand["n_steps"], 5, "TOML lost");
     assert_eq!(graphs_of("g3"), graphs_of("g1"));
     // --help documents the flag and the verifier
     let h = cellmol(&["expand", "fe", "--help"]);

@@ -388,6 +388,29 @@ fn fe_settings_for_geometry_and_late_start() {
             .expect("toml");
     assert_eq!(edm.project_score, ProjectScore::EdmGeometry);
     assert!(edm.fe.expand_tangent && !d.fe.expand_tangent);
+    // defaults for verifiers that re-infer bonds: only the expand rate differs,
+    // and a TOML over them keeps it unless it sets it
+    let strict = MorphFeConfig::inferred_bonds();
+    assert_eq!((strict.fe.expand.lr, d.fe.expand.lr), (1e-4, 1e-3));
+    let mut back = strict.clone();
+    back.fe.expand.lr = d.fe.expand.lr;
+    assert_eq!(back, d);
+    let over = MorphFeConfig::from_toml_over(
+        &strict,
+        "[fe.expand]
+n_steps = 7
+",
+    )
+    .expect("toml");
+    assert_eq!((over.fe.expand.lr, over.fe.expand.n_steps), (1e-4, 7));
+    let set = MorphFeConfig::from_toml_over(
+        &strict,
+        "[fe.expand]
+lr = 1e-3
+",
+    )
+    .expect("toml");
+    assert_eq!(set, d);
     for bad in [
         "t_start = 1.0\n",
         "t_start = -0.1\n",

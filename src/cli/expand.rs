@@ -24,7 +24,10 @@ pub enum ExpandCommand {
     Toy(ToyArgs),
     /// Flow Expander on a trained Morph model: conformer (position) expansion
     /// for fixed graphs (sampled from the model, or real molecules with
-    /// --graphs), projected on the verifier.
+    /// --graphs), projected on the verifier. The defaults depend on the
+    /// verifier: `geometry` gets the expansion-table settings; `validity`,
+    /// `stability` and `graph-match` (bonds re-inferred from distances, which
+    /// a loosened bond flips) a gentle expansion, `[fe.expand] lr = 1e-4`.
     Fe(MorphFeArgs),
     /// ActFlow on a trained Morph model: explore, keep verified novel graphs,
     /// continue training on anchors + accepted designs (or, with --baseline,
@@ -302,9 +305,17 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
     let text = read_text(a.config.as_deref())?;
     let settings = match &method {
         Method::Fe(iterations, graphs, t_start) => {
+            // verifiers that re-infer bonds from distances get a gentler
+            // expansion by default
+            let base = match a.verifier {
+                VerifierArg::Geometry => MorphFeConfig::default(),
+                VerifierArg::Validity | VerifierArg::Stability | VerifierArg::GraphMatch => {
+                    MorphFeConfig::inferred_bonds()
+                }
+            };
             let mut cfg = match &text {
-                Some(t) => MorphFeConfig::from_toml(t).with_context(where_)?,
-                None => MorphFeConfig::default(),
+                Some(t) => MorphFeConfig::from_toml_over(&base, t).with_context(where_)?,
+                None => base,
             };
             cfg.seed = a.seed;
             if let Some(k) = iterations {
