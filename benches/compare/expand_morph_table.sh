@@ -193,7 +193,9 @@ if "distinct_valid_conformers" in fe:
     print(f"FE distinct valid conformers (0.5 Å RMSD clusters, all graphs): {d['before']} → {d['after']}.")
 if "rmsd_diversity" in fe:
     print(f"FE mean pairwise RMSD of valid conformers (Å): {arrow(fe['rmsd_diversity']['before'], fe['rmsd_diversity']['after'], f2)}; "
-          f"conformers whose EDM bonds reproduce the graph: {arrow(fe['graph_match']['before'], fe['graph_match']['after'], pct)}"
+          + (f"of all conformers, valid or not: {arrow(fe['rmsd_diversity_all']['before'], fe['rmsd_diversity_all']['after'], f3)}; "
+             if "rmsd_diversity_all" in fe else "")
+          + f"conformers whose EDM bonds reproduce the graph: {arrow(fe['graph_match']['before'], fe['graph_match']['after'], pct)}"
           + (f"; mean bond recovery (Jaccard of inferred and graph bonded pairs): "
              f"{arrow(fe['bond_recovery']['before'], fe['bond_recovery']['after'], f3)}" if "bond_recovery" in fe else ""))
 PYEOF

@@ -341,8 +341,20 @@ fn fe_on_graphs_from_molecules() {
         // a matching conformer recovers every bond
         let br = g["after"]["bond_recovery"].as_f64().expect("bond_recovery");
         assert!((0.0..=1.0).contains(&br) && gm <= br + 1e-12, "{g}");
+        // the spread of all conformers is that of the valid ones when all pass
+        let all = g["after"]["rmsd_diversity_all"].as_f64().expect("all");
+        let valid = g["after"]["rmsd_diversity"].as_f64().expect("valid");
+        assert!(all > 0.0, "{g}");
+        if gm == 1.0 {
+            assert!((all - valid).abs() < 1e-12, "{g}");
+        }
     }
-    for k in ["rmsd_diversity", "graph_match", "bond_recovery"] {
+    for k in [
+        "rmsd_diversity",
+        "rmsd_diversity_all",
+        "graph_match",
+        "bond_recovery",
+    ] {
         assert!(d[k]["before"].as_f64().is_some() && d[k]["after"].as_f64().is_some());
     }
     let r2 = run("b");

@@ -1231,6 +1231,9 @@ pub struct ConformerMetrics {
     pub vendi: f64,
     /// Mean pairwise Kabsch RMSD (Å) of the valid conformers.
     pub rmsd_diversity: f64,
+    /// The same over all conformers, valid or not: how far the flow's
+    /// conformers spread, whatever the verifier says of them.
+    pub rmsd_diversity_all: f64,
     /// Distinct valid conformers (greedy clusters at the RMSD threshold).
     pub n_distinct: usize,
     /// Fraction of all conformers whose EDM-inferred bonds reproduce the
@@ -1249,13 +1252,15 @@ fn conformer_metrics(
     coord_std: f64,
     threshold: f64,
 ) -> Result<ConformerMetrics> {
-    let valid: Vec<Array2<f64>> = rows_n
+    let all: Vec<Array2<f64>> = rows_n
+        .iter()
+        .map(|r| Array2::from_shape_fn((n_atoms, 3), |(i, d)| f64::from(r[i * 3 + d]) * coord_std))
+        .collect();
+    let valid: Vec<Array2<f64>> = all
         .iter()
         .zip(ok)
         .filter(|(_, &c)| c >= 0.5)
-        .map(|(r, _)| {
-            Array2::from_shape_fn((n_atoms, 3), |(i, d)| f64::from(r[i * 3 + d]) * coord_std)
-        })
+        .map(|(c, _)| c.clone())
         .collect();
     let mut reps: Vec<&Array2<f64>> = Vec::new();
     for c in &valid {
@@ -1297,6 +1302,7 @@ fn conformer_metrics(
             valid.len().min(1) as f64
         },
         rmsd_diversity: rmsd_diversity(&valid)?,
+        rmsd_diversity_all: rmsd_diversity(&all)?,
         n_distinct: reps.len(),
         graph_match,
         bond_recovery,
@@ -1875,6 +1881,10 @@ pub fn fe_morph_with(
             "rmsd_diversity": {
                 "before": mean(&before, |m| m.rmsd_diversity),
                 "after": mean(&after, |m| m.rmsd_diversity),
+            },
+            "rmsd_diversity_all": {
+                "before": mean(&before, |m| m.rmsd_diversity_all),
+                "after": mean(&after, |m| m.rmsd_diversity_all),
             },
             "distinct_valid_conformers": {
                 "before": before.iter().map(|m| m.n_distinct).sum::<usize>(),
