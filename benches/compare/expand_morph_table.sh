@@ -60,8 +60,6 @@ export CANDLE_NUM_THREADS="${CANDLE_NUM_THREADS:-1}"
 
 FE_VERIFIER="${FE_VERIFIER:-geometry}"
 case "$FE_VERIFIER" in validity | graph-match | geometry) ;; *) echo "error: FE_VERIFIER must be geometry, validity or graph-match, got '$FE_VERIFIER'" >&2; exit 2 ;; esac
-# the CLI's defaults: a gentle expansion for verifiers that re-infer bonds
-if [ "$FE_VERIFIER" = geometry ]; then EXPAND_LR=1e-3; else EXPAND_LR=1e-4; fi
 if [ -n "${FE_TOML:-}" ]; then
     cp "$FE_TOML" "$OUT/fe.toml"
 else
@@ -78,10 +76,11 @@ else
     # passed the geometry checks 0-80 % as often as the ODE ones). Both
     # fine-tune with plain SGD (lr 1e-3, gradient clip 0.4): a fresh AdamW
     # moves every weight by ±lr on its first steps, and 100 such steps at lr
-    # 3e-5 collapsed the quick model's conformers. Under FE_VERIFIER=validity
-    # or graph-match the expand lr is 1e-4 (lr 1e-3 loosened bonds past the
-    # EDM order cutoffs: strict validity 17.4 -> 5.6 % on seed 0).
-    cat > "$OUT/fe.toml" <<EOF
+    # 3e-5 collapsed the quick model's conformers. The expand lr is left to
+    # the CLI, whose default depends on the verifier: 1e-3 for geometry, 1e-4
+    # for validity / graph-match (1e-3 loosened bonds past the EDM order
+    # cutoffs: strict validity 17.4 -> 5.6 % on seed 0).
+    cat > "$OUT/fe.toml" <<'EOF'
 n_graphs = 6
 n_graph_candidates = 16
 n_eval = 48
@@ -100,7 +99,6 @@ n_ode_steps = 20
 n_samples = 32
 batch = 32
 n_steps = 50
-lr = $EXPAND_LR
 optimizer = "sgd"
 [fe.project]
 n_samples = 64
