@@ -239,6 +239,90 @@ fn fit_sample_evaluate_scaffold() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("huge"));
+    // Continued training from the model's weights (--init).
+    ok(&[
+        "-q",
+        "morph",
+        "fit",
+        &d("data.sdf"),
+        "-o",
+        &d("cont"),
+        "--preset",
+        "tiny",
+        "--condition",
+        "gap",
+        "--steps",
+        "2",
+        "--init",
+        &d("model"),
+    ]);
+    let rep: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("cont/fit_report.json")).expect("report"),
+    )
+    .expect("json");
+    assert_eq!(rep["init_from"].as_str(), Some(d("model").as_str()));
+    assert_eq!(rep["steps"].as_u64(), Some(2));
+    // another network than the start model's
+    std::fs::write(d("wide.toml"), "[net]\nhidden = 40\n").expect("toml");
+    let out = run(&[
+        "morph",
+        "fit",
+        &d("data.sdf"),
+        "-o",
+        &d("cont2"),
+        "--preset",
+        "tiny",
+        "--config",
+        &d("wide.toml"),
+        "--steps",
+        "2",
+        "--init",
+        &d("model"),
+    ]);
+    let e = stderr_of(&out);
+    assert!(
+        !out.status.success() && e.contains("--init") && e.contains("network"),
+        "{e}"
+    );
+    assert!(!dir.path().join("cont2/model.safetensors").exists());
+    // data with an element the start model has never seen
+    let mut mols = molecules::read_molecules_path(Path::new(&d("data.sdf"))).expect("read");
+    mols[3].elements[0] = molecules::Element::from_symbol("S").expect("S");
+    let mut buf = Vec::new();
+    molecules::write_sdf(&mut buf, mols.iter()).expect("sdf");
+    std::fs::write(d("sulfur.sdf"), buf).expect("write");
+    let out = run(&[
+        "morph",
+        "fit",
+        &d("sulfur.sdf"),
+        "-o",
+        &d("cont3"),
+        "--preset",
+        "tiny",
+        "--steps",
+        "2",
+        "--init",
+        &d("model"),
+    ]);
+    let e = stderr_of(&out);
+    assert!(
+        !out.status.success() && e.contains("sulfur.sdf") && e.contains("vocabulary of"),
+        "{e}"
+    );
+    // a directory that holds no model
+    let out = run(&[
+        "morph",
+        "fit",
+        &d("data.sdf"),
+        "-o",
+        &d("cont4"),
+        "--preset",
+        "tiny",
+        "--init",
+        &d("nowhere"),
+    ]);
+    let e = stderr_of(&out);
+    assert!(!out.status.success() && e.contains("nowhere"), "{e}");
 }
 
 #[path = "support/toy_mols.rs"]

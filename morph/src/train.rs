@@ -79,6 +79,9 @@ pub struct FitReport {
     /// Step the run resumed from (None: started fresh).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resumed_from: Option<usize>,
+    /// Model directory whose weights the run started from ([`InitModel`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<String>,
 }
 
 /// AdamW over named parameters in a fixed (sorted-name) order, with the same
@@ -412,11 +415,79 @@ impl Trainer {
 
 /// Where and how a fit checkpoints: the run directory (already
 /// [`RunDir::prepare`]d), the checkpoint to continue from, the stop flag
-/// polled between steps.
+/// polled between steps, and the trained model to start from, if any.
 pub struct FitRun<'a> {
     pub dir: &'a RunDir,
     pub resume: Option<Checkpoint>,
     pub stop: StopSignal,
+    /// Start from these weights instead of seeded random ones (ignored when
+    /// resuming: the checkpoint holds the run's own weights).
+    pub init: Option<&'a InitModel>,
+}
+
+/// A trained model to continue training or fine-tune from (`morph fit
+/// --init`): its weights become the initial weights and the initial EMA; the
+/// optimiser, learning-rate schedule and step count start afresh under the
+/// new run's config.
+pub struct InitModel {
+    pub path: std::path::PathBuf,
+    pub meta: ModelMeta,
+    pub weights: HashMap<String, Tensor>,
+}
+
+impl InitModel {
+    /// Read a finished model directory (`config.json` + `model.safetensors`).
+    pub fn load(dir: &Path) -> Result<Self> {
+        // validates config.json and that the weights fit it
+        let model = ModelDir::load(dir, &Device::Cpu)?;
+        let wpath = dir.join(crate::io::WEIGHTS_FILE);
+        let weights =
+            candle_core::safetensors::load(&wpath, &Device::Cpu).map_err(|e| MorphError::File {
+                path: wpath.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            path: dir.to_path_buf(),
+            meta: model.meta,
+            weights,
+        })
+    }
+
+    /// Refuse a start model whose network or vocabularies differ from the
+    /// new run's: its weights would not fit, or would mean other atoms.
+    pub fn check(&self, config: &MorphConfig, vocab: &datasets::molbatch::MolVocab) -> Result<()> {
+        let path = self.path.join(crate::io::CONFIG_FILE);
+        let fail = |message: String| MorphError::File {
+            path: path.clone(),
+            message,
+        };
+        if self.meta.config.net != config.net {
+            return Err(fail(format!(
+                "the start model's network ({}) differs from the run's ({}); use the same [net] settings",
+                net_summary(&self.meta.config.net),
+                net_summary(&config.net)
+            )));
+        }
+        if &self.meta.vocab != vocab {
+            return Err(fail(format!(
+                "the start model was trained on elements {:?}, charges {:?}, bonds {:?}; the data have elements {:?}, charges {:?}, bonds {:?}",
+                self.meta.vocab.elements,
+                self.meta.vocab.charges,
+                self.meta.vocab.bonds,
+                vocab.elements,
+                vocab.charges,
+                vocab.bonds
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn net_summary(n: &crate::config::NetConfig) -> String {
+    format!(
+        "{:?}, {} layers × {}, {} mixture components",
+        n.backbone, n.n_layers, n.hidden, n.n_mix
+    )
 }
 
 #[derive(Serialize, Deserialize)]
@@ -542,6 +613,14 @@ fn fit_impl(
     let mut offset = 0f64;
     let mut last = f32::NAN;
     let resume = run.and_then(|r| r.resume.as_ref());
+    let init = run.and_then(|r| r.init);
+    if let (Some(m), None) = (init, resume) {
+        m.check(config, &set.vocab)?;
+        tr.load_weights(&m.weights).map_err(|e| MorphError::File {
+            path: m.path.join(crate::io::WEIGHTS_FILE),
+            message: e.to_string(),
+        })?;
+    }
     if let (Some(ck), Some(r)) = (resume, run) {
         let ctx = || format!("{}: checkpoint", r.dir.path.display());
         let st: CkptState = serde_json::from_value(ck.state.clone())
@@ -668,6 +747,7 @@ fn fit_impl(
         val_loss,
         stopped_by_time,
         resumed_from: resume.map(|_| first),
+        init_from: init.map(|m| m.path.display().to_string()),
     };
     Ok((tr, report))
 }

@@ -98,6 +98,7 @@ fn run(
         dir,
         resume: ck,
         stop: stop.clone(),
+        init: None,
     };
     let mut losses = Vec::new();
     let mut seen = 0;
@@ -213,4 +214,84 @@ fn resume_with_other_settings_is_refused() {
     budget.train.max_minutes = 30.0;
     let (rep, _) = run(&dir, &set, &stats, &budget, true, None);
     assert_eq!(rep.expect("resume with a new time budget").steps, 10);
+}
+
+/// Max |a − b| over all saved weights of two model directories.
+fn max_weight_diff(a: &std::path::Path, b: &std::path::Path) -> f32 {
+    let load = |d: &std::path::Path| {
+        candle_core::safetensors::load(d.join(morph::io::WEIGHTS_FILE), &Device::Cpu).expect("load")
+    };
+    let (wa, wb) = (load(a), load(b));
+    assert_eq!(wa.len(), wb.len());
+    wa.iter()
+        .map(|(k, ta)| {
+            let fa = ta
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("a");
+            let fb = wb[k]
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("b");
+            fa.iter()
+                .zip(&fb)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+        })
+        .fold(0f32, f32::max)
+}
+
+#[test]
+fn init_starts_from_a_trained_models_weights() {
+    let (set, stats) = toy_set();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let base = tmp.path().join("base");
+    morph::train::fit(&set, &stats, &config(6), &Device::Cpu, &base, &mut |_| {}).expect("fit");
+    let start = morph::train::InitModel::load(&base).expect("load start model");
+    // One step at a negligible learning rate and another seed: from the start
+    // model's weights the new model keeps them; from seeded random ones it
+    // does not.
+    let mut cfg = config(1);
+    cfg.train.seed = 99;
+    cfg.train.lr = 1e-12;
+    cfg.train.warmup_steps = 0;
+    let go = |name: &str, init: Option<&morph::train::InitModel>, cfg: &MorphConfig| {
+        let dir = RunDir::new(tmp.path().join(name));
+        let ck = dir.prepare(false, false).expect("prepare");
+        let fr = FitRun {
+            dir: &dir,
+            resume: ck,
+            stop: StopSignal::never(),
+            init,
+        };
+        let rep = fit_run(&set, &stats, cfg, &Device::Cpu, &fr, &mut |_| {});
+        (dir.path.clone(), rep)
+    };
+    let (warm, rep) = go("warm", Some(&start), &cfg);
+    let rep = rep.expect("fit from the start model");
+    assert_eq!(
+        rep.init_from.as_deref(),
+        Some(base.display().to_string().as_str())
+    );
+    let (cold, rep) = go("cold", None, &cfg);
+    assert!(rep.expect("fit from scratch").init_from.is_none());
+    let d_warm = max_weight_diff(&base, &warm);
+    let d_cold = max_weight_diff(&base, &cold);
+    assert!(d_warm < 1e-5, "continued weights moved by {d_warm}");
+    assert!(
+        d_cold > 1e-2,
+        "fresh weights equal the start model's ({d_cold})"
+    );
+    // another network is refused with the start model's config named
+    let mut other = cfg.clone();
+    other.net.hidden = 24;
+    let (_, rep) = go("other", Some(&start), &other);
+    let e = rep.err().expect("must refuse another network").to_string();
+    assert!(e.contains("config.json") && e.contains("network"), "{e}");
+    // and so is a directory that holds no model
+    let e = morph::train::InitModel::load(&tmp.path().join("none"))
+        .err()
+        .expect("no model")
+        .to_string();
+    assert!(e.contains("none"), "{e}");
 }

@@ -13,7 +13,7 @@ use molecules::metrics::{self, Protocol};
 use molecules::Molecule;
 use morph::io::ModelDir;
 use morph::sampler::{sample_batch, Limits, SampleSpec, State};
-use morph::train::FitRun;
+use morph::train::{FitRun, InitModel};
 use morph::MorphConfig;
 use serde_json::json;
 
@@ -53,6 +53,13 @@ pub enum MorphCommand {
         /// directory: just start; batch scripts always pass it).
         #[arg(long)]
         resume: bool,
+        /// Start from a trained model's weights (continued training or
+        /// fine-tuning) instead of random ones. Its [net] settings must be
+        /// the run's and the data are encoded with its elements and
+        /// coordinate scale; the optimiser, learning-rate schedule (set lr,
+        /// steps in --config) and step count start afresh.
+        #[arg(long, value_name = "MODEL_DIR")]
+        init: Option<PathBuf>,
     },
     /// Generate molecules with a trained model.
     Sample {
@@ -109,6 +116,7 @@ pub fn run(cmd: MorphCommand, global: Global) -> anyhow::Result<()> {
             max_minutes,
             force,
             resume,
+            init,
         } => fit(
             &data,
             &output,
@@ -119,6 +127,7 @@ pub fn run(cmd: MorphCommand, global: Global) -> anyhow::Result<()> {
             steps,
             max_minutes,
             RunFlags { force, resume },
+            init.as_deref(),
             global,
         ),
         MorphCommand::Sample {
@@ -185,6 +194,7 @@ fn fit(
     steps: Option<usize>,
     max_minutes: Option<f64>,
     flags: RunFlags,
+    init: Option<&Path>,
     global: Global,
 ) -> anyhow::Result<()> {
     let mut cfg = MorphConfig::preset(preset)?;
@@ -215,14 +225,40 @@ fn fit(
         return Ok(());
     }
     let dev = super::device::select(device)?;
+    let init = init
+        .map(|p| {
+            let m = InitModel::load(p)?;
+            m.check(&cfg, &m.meta.vocab)?;
+            anyhow::Ok(m)
+        })
+        .transpose()
+        .with_context(|| {
+            format!(
+                "--init {}: expected a finished Morph model directory whose network matches the run's",
+                init.map_or(String::new(), |p| p.display().to_string())
+            )
+        })?;
     let loaded = (|| -> anyhow::Result<_> {
         let mols = read_mols(data)?;
         if mols.is_empty() {
             bail!("{}: no molecules", data.display());
         }
-        let mut set = MolSet::from_molecules(&mols, None)
-            .with_context(|| format!("encoding {}", data.display()))?;
-        let stats = set.stats()?;
+        // a start model fixes the atom vocabulary and the coordinate scale
+        let vocab = init.as_ref().map(|m| m.meta.vocab.clone());
+        let mut set = MolSet::from_molecules(&mols, vocab).with_context(|| {
+            format!(
+                "encoding {}{}",
+                data.display(),
+                init.as_ref().map_or(String::new(), |m| format!(
+                    " with the vocabulary of {}",
+                    m.path.display()
+                ))
+            )
+        })?;
+        let mut stats = set.stats()?;
+        if let Some(m) = &init {
+            stats.coord_std = m.meta.stats.coord_std;
+        }
         set.normalise(stats.coord_std);
         Ok((set, stats))
     })();
@@ -261,10 +297,20 @@ fn fit(
             ],
         );
     };
+    if let (Some(m), None) = (&init, &resume) {
+        if !global.quiet {
+            eprintln!(
+                "starting from the weights of {} ({} steps trained)",
+                m.path.display(),
+                m.meta.trained_steps
+            );
+        }
+    }
     let fit_run = FitRun {
         dir: &run,
         resume,
         stop,
+        init: init.as_ref(),
     };
     let report = match morph::train::fit_run(&set, &stats, &cfg, &dev, &fit_run, &mut on_step) {
         Ok(r) => r,
