@@ -240,45 +240,26 @@ fn fit_sample_evaluate_scaffold() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("huge"));
     // Continued training from the model's weights (--init).
-    ok(&[
-        "-q",
-        "morph",
-        "fit",
-        &d("data.sdf"),
-        "-o",
-        &d("cont"),
-        "--preset",
-        "tiny",
-        "--condition",
-        "gap",
-        "--steps",
-        "2",
-        "--init",
-        &d("model"),
-    ]);
+    let fit_from = |data: &str, out: &str, init: &str, extra: &[&str]| {
+        let (data, out) = (d(data), d(out));
+        let mut args = vec!["morph", "fit", &data, "-o", &out, "--preset", "tiny"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--steps", "2", "--init", init]);
+        run(&args)
+    };
+    let model = d("model");
+    let out = fit_from("data.sdf", "cont", &model, &["--condition", "gap"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
     let rep: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("cont/fit_report.json")).expect("report"),
     )
     .expect("json");
-    assert_eq!(rep["init_from"].as_str(), Some(d("model").as_str()));
+    assert_eq!(rep["init_from"].as_str(), Some(model.as_str()));
     assert_eq!(rep["steps"].as_u64(), Some(2));
     // another network than the start model's
     std::fs::write(d("wide.toml"), "[net]\nhidden = 40\n").expect("toml");
-    let out = run(&[
-        "morph",
-        "fit",
-        &d("data.sdf"),
-        "-o",
-        &d("cont2"),
-        "--preset",
-        "tiny",
-        "--config",
-        &d("wide.toml"),
-        "--steps",
-        "2",
-        "--init",
-        &d("model"),
-    ]);
+    let wide = d("wide.toml");
+    let out = fit_from("data.sdf", "cont2", &model, &["--config", &wide]);
     let e = stderr_of(&out);
     assert!(
         !out.status.success() && e.contains("--init") && e.contains("network"),
@@ -291,36 +272,14 @@ fn fit_sample_evaluate_scaffold() {
     let mut buf = Vec::new();
     molecules::write_sdf(&mut buf, mols.iter()).expect("sdf");
     std::fs::write(d("sulfur.sdf"), buf).expect("write");
-    let out = run(&[
-        "morph",
-        "fit",
-        &d("sulfur.sdf"),
-        "-o",
-        &d("cont3"),
-        "--preset",
-        "tiny",
-        "--steps",
-        "2",
-        "--init",
-        &d("model"),
-    ]);
+    let out = fit_from("sulfur.sdf", "cont3", &model, &[]);
     let e = stderr_of(&out);
     assert!(
         !out.status.success() && e.contains("sulfur.sdf") && e.contains("vocabulary of"),
         "{e}"
     );
     // a directory that holds no model
-    let out = run(&[
-        "morph",
-        "fit",
-        &d("data.sdf"),
-        "-o",
-        &d("cont4"),
-        "--preset",
-        "tiny",
-        "--init",
-        &d("nowhere"),
-    ]);
+    let out = fit_from("data.sdf", "cont4", &d("nowhere"), &[]);
     let e = stderr_of(&out);
     assert!(!out.status.success() && e.contains("nowhere"), "{e}");
 }
