@@ -641,11 +641,28 @@ fn morph_fe_graphs_from_file() {
     assert_eq!(expand["lr"], 1e-3, "geometry keeps the table's expand lr");
     assert_eq!(expand["n_steps"], 5, "TOML lost");
     assert_eq!(graphs_of("g3"), graphs_of("g1"));
+    // --guard: every try is in the report, an accepted one within the drop
+    fe("g5", "geometry", &["--t-start", "0.7", "--guard", "0.05"]);
+    let rep: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("g5").join("expand_report.json")).expect("report"),
+    )
+    .expect("json");
+    let d = &rep["details"];
+    assert_eq!(d["config"]["guard"]["enabled"], true);
+    assert_eq!(d["config"]["guard"]["max_drop"], 0.05);
+    let base_rate = d["guard"]["base_rate"].as_f64().expect("base_rate");
+    let tries = d["guard"]["tries"].as_array().expect("tries");
+    assert!(!tries.is_empty(), "{}", d["guard"]);
+    for t in tries {
+        let r = t["rate"].as_f64().expect("rate");
+        assert_eq!(t["accepted"], r >= base_rate - 0.05 - 1e-12, "{t}");
+    }
+    assert!(d["guard"]["n_samples"].as_u64().expect("n") >= 2);
     // --help documents the flag and the verifier
     let h = cellmol(&["expand", "fe", "--help"]);
     let help = String::from_utf8_lossy(&h.stdout);
     assert!(
-        help.contains("--graphs") && help.contains("graph-match"),
+        help.contains("--graphs") && help.contains("graph-match") && help.contains("--guard"),
         "{help}"
     );
     // errors: missing file, no usable molecule, graph-match outside FE
@@ -680,6 +697,10 @@ fn morph_fe_graphs_from_file() {
     let args = base("stability", p("missing.sdf"));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     fails(&args, &["missing.sdf"]);
+    let args = base("stability", p("toy.sdf"));
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--guard", "1.5"]);
+    fails(&args, &["--guard 1.5", "max_drop", "[0, 1]"]);
     // hydrogen sulfide: S is not in the toy model's vocabulary
     let mut h2s = molecules::Molecule::new(
         ["S", "H", "H"]

@@ -497,3 +497,96 @@ fn diag_conformers_of_file_graphs() {
         }
     }
 }
+
+/// A stand-in verifier for the guard test: passes a conformer whose largest
+/// interatomic distance is at least 2.8 Å. The 3-step tiny model spreads
+/// ethane's conformers to 2.9–3.1 Å and collapses water's below 0.1 Å (base
+/// rate 1/2); a network wrecked by a huge expand step gives ethane ≤ 2.7 Å.
+struct Spread;
+impl Verifier for Spread {
+    fn name(&self) -> String {
+        "spread".into()
+    }
+    fn verify(&self, m: &Molecule) -> bool {
+        let p = &m.positions;
+        let n = m.n_atoms();
+        (0..n).any(|i| {
+            (0..i)
+                .any(|j| (0..3).map(|k| (p[[i, k]] - p[[j, k]]).powi(2)).sum::<f64>() >= 2.8 * 2.8)
+        })
+    }
+}
+
+/// The FE guard (`[guard]`): an expand step far too long loses the valid set,
+/// every halving is rejected and the saved model is the source model, bit for
+/// bit; a harmless step is accepted at once with its rate in the report.
+#[test]
+fn fe_guard_undoes_iterations_that_lose_the_valid_set() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let src = tmp.path().join("model");
+    common::trained(&src, 3);
+    let dev = Device::Cpu;
+    let mols = vec![methanol(), ethane(), water()];
+    let toml = |lr: f64| {
+        format!(
+            "n_graphs = 2\nn_graph_candidates = 2\nn_eval = 4\node_steps = 4\n\
+             [fe]\niterations = 1\nproject_mode = \"none\"\n\
+             [fe.expand]\nn_samples = 4\nbatch = 4\nn_steps = 3\nlr = {lr}\ngrad_clip = 0.0\n\
+             [guard]\nenabled = true\nmax_drop = 0.1\nn_samples = 6\nbacktracks = 2\n"
+        )
+    };
+    let run = |lr: f64, out: &str| {
+        let cfg = MorphFeConfig::from_toml(&toml(lr)).expect("toml");
+        fe_morph_with(
+            &src,
+            GraphSource::Molecules {
+                mols: &mols,
+                name: "toy.sdf",
+            },
+            None,
+            &Spread,
+            &cfg,
+            &tmp.path().join(out),
+            &dev,
+            &mut |_, _, _| {},
+        )
+        .expect("fe")
+    };
+    let weights = |d: &std::path::Path| {
+        candle_core::safetensors::load(d.join("model.safetensors"), &dev).expect("weights")
+    };
+    let long = run(1e4, "long");
+    let g = &long.details["guard"];
+    let base = g["base_rate"].as_f64().expect("base");
+    assert!((base - 0.5).abs() < 1e-12, "{g}");
+    assert_eq!(g["n_samples"], 12);
+    let tries = g["tries"].as_array().expect("tries");
+    let lrs: Vec<f64> = tries
+        .iter()
+        .map(|t| t["expand_lr"].as_f64().expect("lr"))
+        .collect();
+    assert_eq!(lrs, [1e4, 5e3, 2.5e3], "{g}");
+    for t in tries {
+        assert_eq!(t["accepted"], false, "{g}");
+        assert!(t["rate"].as_f64().expect("rate") < base - 0.1, "{g}");
+    }
+    let (a, b) = (weights(&src), weights(&tmp.path().join("long")));
+    assert_eq!(a.len(), b.len());
+    for (k, t) in &a {
+        let d = (t - &b[k]).expect("sub").abs().expect("abs");
+        let m = d.flatten_all().expect("flat").max(0).expect("max");
+        assert_eq!(m.to_scalar::<f32>().expect("scalar"), 0.0, "{k} changed");
+    }
+    // nothing moved, so the after metrics are the before metrics
+    assert_eq!(long.before, long.after);
+
+    let short = run(1e-9, "short");
+    let tries = short.details["guard"]["tries"].as_array().expect("tries");
+    assert_eq!(tries.len(), 1, "{}", short.details["guard"]);
+    assert_eq!(tries[0]["accepted"], true);
+    let rate = tries[0]["rate"].as_f64().expect("rate");
+    assert!((rate - base).abs() <= 0.1 + 1e-12);
+    // off by default: no guard in the report
+    let plain = MorphFeConfig::from_toml("n_graphs = 1").expect("toml");
+    assert!(!plain.guard.enabled);
+}

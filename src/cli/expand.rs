@@ -123,6 +123,15 @@ pub struct MorphFeArgs {
     /// from pure noise (a quick-preset model then misses most bonds).
     #[arg(long)]
     pub t_start: Option<f64>,
+    /// Guard each iteration with the verifier (settings table `[guard]`):
+    /// measure its pass rate on fixed guard conformers (`n_samples` per
+    /// graph, default 32, noise apart from the evaluation's) before FE and
+    /// after each iteration; an iteration that leaves it more than MAX_DROP
+    /// below the pre-trained model's (e.g. 0.02 = 2 points) is undone and
+    /// retried at half the expand learning rate (`backtracks`, default 3,
+    /// then skipped). The report's `details.guard` lists every try.
+    #[arg(long, value_name = "MAX_DROP")]
+    pub guard: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -199,7 +208,12 @@ pub fn run(cmd: ExpandCommand, global: Global) -> anyhow::Result<()> {
         ExpandCommand::Toy(args) => run_toy_cmd(args, global),
         ExpandCommand::Fe(args) => run_morph(
             &args.common,
-            Method::Fe(args.iterations, args.graphs.clone(), args.t_start),
+            Method::Fe(
+                args.iterations,
+                args.graphs.clone(),
+                args.t_start,
+                args.guard,
+            ),
             global,
         ),
         ExpandCommand::Actflow(args) => run_morph(
@@ -211,8 +225,8 @@ pub fn run(cmd: ExpandCommand, global: Global) -> anyhow::Result<()> {
 }
 
 enum Method {
-    /// Iterations, --graphs, --t-start.
-    Fe(Option<usize>, Option<PathBuf>, Option<f64>),
+    /// Iterations, --graphs, --t-start, --guard.
+    Fe(Option<usize>, Option<PathBuf>, Option<f64>, Option<f64>),
     ActFlow(Option<usize>, Option<PathBuf>, Option<BaselineArg>),
 }
 
@@ -304,7 +318,7 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
     };
     let text = read_text(a.config.as_deref())?;
     let settings = match &method {
-        Method::Fe(iterations, graphs, t_start) => {
+        Method::Fe(iterations, graphs, t_start, guard) => {
             // verifiers that re-infer bonds from distances get a gentler
             // expansion by default
             let base = match a.verifier {
@@ -324,13 +338,27 @@ fn run_morph(a: &MorphCommon, method: Method, global: Global) -> anyhow::Result<
             if let Some(t0) = t_start {
                 cfg.t_start = *t0;
             }
+            if let Some(d) = guard {
+                cfg.guard.enabled = true;
+                cfg.guard.max_drop = *d;
+            }
             if let VerifierArg::Geometry = a.verifier {
                 cfg.mol_protocol = MolProtocol::Graph;
                 verifier = Box::new(cfg.geometry);
             }
-            cfg.validate().with_context(|| match t_start {
-                Some(t0) => format!("{} (--t-start {t0})", where_()),
-                None => where_(),
+            cfg.validate().with_context(|| {
+                let flags: Vec<String> = [
+                    t_start.map(|t0| format!("--t-start {t0}")),
+                    guard.map(|d| format!("--guard {d}")),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                if flags.is_empty() {
+                    where_()
+                } else {
+                    format!("{} ({})", where_(), flags.join(", "))
+                }
             })?;
             let graphs = match graphs {
                 Some(p) => {

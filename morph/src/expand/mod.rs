@@ -20,6 +20,7 @@ pub mod actflow;
 pub mod adjoint;
 pub mod fe;
 pub mod flow;
+pub mod guard;
 pub mod metrics;
 pub mod mlp;
 pub mod molecular;

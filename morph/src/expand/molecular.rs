@@ -349,6 +349,18 @@ impl MorphFlow {
         &self.net
     }
 
+    /// Set the trainable weights (shared by every view of this network) to
+    /// `w` (e.g. from [`Self::weights`]); a no-op on a frozen flow.
+    pub fn set_weights(&self, w: &HashMap<String, Tensor>) -> Result<()> {
+        for (n, v) in self.names.iter().zip(&self.vars) {
+            let t = w
+                .get(n)
+                .ok_or_else(|| MorphError::data("weights", format!("missing tensor `{n}`")))?;
+            v.set(t)?;
+        }
+        Ok(())
+    }
+
     /// Current weights by name (copies).
     pub fn weights(&self) -> Result<HashMap<String, Tensor>> {
         if self.vars.is_empty() {
@@ -899,6 +911,11 @@ pub struct MorphFeConfig {
     /// position loss ([`X1Projection`]) instead of `fe.project_mode` (which
     /// must then be `none`): absent by default.
     pub project_x1: Option<X1Projection>,
+    /// Verifier guard on each iteration ([`super::guard`]; `[guard]` in the
+    /// TOML): undo an iteration that lowers the verifier's pass rate on
+    /// guard conformers by more than `max_drop` and retry it with half the
+    /// expand learning rate. Off by default.
+    pub guard: super::guard::FeGuard,
     pub seed: u64,
 }
 
@@ -1136,6 +1153,7 @@ impl Default for MorphFeConfig {
             mol_protocol: MolProtocol::Edm,
             geometry: super::verifier::Geometry::default(),
             project_x1: None,
+            guard: super::guard::FeGuard::default(),
             seed: 0,
         }
     }
@@ -1171,6 +1189,7 @@ impl MorphFeConfig {
 
     pub fn validate(&self) -> Result<()> {
         self.fe.validate()?;
+        self.guard.validate()?;
         let bad = |f: &str, m: String| Err(MorphError::config(f, m));
         if self.n_graphs == 0 {
             return bad("n_graphs", "should be >= 1, but is 0".into());
@@ -1770,13 +1789,18 @@ pub fn fe_morph_with(
     progress("before", 0, 1);
     let (before, st_before) = eval(&pres)?;
     progress("before", 1, 1);
-    let one = FeConfig {
-        iterations: 1,
-        ..cfg.fe.clone()
-    };
     let total = cfg.fe.iterations * graphs.len();
     let mut events = Vec::new();
-    for it in 0..cfg.fe.iterations {
+    // One FE iteration on every graph at expand learning rate `lr`.
+    let mut iteration = |it: usize, lr: f64, rng: &mut ChaCha8Rng| -> Result<()> {
+        let one = FeConfig {
+            iterations: 1,
+            expand: super::adjoint::AdjointConfig {
+                lr,
+                ..cfg.fe.expand.clone()
+            },
+            ..cfg.fe.clone()
+        };
         for (gi, (m, p)) in models.iter().zip(&pres).enumerate() {
             let ver = MolVerifier {
                 graph: &graphs[gi],
@@ -1801,7 +1825,7 @@ pub fn fe_morph_with(
                 ProjectScore::BondRecovery => &rec,
                 ProjectScore::Geometry | ProjectScore::EdmGeometry => &geo,
             };
-            let res = flow_expander(m, p, Some(score), &one, &mut rng, |e| {
+            let res = flow_expander(m, p, Some(score), &one, &mut *rng, |e| {
                 let (kind, l) = match e {
                     FeEvent::Expand(_, _, l) => ("expand", l),
                     FeEvent::Project(_, _, l) => ("project", l),
@@ -1819,7 +1843,7 @@ pub fn fe_morph_with(
                             px,
                             (cfg.fe.eta, meta.config.flow.pos_noise),
                             cfg.fe.n_ode_steps,
-                            &mut rng,
+                            &mut *rng,
                         )?;
                         events.push(match r {
                             Some((l, pass)) => serde_json::json!({
@@ -1845,6 +1869,53 @@ pub fn fe_morph_with(
                 Err(e) => return Err(e.into()),
             }
             progress("fe", it * graphs.len() + gi + 1, total);
+        }
+        Ok(())
+    };
+    // The guard's pass rate: the run's verifier on fixed guard conformers.
+    let guard_codes: Vec<Tensor> = {
+        let mut g_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x9a4d);
+        models
+            .iter()
+            .map(|m| m.noise(cfg.guard.n_samples, &mut g_rng))
+            .collect::<XResult<_>>()?
+    };
+    let guard_rate = |flows: &[MorphFlow]| -> Result<f64> {
+        let mut sum = 0.0;
+        for ((f, z), g) in flows.iter().zip(&guard_codes).zip(&graphs) {
+            let xs = sample_ode(f, z, cfg.ode_steps)?;
+            let xs = xs.broadcast_sub(&xs.mean_keepdim(1)?)?;
+            let ver = MolVerifier {
+                graph: g,
+                vocab: &meta.vocab,
+                coord_std: std,
+                inner: verifier,
+            };
+            let ok = verify_batch(&ver, &xs)?;
+            sum += ok.iter().sum::<f64>() / ok.len().max(1) as f64;
+        }
+        Ok(sum / flows.len().max(1) as f64)
+    };
+    let mut guard_log = Vec::new();
+    let guard_base = if cfg.guard.enabled {
+        Some(guard_rate(&pres)?)
+    } else {
+        None
+    };
+    let mut lr = cfg.fe.expand.lr;
+    for it in 0..cfg.fe.iterations {
+        match guard_base {
+            None => iteration(it, lr, &mut rng)?,
+            Some(base) => {
+                lr = cfg.guard.iterate(
+                    base,
+                    (it, lr),
+                    |l| iteration(it, l, &mut rng),
+                    || guard_rate(&models),
+                    (|| model_any.weights(), |w| model_any.set_weights(w)),
+                    &mut guard_log,
+                )?;
+            }
         }
     }
     progress("after", 0, 1);
@@ -1905,6 +1976,11 @@ pub fn fe_morph_with(
                 MolProtocol::Graph => "graph",
             },
             "t_start": cfg.t_start,
+            "guard": guard_base.map(|base| serde_json::json!({
+                "base_rate": base,
+                "n_samples": cfg.guard.n_samples * graphs.len(),
+                "tries": guard_log,
+            })),
             "losses": events,
             "config": cfg,
             "source_model": model_dir.display().to_string(),

@@ -1,0 +1,212 @@
+//! Verifier guard (a trust region) for Flow Expander iterations.
+//!
+//! Each mirror-descent iteration of FE moves the model; a step that is too
+//! long (an expand learning rate that suits one verifier but not a stricter
+//! one) loses the valid set it was meant to widen. The guard measures the
+//! verifier's pass rate on fixed *guard* samples (their own noise codes,
+//! drawn apart from the evaluation's) before FE and after each iteration.
+//! When the rate has fallen by more than `max_drop` below the pre-trained
+//! model's, the iteration is undone (weights restored) and tried again with
+//! half the expand learning rate, at most `backtracks` times; the
+//! learning rate that was accepted carries over to the next iteration, and
+//! an iteration no halving rescues is skipped. This is backtracking on the
+//! step size of mirror descent with the verifier's own rate as the
+//! acceptance test, so the expansion goes as far as the valid set allows.
+use serde::{Deserialize, Serialize};
+
+use super::{bad_config, Result};
+
+/// Guard settings (`[guard]` of the FE TOML).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeGuard {
+    /// Check each iteration (off by default).
+    pub enabled: bool,
+    /// Largest allowed fall of the guard pass rate (mean over the graphs)
+    /// below the pre-trained model's, as a fraction (0.02 = 2 points).
+    pub max_drop: f64,
+    /// Guard samples per graph (≥ 1).
+    pub n_samples: usize,
+    /// Halvings of the expand learning rate tried before an iteration is
+    /// skipped.
+    pub backtracks: usize,
+}
+
+impl Default for FeGuard {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_drop: 0.02,
+            n_samples: 32,
+            backtracks: 3,
+        }
+    }
+}
+
+/// One attempt of an iteration, as the report records it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct GuardTry {
+    pub iteration: usize,
+    pub expand_lr: f64,
+    pub rate: f64,
+    pub accepted: bool,
+}
+
+impl FeGuard {
+    pub fn validate(&self) -> Result<()> {
+        let c = "FeGuard";
+        if !(self.max_drop >= 0.0 && self.max_drop <= 1.0) {
+            return Err(bad_config(
+                c,
+                "max_drop",
+                self.max_drop,
+                "a value in [0, 1]",
+            ));
+        }
+        if self.n_samples == 0 {
+            return Err(bad_config(c, "n_samples", self.n_samples, ">= 1"));
+        }
+        Ok(())
+    }
+
+    /// Whether an iteration that left the guard rate at `rate` (the
+    /// pre-trained model's: `base`) is kept.
+    pub fn accepts(&self, base: f64, rate: f64) -> bool {
+        rate + 1e-12 >= base - self.max_drop
+    }
+
+    /// Run iteration `it` under the guard: `step(lr)` runs the iteration
+    /// with expand learning rate `lr`, `rate()` measures the guard pass
+    /// rate (the pre-trained model's: `base`), `save()` / `restore(&saved)`
+    /// snapshot and reset the weights. Returns the learning rate the next
+    /// iteration starts from and appends the attempts to `log`.
+    pub fn iterate<S, E>(
+        &self,
+        base: f64,
+        (it, lr): (usize, f64),
+        mut step: impl FnMut(f64) -> std::result::Result<(), E>,
+        mut rate: impl FnMut() -> std::result::Result<f64, E>,
+        (save, restore): (
+            impl Fn() -> std::result::Result<S, E>,
+            impl Fn(&S) -> std::result::Result<(), E>,
+        ),
+        log: &mut Vec<GuardTry>,
+    ) -> std::result::Result<f64, E> {
+        let saved = save()?;
+        let mut lr_try = lr;
+        for k in 0..=self.backtracks {
+            step(lr_try)?;
+            let r = rate()?;
+            let accepted = self.accepts(base, r);
+            log.push(GuardTry {
+                iteration: it,
+                expand_lr: lr_try,
+                rate: r,
+                accepted,
+            });
+            if accepted {
+                return Ok(lr_try);
+            }
+            restore(&saved)?;
+            if k < self.backtracks {
+                lr_try *= 0.5;
+            }
+        }
+        Ok(lr_try)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// A model whose guard rate falls linearly with the step it takes:
+    /// rate = 0.5 − 100·lr after a step from the saved state.
+    fn run(guard: FeGuard, lr: f64) -> (f64, Vec<GuardTry>, f64) {
+        let state = Cell::new(0.0f64);
+        let mut log = Vec::new();
+        let next = guard
+            .iterate::<f64, ()>(
+                0.5,
+                (0, lr),
+                |l| {
+                    state.set(state.get() + l);
+                    Ok(())
+                },
+                || Ok(0.5 - 100.0 * state.get()),
+                (
+                    || Ok(state.get()),
+                    |s| {
+                        state.set(*s);
+                        Ok(())
+                    },
+                ),
+                &mut log,
+            )
+            .expect("guarded");
+        (next, log, state.get())
+    }
+
+    #[test]
+    fn halves_until_the_rate_holds_and_keeps_that_step() {
+        let g = FeGuard {
+            enabled: true,
+            max_drop: 0.02,
+            n_samples: 8,
+            backtracks: 3,
+        };
+        // lr 1e-3 costs 0.1, 5e-4 0.05, 2.5e-4 0.025, 1.25e-4 0.0125 ≤ 0.02
+        let (next, log, state) = run(g, 1e-3);
+        assert_eq!(log.len(), 4, "{log:?}");
+        assert!(log[..3].iter().all(|t| !t.accepted));
+        assert!(log[3].accepted);
+        assert!((next - 1.25e-4).abs() < 1e-15);
+        // the rejected steps were undone: only the accepted one remains
+        assert!((state - 1.25e-4).abs() < 1e-15, "{state}");
+        assert!((log[3].rate - (0.5 - 0.0125)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn skips_the_iteration_when_no_halving_is_enough() {
+        let g = FeGuard {
+            enabled: true,
+            max_drop: 0.0,
+            n_samples: 8,
+            backtracks: 2,
+        };
+        let (next, log, state) = run(g, 1e-3);
+        assert_eq!(log.len(), 3);
+        assert!(log.iter().all(|t| !t.accepted));
+        assert_eq!(state, 0.0, "weights restored");
+        assert!((next - 2.5e-4).abs() < 1e-15);
+    }
+
+    #[test]
+    fn accepts_a_step_within_the_drop_at_once() {
+        let g = FeGuard {
+            enabled: true,
+            max_drop: 0.2,
+            ..FeGuard::default()
+        };
+        let (next, log, _) = run(g, 1e-3);
+        assert_eq!(log.len(), 1);
+        assert!(log[0].accepted);
+        assert_eq!(next, 1e-3);
+    }
+
+    #[test]
+    fn validate_rejects_impossible_settings() {
+        let bad = FeGuard {
+            max_drop: -0.1,
+            ..FeGuard::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = FeGuard {
+            n_samples: 0,
+            ..FeGuard::default()
+        };
+        assert!(bad.validate().is_err());
+        assert!(FeGuard::default().validate().is_ok());
+    }
+}
