@@ -6,10 +6,32 @@ mod common;
 use candle_core::Device;
 use molecules::{BondOrder, Element, Molecule, Verifier};
 use morph::expand::molecular::{
-    fe_morph_with, graph_size_limits, select_graphs, GraphMatch, GraphSource, MorphFeConfig,
+    fe_morph_with, graph_size_limits, select_graphs, GraphMatch, GraphSource, MorphExpandReport,
+    MorphFeConfig,
 };
 
 use common::mol;
+
+/// FE on graphs taken from `mols` (the file `name` in messages),
+/// on the CPU, without progress output.
+fn fe_on(
+    src: &std::path::Path,
+    (mols, name): (&[Molecule], &str),
+    ver: &dyn Verifier,
+    cfg: &MorphFeConfig,
+    out: &std::path::Path,
+) -> morph::Result<MorphExpandReport> {
+    fe_morph_with(
+        src,
+        GraphSource::Molecules { mols, name },
+        None,
+        ver,
+        cfg,
+        out,
+        &Device::Cpu,
+        &mut |_, _, _| {},
+    )
+}
 
 const S: BondOrder = BondOrder::Single;
 
@@ -296,22 +318,8 @@ fn fe_on_graphs_from_molecules() {
     .expect("toml");
     cfg.seed = 11;
     let ver = GraphMatch { orders: true };
-    let run = |o: &str| {
-        fe_morph_with(
-            &src,
-            GraphSource::Molecules {
-                mols: &mols,
-                name: "toy.sdf",
-            },
-            None,
-            &ver,
-            &cfg,
-            &tmp.path().join(o),
-            &dev,
-            &mut |_, _, _| {},
-        )
-        .expect("fe")
-    };
+    let run =
+        |o: &str| fe_on(&src, (&mols, "toy.sdf"), &ver, &cfg, &tmp.path().join(o)).expect("fe");
     let r = run("a");
     for m in [&r.before, &r.after] {
         assert!((0.0..=1.0).contains(&m.validity) && m.coverage <= m.validity + 1e-12);
@@ -371,36 +379,24 @@ fn fe_on_graphs_from_molecules() {
         project_score: morph::expand::molecular::ProjectScore::BondRecovery,
         ..cfg.clone()
     };
-    let rg = fe_morph_with(
+    let rg = fe_on(
         &src,
-        GraphSource::Molecules {
-            mols: &mols,
-            name: "toy.sdf",
-        },
-        None,
+        (&mols, "toy.sdf"),
         &ver,
         &graded,
         &tmp.path().join("c"),
-        &dev,
-        &mut |_, _, _| {},
     )
     .expect("fe, bond-recovery projection");
     assert_eq!(rg.details["config"]["project_score"], "bond-recovery");
     assert_eq!(rg.before, r.before, "same graphs and codes before");
     assert!(rg.verifier.starts_with("graph-match"));
     // no usable molecule: error naming the file, nothing written
-    let e = fe_morph_with(
+    let e = fe_on(
         &src,
-        GraphSource::Molecules {
-            mols: &[ammonia()],
-            name: "nh3.sdf",
-        },
-        None,
+        (&[ammonia()], "nh3.sdf"),
         &ver,
         &cfg,
         &tmp.path().join("x"),
-        &dev,
-        &mut |_, _, _| {},
     )
     .err()
     .expect("must fail")
@@ -537,18 +533,12 @@ fn fe_guard_undoes_iterations_that_lose_the_valid_set() {
     };
     let run = |lr: f64, out: &str| {
         let cfg = MorphFeConfig::from_toml(&toml(lr)).expect("toml");
-        fe_morph_with(
+        fe_on(
             &src,
-            GraphSource::Molecules {
-                mols: &mols,
-                name: "toy.sdf",
-            },
-            None,
+            (&mols, "toy.sdf"),
             &Spread,
             &cfg,
             &tmp.path().join(out),
-            &dev,
-            &mut |_, _, _| {},
         )
         .expect("fe")
     };

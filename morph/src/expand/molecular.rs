@@ -1743,19 +1743,24 @@ pub fn fe_morph_with(
         .collect::<XResult<_>>()?;
     let protocol = cfg.mol_protocol.protocol();
     let train_ids = train.map(|t| identity_set(t, protocol));
+    // Conformers of `f` from codes `z` (centred) and the run's verdicts on them.
+    let sample_verified = |f: &MorphFlow, z: &Tensor, g: &MolGraph| -> Result<(Tensor, Vec<f64>)> {
+        let xs = sample_ode(f, z, cfg.ode_steps)?;
+        let xs = xs.broadcast_sub(&xs.mean_keepdim(1)?)?;
+        let ver = MolVerifier {
+            graph: g,
+            vocab: &meta.vocab,
+            coord_std: std,
+            inner: verifier,
+        };
+        let ok = verify_batch(&ver, &xs)?;
+        Ok((xs, ok))
+    };
     let eval = |flows: &[MorphFlow]| -> Result<(Vec<ConformerMetrics>, MolStats)> {
         let mut per_graph = Vec::with_capacity(flows.len());
         let (mut mols, mut oks) = (Vec::new(), Vec::new());
         for ((f, z), g) in flows.iter().zip(&codes).zip(&graphs) {
-            let xs = sample_ode(f, z, cfg.ode_steps)?;
-            let xs = xs.broadcast_sub(&xs.mean_keepdim(1)?)?;
-            let ver = MolVerifier {
-                graph: g,
-                vocab: &meta.vocab,
-                coord_std: std,
-                inner: verifier,
-            };
-            let ok = verify_batch(&ver, &xs)?;
+            let (xs, ok) = sample_verified(f, z, g)?;
             let rs = rows(&xs)?;
             let mut matched = 0usize;
             for (r, &c) in rs.iter().zip(&ok) {
@@ -1883,15 +1888,7 @@ pub fn fe_morph_with(
     let guard_rate = |flows: &[MorphFlow]| -> Result<f64> {
         let mut sum = 0.0;
         for ((f, z), g) in flows.iter().zip(&guard_codes).zip(&graphs) {
-            let xs = sample_ode(f, z, cfg.ode_steps)?;
-            let xs = xs.broadcast_sub(&xs.mean_keepdim(1)?)?;
-            let ver = MolVerifier {
-                graph: g,
-                vocab: &meta.vocab,
-                coord_std: std,
-                inner: verifier,
-            };
-            let ok = verify_batch(&ver, &xs)?;
+            let (_, ok) = sample_verified(f, z, g)?;
             sum += ok.iter().sum::<f64>() / ok.len().max(1) as f64;
         }
         Ok(sum / flows.len().max(1) as f64)
