@@ -523,16 +523,16 @@ fn fe_guard_undoes_iterations_that_lose_the_valid_set() {
     common::trained(&src, 3);
     let dev = Device::Cpu;
     let mols = vec![methanol(), ethane(), water()];
-    let toml = |lr: f64| {
+    let toml = |lr: f64, guard: &str| {
         format!(
             "n_graphs = 2\nn_graph_candidates = 2\nn_eval = 4\node_steps = 4\n\
              [fe]\niterations = 1\nproject_mode = \"none\"\n\
              [fe.expand]\nn_samples = 4\nbatch = 4\nn_steps = 3\nlr = {lr}\ngrad_clip = 0.0\n\
-             [guard]\nenabled = true\nmax_drop = 0.1\nn_samples = 6\nbacktracks = 2\n"
+             [guard]\nenabled = true\nn_samples = 6\nbacktracks = 2\n{guard}"
         )
     };
-    let run = |lr: f64, out: &str| {
-        let cfg = MorphFeConfig::from_toml(&toml(lr)).expect("toml");
+    let run_with = |lr: f64, guard: &str, out: &str| {
+        let cfg = MorphFeConfig::from_toml(&toml(lr, guard)).expect("toml");
         fe_on(
             &src,
             (&mols, "toy.sdf"),
@@ -542,6 +542,7 @@ fn fe_guard_undoes_iterations_that_lose_the_valid_set() {
         )
         .expect("fe")
     };
+    let run = |lr: f64, out: &str| run_with(lr, "max_drop = 0.1\n", out);
     let weights = |d: &std::path::Path| {
         candle_core::safetensors::load(d.join("model.safetensors"), &dev).expect("weights")
     };
@@ -576,6 +577,27 @@ fn fe_guard_undoes_iterations_that_lose_the_valid_set() {
     assert_eq!(tries[0]["accepted"], true);
     let rate = tries[0]["rate"].as_f64().expect("rate");
     assert!((rate - base).abs() <= 0.1 + 1e-12);
+    assert_eq!(short.details["guard"]["metric"], "pass-rate");
+
+    // The graded bond-recovery guard at max_drop 0: a try is kept exactly
+    // when the guard conformers recover at least the pre-trained model's
+    // share of the graph's bonds, and a skipped iteration leaves the model
+    // as it was.
+    let bonds = run_with(1e4, "max_drop = 0.0\nmetric = \"bond-recovery\"\n", "bonds");
+    let g = &bonds.details["guard"];
+    assert_eq!(g["metric"], "bond-recovery");
+    let base = g["base_rate"].as_f64().expect("base");
+    assert!(base > 0.0 && base <= 1.0, "{g}");
+    let tries = g["tries"].as_array().expect("tries");
+    assert!(!tries.is_empty() && tries.len() <= 3, "{g}");
+    for t in tries {
+        let r = t["rate"].as_f64().expect("rate");
+        assert!((0.0..=1.0).contains(&r), "{g}");
+        assert_eq!(t["accepted"], r + 1e-12 >= base, "{g}");
+    }
+    if tries.last().expect("try")["accepted"] == false {
+        assert_eq!(bonds.before, bonds.after);
+    }
     // off by default: no guard in the report
     let plain = MorphFeConfig::from_toml("n_graphs = 1").expect("toml");
     assert!(!plain.guard.enabled);

@@ -130,6 +130,8 @@ pub struct MorphFeArgs {
     /// below the pre-trained model's (e.g. 0.02 = 2 points) is undone and
     /// retried at half the expand learning rate (`backtracks`, default 3,
     /// then skipped). The report's `details.guard` lists every try.
+    /// `[guard] metric = "bond-recovery"` guards on the graded recovery of
+    /// the graph's bonds instead (for strict verifiers that pass ~nothing).
     #[arg(long, value_name = "MAX_DROP")]
     pub guard: Option<f64>,
 }

@@ -12,9 +12,36 @@
 //! an iteration no halving rescues is skipped. This is backtracking on the
 //! step size of mirror descent with the verifier's own rate as the
 //! acceptance test, so the expansion goes as far as the valid set allows.
+//!
+//! A strict 0/1 verifier that passes almost nothing (a weak model under the
+//! EDM bond-order windows) leaves the rate at 0 whatever an iteration does,
+//! and the guard blind. `metric = "bond-recovery"` guards on a graded score
+//! instead: the mean Jaccard index of the EDM-inferred and the graph's bonded
+//! pairs ([`super::molecular::BondRecovery`]), which falls as soon as an
+//! iteration loosens bonds.
 use serde::{Deserialize, Serialize};
 
 use super::{bad_config, Result};
+
+/// What the guard measures on its samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GuardMetric {
+    /// The run's verifier pass rate.
+    #[default]
+    PassRate,
+    /// The mean bond recovery of the fixed graph (graded, in [0, 1]).
+    BondRecovery,
+}
+
+impl GuardMetric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PassRate => "pass-rate",
+            Self::BondRecovery => "bond-recovery",
+        }
+    }
+}
 
 /// Guard settings (`[guard]` of the FE TOML).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -30,6 +57,9 @@ pub struct FeGuard {
     /// Halvings of the expand learning rate tried before an iteration is
     /// skipped.
     pub backtracks: usize,
+    /// The score compared against the pre-trained model's (`max_drop` is
+    /// in its units): `pass-rate` (default) or `bond-recovery`.
+    pub metric: GuardMetric,
 }
 
 impl Default for FeGuard {
@@ -39,6 +69,7 @@ impl Default for FeGuard {
             max_drop: 0.02,
             n_samples: 32,
             backtracks: 3,
+            metric: GuardMetric::PassRate,
         }
     }
 }
@@ -155,6 +186,7 @@ mod tests {
             max_drop: 0.02,
             n_samples: 8,
             backtracks: 3,
+            ..FeGuard::default()
         };
         // lr 1e-3 costs 0.1, 5e-4 0.05, 2.5e-4 0.025, 1.25e-4 0.0125 ≤ 0.02
         let (next, log, state) = run(g, 1e-3);
@@ -174,6 +206,7 @@ mod tests {
             max_drop: 0.0,
             n_samples: 8,
             backtracks: 2,
+            ..FeGuard::default()
         };
         let (next, log, state) = run(g, 1e-3);
         assert_eq!(log.len(), 3);
@@ -208,5 +241,15 @@ mod tests {
         };
         assert!(bad.validate().is_err());
         assert!(FeGuard::default().validate().is_ok());
+    }
+
+    #[test]
+    fn metric_reads_from_toml_and_rejects_unknown_names() {
+        let g: FeGuard = toml::from_str("metric = \"bond-recovery\"").expect("toml");
+        assert_eq!(g.metric, GuardMetric::BondRecovery);
+        assert_eq!(g.metric.name(), "bond-recovery");
+        let g: FeGuard = toml::from_str("enabled = true").expect("toml");
+        assert_eq!(g.metric, GuardMetric::PassRate);
+        assert!(toml::from_str::<FeGuard>("metric = \"bonds\"").is_err());
     }
 }

@@ -87,6 +87,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fe::{flow_expander, FeConfig, FeEvent, ProjectMode};
 use super::flow::{randn, sample_ode, Flow, TrainableFlow};
+use super::guard::GuardMetric;
 use super::metrics::{
     entropy_exp, kabsch_rmsd, rmsd_diversity, sym_eigenvalues, vendi, VendiKernel,
 };
@@ -1756,6 +1757,15 @@ pub fn fe_morph_with(
         let ok = verify_batch(&ver, &xs)?;
         Ok((xs, ok))
     };
+    // Graded bond recovery of graph `g` by each conformer row.
+    let bond_scores = |g: &MolGraph, rs: &[Vec<f32>]| -> Vec<f64> {
+        let rec = BondRecovery {
+            graph: g,
+            vocab: &meta.vocab,
+            coord_std: std,
+        };
+        rs.iter().map(|r| rec.verify(r)).collect()
+    };
     let eval = |flows: &[MorphFlow]| -> Result<(Vec<ConformerMetrics>, MolStats)> {
         let mut per_graph = Vec::with_capacity(flows.len());
         let (mut mols, mut oks) = (Vec::new(), Vec::new());
@@ -1773,12 +1783,7 @@ pub fn fe_morph_with(
                 }
             }
             let gm = matched as f64 / rs.len().max(1) as f64;
-            let rec = BondRecovery {
-                graph: g,
-                vocab: &meta.vocab,
-                coord_std: std,
-            };
-            let br = rs.iter().map(|r| rec.verify(r)).sum::<f64>() / rs.len().max(1) as f64;
+            let br = bond_scores(g, &rs).iter().sum::<f64>() / rs.len().max(1) as f64;
             per_graph.push(conformer_metrics(
                 &rs,
                 &ok,
@@ -1877,7 +1882,8 @@ pub fn fe_morph_with(
         }
         Ok(())
     };
-    // The guard's pass rate: the run's verifier on fixed guard conformers.
+    // The guard's score on fixed guard conformers: the run's verifier pass
+    // rate, or the graded bond recovery of the graph.
     let guard_codes: Vec<Tensor> = {
         let mut g_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x9a4d);
         models
@@ -1888,8 +1894,12 @@ pub fn fe_morph_with(
     let guard_rate = |flows: &[MorphFlow]| -> Result<f64> {
         let mut sum = 0.0;
         for ((f, z), g) in flows.iter().zip(&guard_codes).zip(&graphs) {
-            let (_, ok) = sample_verified(f, z, g)?;
-            sum += ok.iter().sum::<f64>() / ok.len().max(1) as f64;
+            let (xs, ok) = sample_verified(f, z, g)?;
+            let scores = match cfg.guard.metric {
+                GuardMetric::PassRate => ok,
+                GuardMetric::BondRecovery => bond_scores(g, &rows(&xs)?),
+            };
+            sum += scores.iter().sum::<f64>() / scores.len().max(1) as f64;
         }
         Ok(sum / flows.len().max(1) as f64)
     };
@@ -1974,6 +1984,7 @@ pub fn fe_morph_with(
             },
             "t_start": cfg.t_start,
             "guard": guard_base.map(|base| serde_json::json!({
+                "metric": cfg.guard.metric.name(),
                 "base_rate": base,
                 "n_samples": cfg.guard.n_samples * graphs.len(),
                 "tries": guard_log,
