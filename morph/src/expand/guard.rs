@@ -34,15 +34,6 @@ pub enum GuardMetric {
     BondRecovery,
 }
 
-impl GuardMetric {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::PassRate => "pass-rate",
-            Self::BondRecovery => "bond-recovery",
-        }
-    }
-}
-
 /// Guard settings (`[guard]` of the FE TOML).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -247,7 +238,10 @@ mod tests {
     fn metric_reads_from_toml_and_rejects_unknown_names() {
         let g: FeGuard = toml::from_str("metric = \"bond-recovery\"").expect("toml");
         assert_eq!(g.metric, GuardMetric::BondRecovery);
-        assert_eq!(g.metric.name(), "bond-recovery");
+        assert_eq!(
+            serde_json::to_value(g.metric).expect("json"),
+            "bond-recovery"
+        );
         let g: FeGuard = toml::from_str("enabled = true").expect("toml");
         assert_eq!(g.metric, GuardMetric::PassRate);
         assert!(toml::from_str::<FeGuard>("metric = \"bonds\"").is_err());

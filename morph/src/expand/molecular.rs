@@ -1744,18 +1744,20 @@ pub fn fe_morph_with(
         .collect::<XResult<_>>()?;
     let protocol = cfg.mol_protocol.protocol();
     let train_ids = train.map(|t| identity_set(t, protocol));
-    // Conformers of `f` from codes `z` (centred) and the run's verdicts on them.
-    let sample_verified = |f: &MorphFlow, z: &Tensor, g: &MolGraph| -> Result<(Tensor, Vec<f64>)> {
+    // Conformers of `f` from codes `z`, centred.
+    let sample = |f: &MorphFlow, z: &Tensor| -> Result<Tensor> {
         let xs = sample_ode(f, z, cfg.ode_steps)?;
-        let xs = xs.broadcast_sub(&xs.mean_keepdim(1)?)?;
+        Ok(xs.broadcast_sub(&xs.mean_keepdim(1)?)?)
+    };
+    // The run's verdicts on conformers `xs` of graph `g`.
+    let verdicts = |g: &MolGraph, xs: &Tensor| -> Result<Vec<f64>> {
         let ver = MolVerifier {
             graph: g,
             vocab: &meta.vocab,
             coord_std: std,
             inner: verifier,
         };
-        let ok = verify_batch(&ver, &xs)?;
-        Ok((xs, ok))
+        Ok(verify_batch(&ver, xs)?)
     };
     // Graded bond recovery of graph `g` by each conformer row.
     let bond_scores = |g: &MolGraph, rs: &[Vec<f32>]| -> Vec<f64> {
@@ -1770,7 +1772,8 @@ pub fn fe_morph_with(
         let mut per_graph = Vec::with_capacity(flows.len());
         let (mut mols, mut oks) = (Vec::new(), Vec::new());
         for ((f, z), g) in flows.iter().zip(&codes).zip(&graphs) {
-            let (xs, ok) = sample_verified(f, z, g)?;
+            let xs = sample(f, z)?;
+            let ok = verdicts(g, &xs)?;
             let rs = rows(&xs)?;
             let mut matched = 0usize;
             for (r, &c) in rs.iter().zip(&ok) {
@@ -1894,9 +1897,9 @@ pub fn fe_morph_with(
     let guard_rate = |flows: &[MorphFlow]| -> Result<f64> {
         let mut sum = 0.0;
         for ((f, z), g) in flows.iter().zip(&guard_codes).zip(&graphs) {
-            let (xs, ok) = sample_verified(f, z, g)?;
+            let xs = sample(f, z)?;
             let scores = match cfg.guard.metric {
-                GuardMetric::PassRate => ok,
+                GuardMetric::PassRate => verdicts(g, &xs)?,
                 GuardMetric::BondRecovery => bond_scores(g, &rows(&xs)?),
             };
             sum += scores.iter().sum::<f64>() / scores.len().max(1) as f64;
@@ -1984,7 +1987,7 @@ pub fn fe_morph_with(
             },
             "t_start": cfg.t_start,
             "guard": guard_base.map(|base| serde_json::json!({
-                "metric": cfg.guard.metric.name(),
+                "metric": cfg.guard.metric,
                 "base_rate": base,
                 "n_samples": cfg.guard.n_samples * graphs.len(),
                 "tries": guard_log,
