@@ -598,6 +598,27 @@ fn fe_guard_undoes_iterations_that_lose_the_valid_set() {
     if tries.last().expect("try")["accepted"] == false {
         assert_eq!(bonds.before, bonds.after);
     }
+    // The pass-rate-vendi guard: each try is kept exactly when its pass rate
+    // holds (max_drop 0) and its distinct-valid fraction (in [0, rate])
+    // does not fall below the pre-trained model's.
+    let vv = run_with(1e4, "max_drop = 0.0\nmetric = \"pass-rate-vendi\"\n", "vendi");
+    let g = &vv.details["guard"];
+    assert_eq!(g["metric"], "pass-rate-vendi");
+    let base = g["base_rate"].as_f64().expect("base");
+    let base_v = g["base_vendi"].as_f64().expect("base vendi");
+    assert!((base - 0.5).abs() < 1e-12, "{g}");
+    assert!(base_v > 0.0 && base_v <= base + 1e-9, "{g}");
+    let tries = g["tries"].as_array().expect("tries");
+    assert!(!tries.is_empty() && tries.len() <= 3, "{g}");
+    for t in tries {
+        let r = t["rate"].as_f64().expect("rate");
+        let v = t["vendi"].as_f64().expect("vendi");
+        assert!((0.0..=r + 1e-9).contains(&v), "{g}");
+        assert_eq!(t["accepted"], r + 1e-12 >= base && v + 1e-12 >= base_v, "{g}");
+    }
+    if tries.last().expect("try")["accepted"] == false {
+        assert_eq!(vv.before, vv.after);
+    }
     // off by default: no guard in the report
     let plain = MorphFeConfig::from_toml("n_graphs = 1").expect("toml");
     assert!(!plain.guard.enabled);

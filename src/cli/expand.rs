@@ -131,7 +131,10 @@ pub struct MorphFeArgs {
     /// retried at half the expand learning rate (`backtracks`, default 3,
     /// then skipped). The report's `details.guard` lists every try.
     /// `[guard] metric = "bond-recovery"` guards on the graded recovery of
-    /// the graph's bonds instead (for strict verifiers that pass ~nothing).
+    /// the graph's bonds instead (for strict verifiers that pass ~nothing),
+    /// `metric = "pass-rate-vendi"` also keeps a step only if it leaves at
+    /// least as many distinct valid guard conformers (RBF Vendi of the valid
+    /// ones per sample) as the pre-trained model.
     #[arg(long, value_name = "MAX_DROP")]
     pub guard: Option<f64>,
 }

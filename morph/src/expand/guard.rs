@@ -19,6 +19,14 @@
 //! instead: the mean Jaccard index of the EDM-inferred and the graph's bonded
 //! pairs ([`super::molecular::BondRecovery`]), which falls as soon as an
 //! iteration loosens bonds.
+//!
+//! `metric = "pass-rate-vendi"` also asks for what FE is for: besides the
+//! pass rate (within `max_drop`), the effective number of distinct *valid*
+//! guard conformers (the RBF Vendi score of the valid ones, the
+//! evaluation's kernel) per guard sample must not fall below the
+//! pre-trained model's. That fraction alone is no guard: valid conformers
+//! that all look alike count once, so a step can lose most of them and keep
+//! it (measured: strict validity 9.0 → 1.4 % on one seed).
 use serde::{Deserialize, Serialize};
 
 use super::{bad_config, Result};
@@ -32,6 +40,10 @@ pub enum GuardMetric {
     PassRate,
     /// The mean bond recovery of the fixed graph (graded, in [0, 1]).
     BondRecovery,
+    /// The pass rate (within `max_drop`) and, with no drop allowed, the RBF
+    /// Vendi score of the valid guard conformers divided by the number of
+    /// guard conformers (in [0, 1]; at most the pass rate).
+    PassRateVendi,
 }
 
 /// Guard settings (`[guard]` of the FE TOML).
@@ -49,7 +61,8 @@ pub struct FeGuard {
     /// skipped.
     pub backtracks: usize,
     /// The score compared against the pre-trained model's (`max_drop` is
-    /// in its units): `pass-rate` (default) or `bond-recovery`.
+    /// in its units): `pass-rate` (default), `bond-recovery` or
+    /// `pass-rate-vendi`.
     pub metric: GuardMetric,
 }
 
@@ -65,12 +78,29 @@ impl Default for FeGuard {
     }
 }
 
+/// What the guard measured on its samples: the metric's `rate` and, for
+/// `pass-rate-vendi`, the distinct-valid fraction `vendi`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct GuardScore {
+    pub rate: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vendi: Option<f64>,
+}
+
+impl GuardScore {
+    /// A score with the rate alone.
+    pub fn rate(rate: f64) -> Self {
+        Self { rate, vendi: None }
+    }
+}
+
 /// One attempt of an iteration, as the report records it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct GuardTry {
     pub iteration: usize,
     pub expand_lr: f64,
-    pub rate: f64,
+    #[serde(flatten)]
+    pub score: GuardScore,
     pub accepted: bool,
 }
 
@@ -91,23 +121,28 @@ impl FeGuard {
         Ok(())
     }
 
-    /// Whether an iteration that left the guard rate at `rate` (the
-    /// pre-trained model's: `base`) is kept.
-    pub fn accepts(&self, base: f64, rate: f64) -> bool {
-        rate + 1e-12 >= base - self.max_drop
+    /// Whether an iteration that left the guard score at `s` (the
+    /// pre-trained model's: `base`) is kept: the rate at most `max_drop`
+    /// below, and a distinct-valid fraction (where both have one) not below.
+    pub fn accepts(&self, base: GuardScore, s: GuardScore) -> bool {
+        let vendi_holds = match (base.vendi, s.vendi) {
+            (Some(b), Some(v)) => v + 1e-12 >= b,
+            _ => true,
+        };
+        s.rate + 1e-12 >= base.rate - self.max_drop && vendi_holds
     }
 
     /// Run iteration `it` under the guard: `step(lr)` runs the iteration
-    /// with expand learning rate `lr`, `rate()` measures the guard pass
-    /// rate (the pre-trained model's: `base`), `save()` / `restore(&saved)`
+    /// with expand learning rate `lr`, `score()` measures the guard score
+    /// (the pre-trained model's: `base`), `save()` / `restore(&saved)`
     /// snapshot and reset the weights. Returns the learning rate the next
     /// iteration starts from and appends the attempts to `log`.
     pub fn iterate<S, E>(
         &self,
-        base: f64,
+        base: GuardScore,
         (it, lr): (usize, f64),
         mut step: impl FnMut(f64) -> std::result::Result<(), E>,
-        mut rate: impl FnMut() -> std::result::Result<f64, E>,
+        mut score: impl FnMut() -> std::result::Result<GuardScore, E>,
         (save, restore): (
             impl Fn() -> std::result::Result<S, E>,
             impl Fn(&S) -> std::result::Result<(), E>,
@@ -118,12 +153,12 @@ impl FeGuard {
         let mut lr_try = lr;
         for k in 0..=self.backtracks {
             step(lr_try)?;
-            let r = rate()?;
+            let r = score()?;
             let accepted = self.accepts(base, r);
             log.push(GuardTry {
                 iteration: it,
                 expand_lr: lr_try,
-                rate: r,
+                score: r,
                 accepted,
             });
             if accepted {
@@ -150,13 +185,13 @@ mod tests {
         let mut log = Vec::new();
         let next = guard
             .iterate::<f64, ()>(
-                0.5,
+                GuardScore::rate(0.5),
                 (0, lr),
                 |l| {
                     state.set(state.get() + l);
                     Ok(())
                 },
-                || Ok(0.5 - 100.0 * state.get()),
+                || Ok(GuardScore::rate(0.5 - 100.0 * state.get())),
                 (
                     || Ok(state.get()),
                     |s| {
@@ -187,7 +222,7 @@ mod tests {
         assert!((next - 1.25e-4).abs() < 1e-15);
         // the rejected steps were undone: only the accepted one remains
         assert!((state - 1.25e-4).abs() < 1e-15, "{state}");
-        assert!((log[3].rate - (0.5 - 0.0125)).abs() < 1e-12);
+        assert!((log[3].score.rate - (0.5 - 0.0125)).abs() < 1e-12);
     }
 
     #[test]
@@ -220,6 +255,38 @@ mod tests {
     }
 
     #[test]
+    fn a_fallen_distinct_valid_fraction_rejects_a_step_the_rate_allows() {
+        let g = FeGuard {
+            max_drop: 0.02,
+            ..FeGuard::default()
+        };
+        let with = |rate, vendi| GuardScore {
+            rate,
+            vendi: Some(vendi),
+        };
+        let base = with(0.10, 0.05);
+        assert!(g.accepts(base, with(0.09, 0.05)));
+        assert!(g.accepts(base, with(0.12, 0.06)));
+        // rate within max_drop, but fewer distinct valid conformers
+        assert!(!g.accepts(base, with(0.11, 0.049)));
+        // more distinct ones do not buy a rate below max_drop
+        assert!(!g.accepts(base, with(0.07, 0.07)));
+        // without a fraction the rate decides alone
+        assert!(g.accepts(GuardScore::rate(0.10), GuardScore::rate(0.09)));
+        let json = serde_json::to_value(GuardTry {
+            iteration: 1,
+            expand_lr: 1e-4,
+            score: with(0.1, 0.05),
+            accepted: true,
+        })
+        .expect("json");
+        assert_eq!(json["rate"], 0.1);
+        assert_eq!(json["vendi"], 0.05);
+        let json = serde_json::to_value(GuardScore::rate(0.1)).expect("json");
+        assert!(json.get("vendi").is_none(), "{json}");
+    }
+
+    #[test]
     fn validate_rejects_impossible_settings() {
         let bad = FeGuard {
             max_drop: -0.1,
@@ -242,6 +309,8 @@ mod tests {
             serde_json::to_value(g.metric).expect("json"),
             "bond-recovery"
         );
+        let g: FeGuard = toml::from_str("metric = \"pass-rate-vendi\"").expect("toml");
+        assert_eq!(g.metric, GuardMetric::PassRateVendi);
         let g: FeGuard = toml::from_str("enabled = true").expect("toml");
         assert_eq!(g.metric, GuardMetric::PassRate);
         assert!(toml::from_str::<FeGuard>("metric = \"bonds\"").is_err());

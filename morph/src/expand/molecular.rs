@@ -87,7 +87,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fe::{flow_expander, FeConfig, FeEvent, ProjectMode};
 use super::flow::{randn, sample_ode, Flow, TrainableFlow};
-use super::guard::GuardMetric;
+use super::guard::{GuardMetric, GuardScore};
 use super::metrics::{
     entropy_exp, kabsch_rmsd, rmsd_diversity, sym_eigenvalues, vendi, VendiKernel,
 };
@@ -1329,6 +1329,20 @@ fn conformer_metrics(
     })
 }
 
+/// The `pass-rate-vendi` guard's fraction ([`GuardMetric::PassRateVendi`]): the RBF
+/// Vendi score of the valid conformers (as [`ConformerMetrics::vendi`])
+/// per conformer, 0 with none.
+fn valid_vendi_fraction(
+    rows_n: &[Vec<f32>],
+    ok: &[f64],
+    n_atoms: usize,
+    coord_std: f64,
+    threshold: f64,
+) -> Result<f64> {
+    let m = conformer_metrics(rows_n, ok, (0.0, 0.0), n_atoms, coord_std, threshold)?;
+    Ok(m.vendi / rows_n.len().max(1) as f64)
+}
+
 /// Per-graph means of validity, coverage and Vendi; the molecule-level
 /// numbers of the pooled conformers.
 fn mean_metrics(ms: &[ConformerMetrics], st: &MolStats) -> ExpandMetrics {
@@ -1894,17 +1908,25 @@ pub fn fe_morph_with(
             .map(|m| m.noise(cfg.guard.n_samples, &mut g_rng))
             .collect::<XResult<_>>()?
     };
-    let guard_rate = |flows: &[MorphFlow]| -> Result<f64> {
-        let mut sum = 0.0;
+    let guard_rate = |flows: &[MorphFlow]| -> Result<GuardScore> {
+        let (mut sum, mut vendi) = (0.0, 0.0);
         for ((f, z), g) in flows.iter().zip(&guard_codes).zip(&graphs) {
             let xs = sample(f, z)?;
             let scores = match cfg.guard.metric {
-                GuardMetric::PassRate => verdicts(g, &xs)?,
+                GuardMetric::PassRate | GuardMetric::PassRateVendi => verdicts(g, &xs)?,
                 GuardMetric::BondRecovery => bond_scores(g, &rows(&xs)?),
             };
+            if cfg.guard.metric == GuardMetric::PassRateVendi {
+                let rs = rows(&xs)?;
+                vendi += valid_vendi_fraction(&rs, &scores, g.n(), std, cfg.rmsd_threshold)?;
+            }
             sum += scores.iter().sum::<f64>() / scores.len().max(1) as f64;
         }
-        Ok(sum / flows.len().max(1) as f64)
+        let n = flows.len().max(1) as f64;
+        Ok(GuardScore {
+            rate: sum / n,
+            vendi: (cfg.guard.metric == GuardMetric::PassRateVendi).then_some(vendi / n),
+        })
     };
     let mut guard_log = Vec::new();
     let guard_base = if cfg.guard.enabled {
@@ -1988,7 +2010,8 @@ pub fn fe_morph_with(
             "t_start": cfg.t_start,
             "guard": guard_base.map(|base| serde_json::json!({
                 "metric": cfg.guard.metric,
-                "base_rate": base,
+                "base_rate": base.rate,
+                "base_vendi": base.vendi,
                 "n_samples": cfg.guard.n_samples * graphs.len(),
                 "tries": guard_log,
             })),
@@ -2428,4 +2451,36 @@ pub fn actflow_morph(
             "source_model": model_dir.display().to_string(),
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_vendi_fraction;
+
+    /// A two-atom conformer with the atoms `d` Å apart on the x axis.
+    fn pair(d: f32) -> Vec<f32> {
+        vec![0.0, 0.0, 0.0, d, 0.0, 0.0]
+    }
+
+    #[test]
+    fn valid_vendi_fraction_counts_distinct_valid_conformers_per_sample() {
+        let frac = |rows: &[Vec<f32>], ok: &[f64]| {
+            valid_vendi_fraction(rows, ok, 2, 1.0, 0.5).expect("score")
+        };
+        // two valid copies of one conformer: one effective conformer of 4
+        let same = [pair(1.0), pair(1.0), pair(3.0), pair(6.0)];
+        let s = frac(&same, &[1.0, 1.0, 0.0, 0.0]);
+        assert!((s - 0.25).abs() < 1e-6, "{s}");
+        // two valid, far apart: two of 4, i.e. the pass rate
+        let apart = [pair(1.0), pair(6.0), pair(1.0), pair(1.0)];
+        let s = frac(&apart, &[1.0, 1.0, 0.0, 0.0]);
+        assert!((s - 0.5).abs() < 1e-3, "{s}");
+        // invalid conformers never count, however spread
+        let s = frac(&same, &[0.0; 4]);
+        assert_eq!(s, 0.0);
+        // within [0, pass rate] for nearby valid conformers
+        let near = [pair(1.0), pair(1.5), pair(2.0), pair(9.0)];
+        let s = frac(&near, &[1.0, 1.0, 1.0, 0.0]);
+        assert!(s > 0.25 && s < 0.75, "{s}");
+    }
 }
