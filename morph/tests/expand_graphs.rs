@@ -601,7 +601,11 @@ fn fe_guard_undoes_iterations_that_lose_the_valid_set() {
     // The pass-rate-vendi guard: each try is kept exactly when its pass rate
     // holds (max_drop 0) and its distinct-valid fraction (in [0, rate])
     // does not fall below the pre-trained model's.
-    let vv = run_with(1e4, "max_drop = 0.0\nmetric = \"pass-rate-vendi\"\n", "vendi");
+    let vv = run_with(
+        1e4,
+        "max_drop = 0.0\nmetric = \"pass-rate-vendi\"\n",
+        "vendi",
+    );
     let g = &vv.details["guard"];
     assert_eq!(g["metric"], "pass-rate-vendi");
     let base = g["base_rate"].as_f64().expect("base");
@@ -614,7 +618,11 @@ fn fe_guard_undoes_iterations_that_lose_the_valid_set() {
         let r = t["rate"].as_f64().expect("rate");
         let v = t["vendi"].as_f64().expect("vendi");
         assert!((0.0..=r + 1e-9).contains(&v), "{g}");
-        assert_eq!(t["accepted"], r + 1e-12 >= base && v + 1e-12 >= base_v, "{g}");
+        assert_eq!(
+            t["accepted"],
+            r + 1e-12 >= base && v + 1e-12 >= base_v,
+            "{g}"
+        );
     }
     if tries.last().expect("try")["accepted"] == false {
         assert_eq!(vv.before, vv.after);

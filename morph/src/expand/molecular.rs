@@ -1264,38 +1264,34 @@ pub struct ConformerMetrics {
     pub bond_recovery: f64,
 }
 
-fn conformer_metrics(
+/// Conformer rows (normalised, `n_atoms × 3` flattened) in Å: all of them
+/// and the valid ones (verdict ≥ 0.5).
+fn conformers_in_angstrom(
     rows_n: &[Vec<f32>],
     ok: &[f64],
-    (graph_match, bond_recovery): (f64, f64),
     n_atoms: usize,
     coord_std: f64,
-    threshold: f64,
-) -> Result<ConformerMetrics> {
+) -> (Vec<Array2<f64>>, Vec<Array2<f64>>) {
     let all: Vec<Array2<f64>> = rows_n
         .iter()
         .map(|r| Array2::from_shape_fn((n_atoms, 3), |(i, d)| f64::from(r[i * 3 + d]) * coord_std))
         .collect();
-    let valid: Vec<Array2<f64>> = all
+    let valid = all
         .iter()
         .zip(ok)
         .filter(|(_, &c)| c >= 0.5)
         .map(|(c, _)| c.clone())
         .collect();
-    let mut reps: Vec<&Array2<f64>> = Vec::new();
-    for c in &valid {
-        let mut new = true;
-        for r in &reps {
-            if kabsch_rmsd(c.view(), r.view())? < threshold {
-                new = false;
-                break;
-            }
-        }
-        if new {
-            reps.push(c);
-        }
+    (all, valid)
+}
+
+/// The RBF Vendi score (bandwidth 1 Å) of conformers, each featurised by
+/// its sorted interatomic distances; 0 or 1 for one-atom graphs.
+fn conformer_vendi(confs: &[Array2<f64>], n_atoms: usize) -> Result<f64> {
+    if n_atoms < 2 {
+        return Ok(confs.len().min(1) as f64);
     }
-    let feats: Vec<Vec<f64>> = valid
+    let feats: Vec<Vec<f64>> = confs
         .iter()
         .map(|c| {
             let mut d: Vec<f64> = (0..n_atoms)
@@ -1311,16 +1307,37 @@ fn conformer_metrics(
             d
         })
         .collect();
+    vendi_rbf(&feats, 1.0)
+}
+
+fn conformer_metrics(
+    rows_n: &[Vec<f32>],
+    ok: &[f64],
+    (graph_match, bond_recovery): (f64, f64),
+    n_atoms: usize,
+    coord_std: f64,
+    threshold: f64,
+) -> Result<ConformerMetrics> {
+    let (all, valid) = conformers_in_angstrom(rows_n, ok, n_atoms, coord_std);
+    let mut reps: Vec<&Array2<f64>> = Vec::new();
+    for c in &valid {
+        let mut new = true;
+        for r in &reps {
+            if kabsch_rmsd(c.view(), r.view())? < threshold {
+                new = false;
+                break;
+            }
+        }
+        if new {
+            reps.push(c);
+        }
+    }
     let n = rows_n.len().max(1) as f64;
     Ok(ConformerMetrics {
         n_atoms,
         validity: ok.iter().filter(|&&c| c >= 0.5).count() as f64 / n,
         coverage: reps.len() as f64 / n,
-        vendi: if n_atoms >= 2 {
-            vendi_rbf(&feats, 1.0)?
-        } else {
-            valid.len().min(1) as f64
-        },
+        vendi: conformer_vendi(&valid, n_atoms)?,
         rmsd_diversity: rmsd_diversity(&valid)?,
         rmsd_diversity_all: rmsd_diversity(&all)?,
         n_distinct: reps.len(),
@@ -1337,10 +1354,9 @@ fn valid_vendi_fraction(
     ok: &[f64],
     n_atoms: usize,
     coord_std: f64,
-    threshold: f64,
 ) -> Result<f64> {
-    let m = conformer_metrics(rows_n, ok, (0.0, 0.0), n_atoms, coord_std, threshold)?;
-    Ok(m.vendi / rows_n.len().max(1) as f64)
+    let (_, valid) = conformers_in_angstrom(rows_n, ok, n_atoms, coord_std);
+    Ok(conformer_vendi(&valid, n_atoms)? / rows_n.len().max(1) as f64)
 }
 
 /// Per-graph means of validity, coverage and Vendi; the molecule-level
@@ -1918,7 +1934,7 @@ pub fn fe_morph_with(
             };
             if cfg.guard.metric == GuardMetric::PassRateVendi {
                 let rs = rows(&xs)?;
-                vendi += valid_vendi_fraction(&rs, &scores, g.n(), std, cfg.rmsd_threshold)?;
+                vendi += valid_vendi_fraction(&rs, &scores, g.n(), std)?;
             }
             sum += scores.iter().sum::<f64>() / scores.len().max(1) as f64;
         }
@@ -2464,9 +2480,8 @@ mod tests {
 
     #[test]
     fn valid_vendi_fraction_counts_distinct_valid_conformers_per_sample() {
-        let frac = |rows: &[Vec<f32>], ok: &[f64]| {
-            valid_vendi_fraction(rows, ok, 2, 1.0, 0.5).expect("score")
-        };
+        let frac =
+            |rows: &[Vec<f32>], ok: &[f64]| valid_vendi_fraction(rows, ok, 2, 1.0).expect("score");
         // two valid copies of one conformer: one effective conformer of 4
         let same = [pair(1.0), pair(1.0), pair(3.0), pair(6.0)];
         let s = frac(&same, &[1.0, 1.0, 0.0, 0.0]);
