@@ -631,3 +631,76 @@ fn fe_guard_undoes_iterations_that_lose_the_valid_set() {
     let plain = MorphFeConfig::from_toml("n_graphs = 1").expect("toml");
     assert!(!plain.guard.enabled);
 }
+
+/// A guard retry is the rejected step shortened, not a fresh roll: every try
+/// of an iteration starts from the same random state, and its projection
+/// learning rate shrinks with the expand rate. The model a guarded run keeps
+/// after k halvings is, bit for bit, the model of an unguarded run at the
+/// accepted expand rate and the projection rate scaled by the same factor.
+#[test]
+fn fe_guard_retry_is_the_same_step_shortened() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let src = tmp.path().join("model");
+    common::trained(&src, 3);
+    let dev = Device::Cpu;
+    let mols = vec![methanol(), ethane(), water()];
+    let toml = |expand_lr: f64, project_lr: f64, guard: &str| {
+        format!(
+            "n_graphs = 2\nn_graph_candidates = 2\nn_eval = 4\node_steps = 4\n\
+             [fe]\niterations = 1\n\
+             [fe.expand]\nn_samples = 4\nbatch = 4\nn_steps = 3\nlr = {expand_lr}\ngrad_clip = 0.0\n\
+             [fe.project]\nn_samples = 4\nbatch = 4\nn_steps = 3\nlr = {project_lr}\n\
+             {guard}"
+        )
+    };
+    let run = |text: &str, out: &str| {
+        let cfg = MorphFeConfig::from_toml(text).expect("toml");
+        fe_on(
+            &src,
+            (&mols, "toy.sdf"),
+            &Spread,
+            &cfg,
+            &tmp.path().join(out),
+        )
+        .expect("fe")
+    };
+    let (lr0, plr0) = (1e2, 1e-3);
+    let guarded = run(
+        &toml(
+            lr0,
+            plr0,
+            "[guard]\nenabled = true\nn_samples = 6\nbacktracks = 40\nmax_drop = 0.0\n",
+        ),
+        "guarded",
+    );
+    let g = &guarded.details["guard"];
+    let tries = g["tries"].as_array().expect("tries");
+    assert!(tries.len() >= 2, "the first try must be rejected: {g}");
+    let last = tries.last().expect("try");
+    assert_eq!(last["accepted"], true, "{g}");
+    let lr = last["expand_lr"].as_f64().expect("lr");
+    let scale = lr / lr0;
+    let plain = run(&toml(lr, plr0 * scale, ""), "plain");
+    let weights = |d: &std::path::Path| {
+        candle_core::safetensors::load(d.join("model.safetensors"), &dev).expect("weights")
+    };
+    let (a, b) = (
+        weights(&tmp.path().join("guarded")),
+        weights(&tmp.path().join("plain")),
+    );
+    assert_eq!(a.len(), b.len());
+    for (k, t) in &a {
+        let d = (t - &b[k]).expect("sub").abs().expect("abs");
+        let m = d.flatten_all().expect("flat").max(0).expect("max");
+        assert_eq!(m.to_scalar::<f32>().expect("scalar"), 0.0, "{k} differs");
+    }
+    assert_eq!(guarded.after, plain.after);
+    // and the shortened step did move the model
+    let s = weights(&src);
+    let moved = a.iter().any(|(k, t)| {
+        let d = (t - &s[k]).expect("sub").abs().expect("abs");
+        let m = d.flatten_all().expect("flat").max(0).expect("max");
+        m.to_scalar::<f32>().expect("scalar") > 0.0
+    });
+    assert!(moved, "the accepted step left the model unchanged");
+}

@@ -7,7 +7,9 @@
 //! drawn apart from the evaluation's) before FE and after each iteration.
 //! When the rate has fallen by more than `max_drop` below the pre-trained
 //! model's, the iteration is undone (weights restored) and tried again with
-//! half the expand learning rate, at most `backtracks` times; the
+//! half the step, at most `backtracks` times: half the expand learning rate
+//! and, in proportion, the projection's, from the same random draws, so a
+//! retry is the rejected step shortened and not a fresh roll. The
 //! learning rate that was accepted carries over to the next iteration, and
 //! an iteration no halving rescues is skipped. This is backtracking on the
 //! step size of mirror descent with the verifier's own rate as the

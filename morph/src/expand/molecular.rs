@@ -915,7 +915,8 @@ pub struct MorphFeConfig {
     /// Verifier guard on each iteration ([`super::guard`]; `[guard]` in the
     /// TOML): undo an iteration that lowers the verifier's pass rate on
     /// guard conformers by more than `max_drop` and retry it with half the
-    /// expand learning rate. Off by default.
+    /// step (expand and projection learning rates, the same random draws).
+    /// Off by default.
     pub guard: super::guard::FeGuard,
     pub seed: u64,
 }
@@ -1834,16 +1835,28 @@ pub fn fe_morph_with(
     progress("before", 1, 1);
     let total = cfg.fe.iterations * graphs.len();
     let mut events = Vec::new();
-    // One FE iteration on every graph at expand learning rate `lr`.
+    // One FE iteration on every graph at expand learning rate `lr`. The
+    // projection's learning rates scale with it (`lr / fe.expand.lr`, 1
+    // unless the guard has shortened the step), so a guard retry at half
+    // the rate is half the whole iteration's step, not only its expand half.
     let mut iteration = |it: usize, lr: f64, rng: &mut ChaCha8Rng| -> Result<()> {
+        let scale = lr / cfg.fe.expand.lr;
         let one = FeConfig {
             iterations: 1,
             expand: super::adjoint::AdjointConfig {
                 lr,
                 ..cfg.fe.expand.clone()
             },
+            project: super::adjoint::AdjointConfig {
+                lr: cfg.fe.project.lr * scale,
+                ..cfg.fe.project.clone()
+            },
             ..cfg.fe.clone()
         };
+        let px = cfg.project_x1.as_ref().map(|px| X1Projection {
+            lr: px.lr * scale,
+            ..*px
+        });
         for (gi, (m, p)) in models.iter().zip(&pres).enumerate() {
             let ver = MolVerifier {
                 graph: &graphs[gi],
@@ -1879,7 +1892,7 @@ pub fn fe_morph_with(
             });
             match res {
                 Ok(()) => {
-                    if let Some(px) = &cfg.project_x1 {
+                    if let Some(px) = &px {
                         let r = project_x1(
                             m,
                             score,
@@ -1954,11 +1967,19 @@ pub fn fe_morph_with(
     for it in 0..cfg.fe.iterations {
         match guard_base {
             None => iteration(it, lr, &mut rng)?,
+            // Every try of an iteration starts from the same random state,
+            // so a retry is the rejected step shortened (a line search on
+            // the same draws), not a fresh roll; the run goes on from the
+            // state the last try left.
             Some(base) => {
+                let start = rng.clone();
                 lr = cfg.guard.iterate(
                     base,
                     (it, lr),
-                    |l| iteration(it, l, &mut rng),
+                    |l| {
+                        rng = start.clone();
+                        iteration(it, l, &mut rng)
+                    },
                     || guard_rate(&models),
                     (|| model_any.weights(), |w| model_any.set_weights(w)),
                     &mut guard_log,
