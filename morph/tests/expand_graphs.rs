@@ -33,6 +33,34 @@ fn fe_on(
     )
 }
 
+/// FE from the settings TOML `text` on graphs of `mols` with the guard
+/// test's stand-in verifier, the adapted model written to `out`.
+fn fe_toml(
+    src: &std::path::Path,
+    mols: &[Molecule],
+    text: &str,
+    out: &std::path::Path,
+) -> MorphExpandReport {
+    let cfg = MorphFeConfig::from_toml(text).expect("toml");
+    fe_on(src, (mols, "toy.sdf"), &Spread, &cfg, out).expect("fe")
+}
+
+/// Largest absolute change of each weight between the models in `a` and `b`.
+fn weight_changes(a: &std::path::Path, b: &std::path::Path) -> Vec<(String, f32)> {
+    let load = |d: &std::path::Path| {
+        candle_core::safetensors::load(d.join("model.safetensors"), &Device::Cpu).expect("weights")
+    };
+    let (a, b) = (load(a), load(b));
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .map(|(k, t)| {
+            let d = (t - &b[k]).expect("sub").abs().expect("abs");
+            let m = d.flatten_all().expect("flat").max(0).expect("max");
+            (k.clone(), m.to_scalar::<f32>().expect("scalar"))
+        })
+        .collect()
+}
+
 const S: BondOrder = BondOrder::Single;
 
 fn methanol() -> Molecule {
@@ -521,7 +549,6 @@ fn fe_guard_undoes_iterations_that_lose_the_valid_set() {
     let tmp = tempfile::tempdir().expect("tmp");
     let src = tmp.path().join("model");
     common::trained(&src, 3);
-    let dev = Device::Cpu;
     let mols = vec![methanol(), ethane(), water()];
     let toml = |lr: f64, guard: &str| {
         format!(
@@ -532,20 +559,9 @@ fn fe_guard_undoes_iterations_that_lose_the_valid_set() {
         )
     };
     let run_with = |lr: f64, guard: &str, out: &str| {
-        let cfg = MorphFeConfig::from_toml(&toml(lr, guard)).expect("toml");
-        fe_on(
-            &src,
-            (&mols, "toy.sdf"),
-            &Spread,
-            &cfg,
-            &tmp.path().join(out),
-        )
-        .expect("fe")
+        fe_toml(&src, &mols, &toml(lr, guard), &tmp.path().join(out))
     };
     let run = |lr: f64, out: &str| run_with(lr, "max_drop = 0.1\n", out);
-    let weights = |d: &std::path::Path| {
-        candle_core::safetensors::load(d.join("model.safetensors"), &dev).expect("weights")
-    };
     let long = run(1e4, "long");
     let g = &long.details["guard"];
     let base = g["base_rate"].as_f64().expect("base");
@@ -561,12 +577,8 @@ fn fe_guard_undoes_iterations_that_lose_the_valid_set() {
         assert_eq!(t["accepted"], false, "{g}");
         assert!(t["rate"].as_f64().expect("rate") < base - 0.1, "{g}");
     }
-    let (a, b) = (weights(&src), weights(&tmp.path().join("long")));
-    assert_eq!(a.len(), b.len());
-    for (k, t) in &a {
-        let d = (t - &b[k]).expect("sub").abs().expect("abs");
-        let m = d.flatten_all().expect("flat").max(0).expect("max");
-        assert_eq!(m.to_scalar::<f32>().expect("scalar"), 0.0, "{k} changed");
+    for (k, m) in weight_changes(&src, &tmp.path().join("long")) {
+        assert_eq!(m, 0.0, "{k} changed");
     }
     // nothing moved, so the after metrics are the before metrics
     assert_eq!(long.before, long.after);
@@ -642,7 +654,6 @@ fn fe_guard_retry_is_the_same_step_shortened() {
     let tmp = tempfile::tempdir().expect("tmp");
     let src = tmp.path().join("model");
     common::trained(&src, 3);
-    let dev = Device::Cpu;
     let mols = vec![methanol(), ethane(), water()];
     let toml = |expand_lr: f64, project_lr: f64, guard: &str| {
         format!(
@@ -653,17 +664,7 @@ fn fe_guard_retry_is_the_same_step_shortened() {
              {guard}"
         )
     };
-    let run = |text: &str, out: &str| {
-        let cfg = MorphFeConfig::from_toml(text).expect("toml");
-        fe_on(
-            &src,
-            (&mols, "toy.sdf"),
-            &Spread,
-            &cfg,
-            &tmp.path().join(out),
-        )
-        .expect("fe")
-    };
+    let run = |text: &str, out: &str| fe_toml(&src, &mols, text, &tmp.path().join(out));
     let (lr0, plr0) = (1e2, 1e-3);
     let guarded = run(
         &toml(
@@ -681,26 +682,14 @@ fn fe_guard_retry_is_the_same_step_shortened() {
     let lr = last["expand_lr"].as_f64().expect("lr");
     let scale = lr / lr0;
     let plain = run(&toml(lr, plr0 * scale, ""), "plain");
-    let weights = |d: &std::path::Path| {
-        candle_core::safetensors::load(d.join("model.safetensors"), &dev).expect("weights")
-    };
-    let (a, b) = (
-        weights(&tmp.path().join("guarded")),
-        weights(&tmp.path().join("plain")),
-    );
-    assert_eq!(a.len(), b.len());
-    for (k, t) in &a {
-        let d = (t - &b[k]).expect("sub").abs().expect("abs");
-        let m = d.flatten_all().expect("flat").max(0).expect("max");
-        assert_eq!(m.to_scalar::<f32>().expect("scalar"), 0.0, "{k} differs");
+    let (guarded_dir, plain_dir) = (tmp.path().join("guarded"), tmp.path().join("plain"));
+    for (k, m) in weight_changes(&guarded_dir, &plain_dir) {
+        assert_eq!(m, 0.0, "{k} differs");
     }
     assert_eq!(guarded.after, plain.after);
     // and the shortened step did move the model
-    let s = weights(&src);
-    let moved = a.iter().any(|(k, t)| {
-        let d = (t - &s[k]).expect("sub").abs().expect("abs");
-        let m = d.flatten_all().expect("flat").max(0).expect("max");
-        m.to_scalar::<f32>().expect("scalar") > 0.0
-    });
+    let moved = weight_changes(&guarded_dir, &src)
+        .iter()
+        .any(|(_, m)| *m > 0.0);
     assert!(moved, "the accepted step left the model unchanged");
 }
