@@ -129,7 +129,8 @@ pub struct MorphFeArgs {
     /// after each iteration; an iteration that leaves it more than MAX_DROP
     /// below the pre-trained model's (e.g. 0.02 = 2 points) is undone and
     /// retried at half the step (the expand and projection learning rates,
-    /// from the same random draws; `backtracks`, default 3, then skipped). The report's `details.guard` lists every try.
+    /// from the same random draws; `backtracks`, default 3, then skipped).
+    /// The report's `details.guard` lists every try.
     /// `[guard] metric = "bond-recovery"` guards on the graded recovery of
     /// the graph's bonds instead (for strict verifiers that pass ~nothing),
     /// `metric = "pass-rate-vendi"` also keeps a step only if it leaves at

@@ -1275,7 +1275,7 @@ fn conformers_in_angstrom(
 ) -> (Vec<Array2<f64>>, Vec<Array2<f64>>) {
     let all: Vec<Array2<f64>> = rows_n
         .iter()
-        .map(|r| Array2::from_shape_fn((n_atoms, 3), |(i, d)| f64::from(r[i * 3 + d]) * coord_std))
+        .map(|r| row_in_angstrom(r, n_atoms, coord_std))
         .collect();
     let valid = all
         .iter()
@@ -1284,6 +1284,11 @@ fn conformers_in_angstrom(
         .map(|(c, _)| c.clone())
         .collect();
     (all, valid)
+}
+
+/// One normalised conformer row (`n_atoms × 3` flattened) in Å.
+fn row_in_angstrom(r: &[f32], n_atoms: usize, coord_std: f64) -> Array2<f64> {
+    Array2::from_shape_fn((n_atoms, 3), |(i, d)| f64::from(r[i * 3 + d]) * coord_std)
 }
 
 /// The RBF Vendi score (bandwidth 1 Å) of conformers, each featurised by
@@ -1356,7 +1361,12 @@ fn valid_vendi_fraction(
     n_atoms: usize,
     coord_std: f64,
 ) -> Result<f64> {
-    let (_, valid) = conformers_in_angstrom(rows_n, ok, n_atoms, coord_std);
+    let valid: Vec<Array2<f64>> = rows_n
+        .iter()
+        .zip(ok)
+        .filter(|(_, &c)| c >= 0.5)
+        .map(|(r, _)| row_in_angstrom(r, n_atoms, coord_std))
+        .collect();
     Ok(conformer_vendi(&valid, n_atoms)? / rows_n.len().max(1) as f64)
 }
 
